@@ -1,0 +1,41 @@
+# vlmprune: every target installs what it needs into .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GRID ?= modality_ratio
+PYTEST_FLAGS ?=
+
+.PHONY: install sweep test check-slow lint zoo zoo-check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch and torchvision pinned together: both lie on this machine's disk for pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+sweep: $(STAMP)
+	$(VENV)/bin/vlmprune demo --grid $(GRID)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not gpu" $(PYTEST_FLAGS)
+
+check-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check harness tests
+
+# Retrain the embedded model (seeded; ~45 minutes on 2 cores), then measure it.
+zoo: $(STAMP)
+	$(PY) -m harness.zoo.train --out harness/zoo/shapes-llava
+
+zoo-check: $(STAMP)
+	$(VENV)/bin/vlmprune zoo-check
+
+clean:
+	rm -rf results/cache .pytest_cache

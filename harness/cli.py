@@ -1,0 +1,73 @@
+"""`vlmprune`: the command line. Bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from harness.errors import EXIT_USAGE, UserError
+
+
+def _zoo_check(a: argparse.Namespace) -> int:
+    from harness.zoo import check
+
+    check.main(a.model, a.out)
+    return 0
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from harness import demo
+
+    return demo.main(a.model, a.grid, a.questions)
+
+
+def _models(a: argparse.Namespace) -> int:
+    from harness.models.load import load
+
+    adapter = load(a.model)
+    print(f"{a.model}: family {adapter.family}")
+    for role in ("vision", "bridge", "language"):
+        blocks = adapter.blocks(role)
+        print(f"  {role:9s} {len(blocks):3d} blocks  {len(adapter.role_linears(role)):4d} "
+              f"Linears  {adapter.parameter_count(role):>12,d} prunable weights")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vlmprune", description="Prune vision-language models, "
+                                "recover them, evaluate them, and compare.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("zoo-check", help="accuracy and pruning sensitivity of an embedded model")
+    s.add_argument("--model", default="shapes-llava")
+    s.add_argument("--out", type=Path, default=Path("results/zoo_check.json"))
+    s.set_defaults(func=_zoo_check)
+
+    s = sub.add_parser("demo", help="a small end-to-end prune-and-evaluate run")
+    s.add_argument("--model", default="shapes-llava")
+    s.add_argument("--grid", default="modality_ratio")
+    s.add_argument("--questions", type=int, default=500)
+    s.set_defaults(func=_demo)
+
+    s = sub.add_parser("inspect", help="show a model's roles, blocks and prunable weights")
+    s.add_argument("model", nargs="?", default="shapes-llava")
+    s.set_defaults(func=_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return a.func(a)
+    except UserError as e:
+        print(f"vlmprune: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Errors a user can fix: the CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """Bad input (a config field, a model name, a path): one line, no traceback, exit 2."""
+
+
+def unknown(kind: str, name: str, known: Iterable[str]) -> UserError:
+    """`unknown pruning method 'wnada'; did you mean 'wanda'? (known: ...)`."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return UserError(f"unknown {kind} '{name}'{hint} (known: {', '.join(known)})")
+
+
+def format_validation_error(e) -> str:
+    """`field 'a.b': what is wrong` for the first error of a pydantic ValidationError."""
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    return f"field '{loc}': {err['msg']}"

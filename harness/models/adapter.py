@@ -1,0 +1,164 @@
+"""One view of any VLM by role: `vision`, `bridge`, `language`.
+
+Pruning, recovery and calibration reach into a model only through an `Adapter`: its ordered
+transformer blocks per role, the prunable `nn.Linear` layers of a block, a calibration forward
+and batched generation. A new architecture is a `Layout` (module paths per role) and a prompt
+format, never an edit in pruning/.
+
+A layout path names either a `ModuleList` (each child is a block, in order) or a single module
+(one block). Linears outside every role (lm_head, OPT's project_in/out) are listed in `exclude`
+so that a test can check the roles plus the exclusions cover every Linear of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+ROLES = ("vision", "bridge", "language")
+
+
+@dataclass(frozen=True)
+class Layout:
+    vision: tuple[str, ...]
+    bridge: tuple[str, ...]
+    language: tuple[str, ...]
+    exclude: tuple[str, ...] = ("lm_head",)
+
+    def paths(self, role: str) -> tuple[str, ...]:
+        if role not in ROLES:
+            from harness.errors import unknown
+
+            raise unknown("role", role, ROLES)
+        return getattr(self, role)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """How a model wants a question or a caption request phrased (`{question}` is replaced)."""
+
+    vqa: str = "{question}"
+    caption: str = "a photo of"
+
+    def question(self, q: str) -> str:
+        return self.vqa.replace("{question}", q)
+
+
+@dataclass
+class Block:
+    role: str
+    name: str  # full module path, e.g. model.language_model.layers.3
+    module: nn.Module
+
+
+@dataclass
+class Adapter:
+    model: nn.Module
+    processor: Any
+    layout: Layout
+    family: str
+    prompts: Prompts = field(default_factory=Prompts)
+    name: str = ""
+
+    # ---- structure -------------------------------------------------------------------
+    def blocks(self, role: str) -> list[Block]:
+        out = []
+        for path in self.layout.paths(role):
+            mod = self.model.get_submodule(path)
+            if isinstance(mod, nn.ModuleList):
+                out += [Block(role, f"{path}.{i}", m) for i, m in enumerate(mod)]
+            else:
+                out.append(Block(role, path, mod))
+        return out
+
+    @staticmethod
+    def linears(block: Block | nn.Module) -> dict[str, nn.Linear]:
+        """Prunable Linears of a block, by path relative to it (`self_attn.q_proj`)."""
+        mod = block.module if isinstance(block, Block) else block
+        if isinstance(mod, nn.Linear):
+            return {"": mod}
+        return {n: m for n, m in mod.named_modules() if isinstance(m, nn.Linear)}
+
+    def role_linears(self, role: str) -> dict[str, nn.Linear]:
+        """Prunable Linears of a role, by full path."""
+        out = {}
+        for b in self.blocks(role):
+            for rel, lin in self.linears(b).items():
+                out[f"{b.name}.{rel}" if rel else b.name] = lin
+        return out
+
+    def parameter_count(self, role: str) -> int:
+        return sum(lin.weight.numel() for lin in self.role_linears(role).values())
+
+    # ---- running ---------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Processor inputs on the model's device; floating tensors in the model's dtype."""
+        images = [_as_pil(im) for im in images]
+        tok = getattr(self.processor, "tokenizer", None)
+        if tok is not None:
+            tok.padding_side = "left"  # generation appends on the right
+        enc = self.processor(images=images, text=list(prompts), return_tensors="pt",
+                             padding=True)
+        return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                for k, v in enc.items() if isinstance(v, torch.Tensor)}
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, torch.Tensor]) -> Any:
+        """A calibration forward: the whole model, no labels, no cache.
+
+        An encoder-decoder LM with no `decoder_input_ids` gets its start token, so its
+        decoder blocks run too."""
+        if _is_encoder_decoder(self.model) and "decoder_input_ids" not in batch:
+            start = self.model.generation_config.decoder_start_token_id or 0
+            n = batch["input_ids"].shape[0]
+            batch = {**batch, "decoder_input_ids": torch.full((n, 1), start, device=self.device)}
+        return self.model(**batch, use_cache=False)
+
+    @torch.no_grad()
+    def generate(self, images: Sequence[Any], prompts: Sequence[str], max_new_tokens: int = 16,
+                 batch_size: int = 32, progress: bool = False) -> list[str]:
+        """Greedy answers for (image, prompt) pairs, in batches, left-padded, KV-cached."""
+        from tqdm import tqdm
+
+        out: list[str] = []
+        starts = range(0, len(prompts), batch_size)
+        for s in tqdm(starts, desc="generate", disable=not progress):
+            batch = self.prepare(images[s:s + batch_size], prompts[s:s + batch_size])
+            ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                      num_beams=1)
+            n_in = batch["input_ids"].shape[1]
+            if not _is_encoder_decoder(self.model) and ids.shape[1] > n_in and torch.equal(
+                    ids[:, :n_in], batch["input_ids"]):
+                ids = ids[:, n_in:]  # decoder-only models echo the prompt
+            out += [t.strip() for t in
+                    self.processor.batch_decode(ids, skip_special_tokens=True)]
+        return out
+
+
+def _is_encoder_decoder(model: nn.Module) -> bool:
+    cfg = model.config
+    text = getattr(cfg, "text_config", None)
+    return bool(getattr(cfg, "is_encoder_decoder", False) or
+                getattr(text, "is_encoder_decoder", False))
+
+
+def _as_pil(im: Any) -> Image.Image:
+    if isinstance(im, Image.Image):
+        return im.convert("RGB")
+    if isinstance(im, np.ndarray):
+        return Image.fromarray(im).convert("RGB")
+    raise TypeError(f"expected a PIL image or an HxWx3 uint8 array, got {type(im).__name__}")

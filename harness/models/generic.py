@@ -1,0 +1,56 @@
+"""Any transformers VLM, configured by module-path prefixes in a YAML file.
+
+```yaml
+# layouts/my_vlm.yaml
+vision: [model.vision_tower.vision_model.encoder.layers]
+bridge: [model.multi_modal_projector]
+language: [model.language_model.layers]
+exclude: [lm_head]
+prompts: {vqa: "USER: <image>\\n{question} ASSISTANT:", caption: "USER: <image>\\nDescribe."}
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import UserError, format_validation_error
+from harness.models.adapter import Layout, Prompts
+
+
+class PromptsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vqa: str = "{question}"
+    caption: str = "a photo of"
+
+
+class LayoutSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vision: list[str] = Field(min_length=1)
+    bridge: list[str] = Field(default_factory=list)
+    language: list[str] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=lambda: ["lm_head"])
+    prompts: PromptsSpec = Field(default_factory=PromptsSpec)
+
+    def layout(self) -> Layout:
+        return Layout(tuple(self.vision), tuple(self.bridge), tuple(self.language),
+                      tuple(self.exclude))
+
+
+def load_layout(path: str | Path) -> tuple[Layout, Prompts]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: layout file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    try:
+        spec = LayoutSpec.model_validate(data)
+    except ValidationError as e:
+        raise UserError(f"{path}: {format_validation_error(e)}") from None
+    return spec.layout(), Prompts(spec.prompts.vqa, spec.prompts.caption)
+

@@ -1,0 +1,44 @@
+"""Mask math shared by every pruning method: pure tensor functions, no model code.
+
+A mask is a bool tensor shaped like the weight, True where the weight is KEPT.
+Scores are "importance": the lowest-scoring entries are pruned.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Scope = Literal["row", "layer"]
+
+
+def unstructured(scores: torch.Tensor, sparsity: float, scope: Scope = "layer") -> torch.Tensor:
+    """Keep mask pruning the lowest `sparsity` share of scores.
+
+    scope="row": exactly floor(cols * sparsity) zeros in every output row (Wanda's default);
+    scope="layer": exactly floor(numel * sparsity) zeros over the whole matrix.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    flat = scores.reshape(1, -1) if scope == "layer" else scores.reshape(scores.shape[0], -1)
+    k = int(flat.shape[1] * sparsity)
+    mask = torch.ones_like(flat, dtype=torch.bool)
+    if k:
+        idx = torch.topk(flat, k, dim=1, largest=False).indices  # (rows, k)
+        mask.scatter_(1, idx, False)
+    return mask.reshape(scores.shape)
+
+
+def n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep mask with n zeros in every group of m consecutive input columns of each row."""
+    if not 0 < n < m:
+        raise ValueError(f"N:M needs 0 < N < M, got {n}:{m}")
+    rows, cols = scores.shape
+    if cols % m:
+        raise ValueError(f"N:M with M={m} needs the input width ({cols}) divisible by M")
+    groups = scores.reshape(rows, cols // m, m)  # (rows, groups, m)
+    idx = torch.topk(groups, n, dim=-1, largest=False).indices
+    mask = torch.ones_like(groups, dtype=torch.bool)
+    mask.scatter_(-1, idx, False)
+    return mask.reshape(rows, cols)

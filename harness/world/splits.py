@@ -1,0 +1,87 @@
+"""Fixed train / validation / test splits of the shapes world, and their materialization.
+
+Sample i of a split is a pure function of (split seed, task, i): no file is needed to train or
+evaluate, and `materialize` writes PNG + JSONL for tools (lmms-eval) that read from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from harness.world.scene import Scene, render, sample_scene
+from harness.world.text import QA, QUESTION_TYPES, ask, caption
+
+SPLIT_SEEDS = {"train": 1000, "validation": 2000, "test": 3000}
+TASK_SEEDS = {"vqa": 1, "caption": 2}
+
+
+@dataclass(frozen=True)
+class VQASample:
+    scene: Scene
+    qa: QA
+
+
+def _rng(split: str, task: str, i: int) -> np.random.Generator:
+    if split not in SPLIT_SEEDS:
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLIT_SEEDS)}")
+    return np.random.default_rng([SPLIT_SEEDS[split], TASK_SEEDS[task], i])
+
+
+def vqa_sample(split: str, i: int) -> VQASample:
+    """Question types cycle with i, so any prefix of a split is balanced across types."""
+    rng = _rng(split, "vqa", i)
+    qtype = QUESTION_TYPES[i % len(QUESTION_TYPES)]
+    scene = sample_scene(rng, min_objects=2 if qtype == "spatial" else 1)
+    qa = ask(scene, qtype, rng)
+    while qa is None:  # only spatial can fail: all pairs diagonal
+        scene = sample_scene(rng, min_objects=2)
+        qa = ask(scene, qtype, rng)
+    return VQASample(scene, qa)
+
+
+def caption_sample(split: str, i: int) -> tuple[Scene, str]:
+    scene = sample_scene(_rng(split, "caption", i))
+    return scene, caption(scene)
+
+
+def materialize(split: str, out_dir: str | Path, n_vqa: int, n_caption: int) -> Path:
+    """Write images/*.png, vqa.jsonl and caption.jsonl for a split prefix; atomic.
+
+    The folder appears complete or not at all (written to a temporary sibling, then renamed).
+    """
+    out = Path(out_dir)
+    if (out / "DONE").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    (tmp / "images").mkdir()
+    with open(tmp / "vqa.jsonl", "w") as f:
+        for i in range(n_vqa):
+            s = vqa_sample(split, i)
+            name = f"images/vqa_{i:06d}.png"
+            Image.fromarray(render(s.scene)).save(tmp / name)
+            rec = {"id": i, "image": name, "question": s.qa.question, "answer": s.qa.answer,
+                   "type": s.qa.qtype}
+            f.write(json.dumps(rec) + "\n")
+    with open(tmp / "caption.jsonl", "w") as f:
+        for i in range(n_caption):
+            scene, text = caption_sample(split, i)
+            name = f"images/caption_{i:06d}.png"
+            Image.fromarray(render(scene)).save(tmp / name)
+            f.write(json.dumps({"id": i, "image": name, "caption": text}) + "\n")
+    (tmp / "DONE").write_text(json.dumps({"split": split, "n_vqa": n_vqa,
+                                          "n_caption": n_caption}))
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process won the race; keep its copy
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

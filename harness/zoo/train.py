@@ -1,0 +1,185 @@
+"""Train shapes-llava from scratch, seeded and reproducible (`make zoo`).
+
+Two stages, because end-to-end training from scratch stalls on this budget:
+1. the vision tower alone, on a per-patch objective: each 16x16 patch is one grid cell, and a
+   linear head reads its colour, shape, size, row and column from the patch token;
+2. the whole model on VQA answers and captions (loss on the answer tokens only), the vision
+   tower at a lower learning rate so that stage 1's features survive.
+
+Samples are drawn from the deterministic train split, never from validation or test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from harness.world.scene import COLORS, GRID, SHAPES, SIZES, render, sample_scene
+from harness.world.splits import caption_sample, vqa_sample
+from harness.zoo.build import build_model, save
+from harness.zoo.prompts import caption_prompt, vqa_prompt
+
+log = logging.getLogger(__name__)
+
+COLOR_IDS = {c: i + 1 for i, c in enumerate(COLORS)}  # 0 = empty cell
+SHAPE_IDS = {s: i + 1 for i, s in enumerate(SHAPES)}
+SIZE_IDS = {s: i + 1 for i, s in enumerate(SIZES)}
+
+
+def pixels(images: list[np.ndarray]) -> torch.Tensor:
+    """(B, 3, 64, 64) in [-1, 1], as the saved CLIPImageProcessor (mean = std = 0.5) gives."""
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def patch_batch(step: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and per-cell targets (B, 16, 5): colour, shape, size, row, col."""
+    images, targets = [], []
+    for j in range(batch):
+        scene = sample_scene(np.random.default_rng([1000, 7, step, j]))
+        t = np.zeros((GRID * GRID, 5), dtype=np.int64)
+        t[:, 3] = np.arange(GRID * GRID) // GRID
+        t[:, 4] = np.arange(GRID * GRID) % GRID
+        for o in scene.objects:
+            t[o.row * GRID + o.col, :3] = (COLOR_IDS[o.color], SHAPE_IDS[o.shape], SIZE_IDS[o.size])
+        images.append(render(scene))
+        targets.append(t)
+    return pixels(images), torch.from_numpy(np.stack(targets))
+
+
+def pretrain_vision(model, steps: int, batch: int, lr: float) -> None:
+    tower = model.model.vision_tower
+    d = tower.config.hidden_size
+    heads = nn.ModuleList([nn.Linear(d, n) for n in
+                           (len(COLORS) + 1, len(SHAPES) + 1, len(SIZES) + 1, GRID, GRID)])
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    bar = tqdm(range(steps), desc="vision pretrain")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr * cosine(step, steps, 100)
+        x, y = patch_batch(step, batch)
+        h = tower(pixel_values=x, output_hidden_states=True).hidden_states[-1][:, 1:]
+        loss = sum(nn.functional.cross_entropy(head(h).flatten(0, 1), y[..., k].flatten())
+                   for k, head in enumerate(heads))
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def text_batch(tokenizer, step: int, batch: int, split: str = "train"):
+    """A mixed batch: 3/4 VQA (types cycle), 1/4 captions; labels on the answer only."""
+    images, prompts, answers = [], [], []
+    for j in range(batch):
+        i = step * batch + j
+        if i % 4 == 3:
+            scene, text = caption_sample(split, i)
+            prompts.append(caption_prompt())
+        else:
+            s = vqa_sample(split, i)
+            scene, text = s.scene, s.qa.answer
+            prompts.append(vqa_prompt(s.qa.question))
+        images.append(render(scene))
+        answers.append(text)
+    return pixels(images), encode(tokenizer, prompts, answers)
+
+
+def encode(tokenizer, prompts: list[str], answers: list[str], n_image: int = GRID * GRID):
+    """Right-padded input ids with labels on answer + eos; image token expanded in place."""
+    rows, labels = [], []
+    for p, a in zip(prompts, answers, strict=True):
+        p_ids = tokenizer(p.replace("<image>", "<image>" * n_image)).input_ids
+        a_ids = tokenizer(a).input_ids + [tokenizer.eos_token_id]
+        rows.append(p_ids + a_ids)
+        labels.append([-100] * len(p_ids) + a_ids)
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+@torch.no_grad()
+def teacher_forced_accuracy(model, tokenizer, n: int = 512) -> float:
+    """Share of validation samples whose every answer token is the argmax (fast proxy)."""
+    model.eval()
+    x, enc = text_batch(tokenizer, 0, n, split="validation")
+    logits = model(pixel_values=x, input_ids=enc["input_ids"],
+                   attention_mask=enc["attention_mask"]).logits
+    pred = logits[:, :-1].argmax(-1)
+    lab = enc["labels"][:, 1:]
+    ok = ((pred == lab) | (lab == -100)).all(dim=1)
+    model.train()
+    return ok.float().mean().item()
+
+
+def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: float,
+          vision_lr_scale: float, eval_every: int) -> None:
+    torch.manual_seed(seed)
+    model, processor = build_model(seed)
+    tok = processor.tokenizer
+    model.train()
+    t0 = time.time()
+    pretrain_vision(model, vision_steps, batch, lr=1e-3)
+    vision = list(model.model.vision_tower.parameters())
+    vis_ids = {id(p) for p in vision}
+    rest = [p for p in model.parameters() if id(p) not in vis_ids]
+    opt = torch.optim.AdamW([{"params": rest, "scale": 1.0},
+                             {"params": vision, "scale": vision_lr_scale}],
+                            lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    bar = tqdm(range(steps), desc="train")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = lr * g["scale"] * cosine(step, steps, 200)
+        x, enc = text_batch(tok, step, batch)
+        loss = model(pixel_values=x, **enc).loss
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            acc = teacher_forced_accuracy(model, tok)
+            log.info("step %d loss %.4f val_tf_acc %.4f elapsed %.0fs", step + 1, loss.item(),
+                     acc, time.time() - t0)
+            save(model, processor, out)
+    model.eval()
+    save(model, processor, out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "shapes-llava")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vision-steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--vision-lr-scale", type=float, default=0.3)
+    ap.add_argument("--eval-every", type=int, default=250)
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train(a.out, a.seed, a.vision_steps, a.steps, a.batch, a.lr, a.vision_lr_scale, a.eval_every)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+import json
+
+from PIL import Image
+
+from harness.world.scene import render
+from harness.world.splits import materialize, vqa_sample
+
+
+def test_materialize_writes_pngs_and_jsonl(tmp_path):
+    out = materialize("test", tmp_path / "shapes_test", n_vqa=6, n_caption=3)
+    rows = [json.loads(x) for x in (out / "vqa.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    assert rows[2]["question"] == vqa_sample("test", 2).qa.question
+    img = Image.open(out / rows[2]["image"])
+    assert (img.size, img.mode) == ((64, 64), "RGB")
+    import numpy as np
+
+    assert np.array_equal(np.asarray(img), render(vqa_sample("test", 2).scene))
+    caps = (out / "caption.jsonl").read_text().splitlines()
+    assert len(caps) == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp left"
+    # second call reuses the finished folder
+    assert materialize("test", tmp_path / "shapes_test", 6, 3) == out
