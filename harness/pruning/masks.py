@@ -6,6 +6,7 @@ Scores are "importance": the lowest-scoring entries are pruned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -21,8 +22,13 @@ def unstructured(scores: torch.Tensor, sparsity: float, scope: Scope = "layer") 
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    per = scores.shape[1] if scope == "row" else scores.numel()
+    return lowest(scores, int(per * sparsity), scope)
+
+
+def lowest(scores: torch.Tensor, k: int, scope: Scope = "row") -> torch.Tensor:
+    """Keep mask pruning exactly k entries: the k lowest of each row, or of the matrix."""
     flat = scores.reshape(1, -1) if scope == "layer" else scores.reshape(scores.shape[0], -1)
-    k = int(flat.shape[1] * sparsity)
     mask = torch.ones_like(flat, dtype=torch.bool)
     if k:
         idx = torch.topk(flat, k, dim=1, largest=False).indices  # (rows, k)
@@ -42,3 +48,36 @@ def n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     mask = torch.ones_like(groups, dtype=torch.bool)
     mask.scatter_(-1, idx, False)
     return mask.reshape(rows, cols)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a layer must end up as: unstructured at `sparsity` (per row or per layer), or N:M
+    (n zeros in every m consecutive input columns) when m > 0."""
+
+    sparsity: float
+    scope: Scope = "row"
+    n: int = 0
+    m: int = 0
+
+    @property
+    def structured(self) -> bool:
+        return self.m > 0
+
+    def zeros_per_row(self, cols: int) -> int:
+        return cols // self.m * self.n if self.m else int(cols * self.sparsity)
+
+
+def select(scores: torch.Tensor, target: Target) -> torch.Tensor:
+    """The keep mask a target asks for, from importance scores."""
+    if target.structured:
+        return n_of_m(scores, target.n, target.m)
+    return unstructured(scores, target.sparsity, target.scope)
+
+
+def nm_valid(weight: torch.Tensor, n: int, m: int) -> bool:
+    """Every group of m consecutive input columns of every row holds at least n zeros."""
+    rows, cols = weight.shape
+    if cols % m:
+        return False
+    return bool(((weight == 0).reshape(rows, cols // m, m).sum(-1) >= n).all())

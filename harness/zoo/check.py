@@ -16,8 +16,9 @@ from pathlib import Path
 
 from harness.models.adapter import Adapter
 from harness.models.load import load
-from harness.pruning import magnitude, masks
+from harness.pruning import masks
 from harness.pruning.apply import apply_mask, sparsity
+from harness.pruning.methods import magnitude
 from harness.world.scene import render
 from harness.world.splits import caption_sample, vqa_sample
 from harness.world.text import QUESTION_TYPES, described_objects, scene_objects

@@ -1,0 +1,24 @@
+"""Magnitude pruning (Han et al. 2015, arXiv 1506.02626): score = |W|.
+
+Needs no calibration. Lifecycle: score -> mask (masks.select) -> apply.
+```yaml
+prune: {method: magnitude, sparsity: {vision: 0.5, language: 0.5}, pattern: unstructured}
+```
+"""
+
+from __future__ import annotations
+
+import torch
+
+from harness.pruning.masks import Target, select
+from harness.pruning.registry import method
+from harness.pruning.types import Pruned
+
+
+def scores(weight: torch.Tensor) -> torch.Tensor:
+    return weight.abs()
+
+
+@method("magnitude")
+def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
+    return Pruned(select(scores(weight), target))

@@ -1,0 +1,54 @@
+"""Running statistics of a Linear's inputs over calibration tokens.
+
+What is kept depends on the method's `needs`: per-column sum of squares (Wanda's ‖X_j‖₂²),
+per-column sum (DSnoT's mean), or the Gram matrix XᵀX (SparseGPT's Hessian). One block's
+worth exists at a time, so memory stays bounded by the widest Linear.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class InputStats:
+    def __init__(self, cols: int, needs: str, device: torch.device | str = "cpu"):
+        self.cols = cols
+        self.needs = needs
+        self.tokens = 0
+        self.sq = torch.zeros(cols, dtype=torch.float32, device=device)
+        self.sum = torch.zeros(cols, dtype=torch.float32, device=device) \
+            if needs == "moments" else None
+        self.gram = torch.zeros(cols, cols, dtype=torch.float32, device=device) \
+            if needs == "hessian" else None
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, self.cols).float()  # (tokens, cols)
+        self.tokens += x.shape[0]
+        self.sq += (x * x).sum(0)
+        if self.sum is not None:
+            self.sum += x.sum(0)
+        if self.gram is not None:
+            self.gram.addmm_(x.T, x)
+
+    @property
+    def norm(self) -> torch.Tensor:
+        """‖X_j‖₂ per input column, (cols,)."""
+        return self.sq.sqrt()
+
+    @property
+    def mean(self) -> torch.Tensor:
+        if self.sum is None:
+            raise ValueError("mean needs moments statistics")
+        return self.sum / max(self.tokens, 1)
+
+    @property
+    def var(self) -> torch.Tensor:
+        return (self.sq / max(self.tokens, 1) - self.mean**2).clamp_min(0)
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """XᵀX / tokens, (cols, cols)."""
+        if self.gram is None:
+            raise ValueError("hessian needs hessian statistics")
+        return self.gram / max(self.tokens, 1)

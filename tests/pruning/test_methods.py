@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from harness.errors import UserError
+from harness.pruning import registry
+from harness.pruning.masks import Target, nm_valid
+from harness.pruning.methods import dsnot, wanda
+from harness.pruning.stats import InputStats
+
+TARGETS = [Target(0.5, "row"), Target(0.7, "row"), Target(0.3, "layer"),
+           Target(0.5, n=2, m=4), Target(0.5, n=4, m=8)]
+
+
+def layer(rows=16, cols=64, tokens=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g)
+    # correlated inputs with uneven column scales and a non-zero mean, like real activations
+    mix = torch.randn(cols, cols, generator=g) / cols**0.5 + torch.eye(cols)
+    scale = torch.linspace(0.1, 3, cols)[torch.randperm(cols, generator=g)]  # outlier columns
+    x = torch.randn(tokens, cols, generator=g) @ mix * scale + 0.5
+    return w, x
+
+
+def stats_for(x, needs):
+    s = InputStats(x.shape[1], needs)
+    s.add(x[: len(x) // 2])
+    s.add(x[len(x) // 2:])  # accumulation over batches
+    return s
+
+
+@pytest.mark.parametrize("name", ["magnitude", "random", "wanda", "sparsegpt", "dsnot"])
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_every_method_hits_the_target_exactly(name, target):
+    w, x = layer()
+    m = registry.get(name)
+    out = m.fn(w, stats_for(x, m.needs) if m.needs else None, target, seed=1)
+    zeros = ~out.mask
+    if target.structured:
+        assert nm_valid(torch.where(out.mask, 1.0, 0.0), target.n, target.m)
+        assert (zeros.sum(1) == w.shape[1] // target.m * target.n).all()
+    elif target.scope == "row":
+        assert (zeros.sum(1) == int(w.shape[1] * target.sparsity)).all()
+    else:
+        assert int(zeros.sum()) == int(w.numel() * target.sparsity)
+    if out.weight is not None:
+        assert (out.weight[zeros] == 0).all()
+
+
+def test_wanda_scores_equal_brute_force():
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(40, 16, generator=torch.Generator().manual_seed(4))
+    s = stats_for(x, "norms")
+    brute = torch.empty(8, 16)
+    for i in range(8):
+        for j in range(16):
+            brute[i, j] = abs(w[i, j]) * sum(float(x[t, j]) ** 2 for t in range(40)) ** 0.5
+    assert torch.allclose(wanda.scores(w, s.norm), brute, rtol=1e-5)
+    keep = registry.get("wanda").fn(w, s, Target(0.5, "row")).mask
+    for i in range(8):
+        order = sorted(range(16), key=lambda j: float(brute[i, j]))
+        assert {j for j in range(16) if not keep[i, j]} == set(order[:8])
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_sparsegpt_reconstructs_better_than_magnitude_and_wanda(target):
+    w, x = layer(rows=32, cols=256, tokens=1024, seed=5)
+    err = {}
+    for name in ("magnitude", "wanda", "sparsegpt"):
+        m = registry.get(name)
+        out = m.fn(w, stats_for(x, m.needs) if m.needs else None, target)
+        pruned = out.weight if out.weight is not None else w * out.mask
+        err[name] = float(torch.linalg.norm(x @ w.T - x @ pruned.T))
+    assert err["sparsegpt"] < err["wanda"] and err["sparsegpt"] < err["magnitude"], err
+
+
+@pytest.mark.parametrize("target", [Target(0.5, "row"), Target(0.5, n=2, m=4)], ids=str)
+def test_dsnot_lowers_the_mean_shift_of_its_initial_mask(target):
+    w, x = layer(seed=6)
+    s = stats_for(x, "moments")
+    init = registry.get("wanda").fn(w, s, target).mask
+    refined = dsnot.refine(w, init, s.mean, s.norm, target)
+    assert (~refined).sum() == (~init).sum()
+    shift = lambda k: ((w * ~k) @ s.mean).abs().sum()  # noqa: E731
+    assert shift(refined) < shift(init)
+    assert not torch.equal(refined, init)
+
+
+def test_unknown_method_suggests_the_closest():
+    with pytest.raises(UserError, match="did you mean 'wanda'"):
+        registry.get("wnada")
+    assert registry.names() == ["dsnot", "magnitude", "random", "sparsegpt", "wanda"]
