@@ -30,6 +30,12 @@ class Layout:
     bridge: tuple[str, ...]
     language: tuple[str, ...]
     exclude: tuple[str, ...] = ("lm_head",)
+    # Per segment path, besides the hidden state (output 0 -> input 0), what a block hands
+    # the next one: (output index, input position or keyword). T5 shares its position biases.
+    carry: tuple[tuple[str, tuple[tuple[int, int | str], ...]], ...] = ()
+
+    def carry_for(self, path: str) -> tuple[tuple[int, int | str], ...]:
+        return dict(self.carry).get(path, ())
 
     def paths(self, role: str) -> tuple[str, ...]:
         if role not in ROLES:

@@ -35,4 +35,8 @@ def layout(model: nn.Module) -> Layout:
         bridge=("qformer.encoder.layer", "language_projection"),
         language=tuple(f"language_model.{p}" for p in blocks),
         exclude=("language_model.lm_head",) + tuple(f"language_model.{p}" for p in extra),
+        # T5Block returns (hidden, self-attention bias, cross-attention bias); the stack feeds
+        # them to the next block as positional arguments 2 and 5.
+        carry=((("language_model.encoder.block", ((1, 2),)),
+                ("language_model.decoder.block", ((1, 2), (2, 5)))) if lm_type == "t5" else ()),
     )

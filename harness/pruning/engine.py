@@ -1,0 +1,181 @@
+"""Prune a model role by role, block by block, through its adapter.
+
+propagation: sequential (default). For each role (vision, then bridge, then language) and
+each of its segments (a layout path: one ModuleList of blocks, or one module):
+  1. capture the inputs of the segment's first block: a forward pre-hook records its args
+     and kwargs and stops the forward (the blocks before are already pruned, so the language
+     blocks see the image tokens of the pruned vision tower);
+  2. for each block: run it over the captured inputs with hooks on its Linears collecting the
+     method's statistics; prune its Linears; run it again, pruned, to produce the inputs of
+     the next block (hidden state, plus what the layout says is carried, e.g. T5's biases).
+Only one block's statistics exist at a time.
+
+propagation: dense. One pass of the dense model collects every Linear's statistics, then all
+are pruned (the paper's recovery path did this).
+
+Methods that need no statistics (magnitude, random) skip calibration entirely.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from harness.models.adapter import ROLES, Adapter, Block
+from harness.pruning import registry
+from harness.pruning.apply import apply_mask
+from harness.pruning.masks import Target
+from harness.pruning.stats import InputStats
+
+log = logging.getLogger(__name__)
+Inputs = tuple[tuple, dict[str, Any]]
+
+
+class _Stop(Exception):
+    """Raised by the capture hook to end a forward once the wanted inputs are recorded."""
+
+
+def prune(adapter: Adapter, targets: dict[str, Target], method: str,
+          batches: Sequence[dict] = (), propagation: str = "sequential", seed: int = 0,
+          options: dict | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+    """Prune in place; returns the keep masks by Linear path."""
+    m = registry.get(method)
+    fn = _bind(m.fn, seed, options or {})
+    if m.needs and not batches:
+        raise ValueError(f"method {method!r} needs calibration batches")
+    masks: dict[str, torch.Tensor] = {}
+    roles = [r for r in ROLES if r in targets]
+    total = sum(len(adapter.blocks(r)) for r in roles)
+    bar = tqdm(total=total, desc=f"prune {method}", disable=not progress, unit="block")
+    if m.needs is None:
+        for role in roles:
+            for block in adapter.blocks(role):
+                _prune_block(block, targets[role], fn, None, masks)
+                bar.update()
+    elif propagation == "dense":
+        _dense(adapter, roles, targets, fn, m.needs, batches, masks, bar)
+    else:
+        for role in roles:
+            for path in adapter.layout.paths(role):
+                blocks = [b for b in adapter.blocks(role) if _in_segment(b, path)]
+                _sequential(adapter, blocks, adapter.layout.carry_for(path), targets[role], fn,
+                            m.needs, batches, masks, bar)
+    bar.close()
+    return masks
+
+
+def _bind(fn: Callable, seed: int, options: dict) -> Callable:
+    def call(weight, stats, target, name):
+        layer_seed = (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**31
+        return fn(weight, stats, target, seed=layer_seed, **options)
+
+    return call
+
+
+def _in_segment(block: Block, path: str) -> bool:
+    return block.name == path or block.name.startswith(path + ".")
+
+
+@torch.no_grad()
+def _prune_block(block: Block, target: Target, fn: Callable,
+                 stats: dict[str, InputStats] | None, masks: dict) -> None:
+    for rel, lin in Adapter.linears(block).items():
+        name = f"{block.name}.{rel}" if rel else block.name
+        out = fn(lin.weight.data, stats[rel] if stats else None, target, name)
+        if out.weight is not None:
+            lin.weight.data.copy_(out.weight)
+        apply_mask(lin, out.mask)
+        masks[name] = out.mask
+
+
+def _collect(linears: dict[str, nn.Linear], needs: str) -> tuple[dict[str, InputStats], list]:
+    stats, hooks = {}, []
+    for rel, lin in linears.items():
+        st = InputStats(lin.in_features, needs, lin.weight.device)
+        stats[rel] = st
+        hooks.append(lin.register_forward_hook(lambda mod, inp, out, st=st: st.add(inp[0])))
+    return stats, hooks
+
+
+@torch.no_grad()
+def capture(adapter: Adapter, module: nn.Module, batches: Sequence[dict]) -> list[Inputs]:
+    """The (args, kwargs) `module` receives for each calibration batch."""
+    records: list[Inputs] = []
+
+    def hook(mod, args, kwargs):
+        records.append((args, kwargs))
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for batch in batches:
+            try:
+                adapter.forward(batch)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    if len(records) != len(batches):
+        raise RuntimeError("the calibration forward did not reach the block being pruned")
+    return records
+
+
+def _advance(inputs: Inputs, output: Any, carry) -> Inputs:
+    """Next block's inputs: this block's output as hidden state, plus what the layout carries."""
+    args, kwargs = list(inputs[0]), dict(inputs[1])
+    outs = output if isinstance(output, tuple) else (output,)
+    if args:
+        args[0] = outs[0]
+    else:
+        kwargs["hidden_states"] = outs[0]
+    for out_idx, where in carry:
+        if isinstance(where, int) and where < len(args):
+            args[where] = outs[out_idx]
+        else:
+            kwargs[str(where)] = outs[out_idx]
+    return tuple(args), kwargs
+
+
+@torch.no_grad()
+def _sequential(adapter, blocks, carry, target, fn, needs, batches, masks, bar) -> None:
+    inputs = capture(adapter, blocks[0].module, batches)
+    for i, block in enumerate(blocks):
+        stats, hooks = _collect(Adapter.linears(block), needs)
+        try:
+            for args, kwargs in inputs:
+                block.module(*args, **kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        _prune_block(block, target, fn, stats, masks)
+        del stats
+        if i + 1 < len(blocks):  # the pruned block's outputs feed the next one
+            inputs = [_advance((a, k), block.module(*a, **k), carry)
+                      for a, k in inputs]
+        bar.update()
+
+
+@torch.no_grad()
+def _dense(adapter, roles, targets, fn, needs, batches, masks, bar) -> None:
+    per_block = {}
+    hooks = []
+    for role in roles:
+        for block in adapter.blocks(role):
+            stats, h = _collect(Adapter.linears(block), needs)
+            per_block[block.name] = (block, role, stats)
+            hooks += h
+    try:
+        for batch in batches:
+            adapter.forward(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    for block, role, stats in per_block.values():
+        _prune_block(block, targets[role], fn, stats, masks)
+        bar.update()

@@ -1,0 +1,52 @@
+"""Save and load a pruned model: safetensors weights plus bit-packed keep masks.
+
+Layout of the folder: the model's own `save_pretrained` output (config, weights, processor)
+and `masks.safetensors`, holding for each pruned Linear its mask packed 8 to a byte
+(`numpy.packbits`, uint8) and its shape. Reloading restores weights and masks exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.models.adapter import Adapter
+
+MASKS = "masks.safetensors"
+
+
+def pack(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.cpu().numpy().astype(np.uint8).ravel()))
+
+
+def unpack(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    n = int(np.prod(shape))
+    bits = np.unpackbits(packed.numpy(), count=n)
+    return torch.from_numpy(bits.astype(bool)).reshape(shape)
+
+
+def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    adapter.model.save_pretrained(path, safe_serialization=True)
+    adapter.processor.save_pretrained(path)
+    tensors = {name: pack(m) for name, m in masks.items()}
+    shapes = {name: list(m.shape) for name, m in masks.items()}
+    save_file(tensors, str(path / MASKS), metadata={"shapes": json.dumps(shapes)})
+    meta = {"family": adapter.family, "prompts": {"vqa": adapter.prompts.vqa,
+                                                  "caption": adapter.prompts.caption}}
+    (path / "vlmprune.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    file = str(Path(path) / MASKS)
+    with safe_open(file, "pt") as f:
+        shapes = json.loads(f.metadata()["shapes"])
+    packed = load_file(file)
+    return {name: unpack(packed[name], tuple(shape)) for name, shape in shapes.items()}

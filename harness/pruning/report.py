@@ -1,0 +1,59 @@
+"""Sparsity report: per layer and per role, achieved sparsity, nonzero weights, N:M validity.
+
+Measured from the weights themselves (exact zeros), never from the requested targets, so a
+recovery stage that breaks sparsity shows up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from harness.models.adapter import ROLES, Adapter
+from harness.pruning.masks import Target, nm_valid
+
+
+@dataclass
+class LayerSparsity:
+    role: str
+    name: str
+    shape: tuple[int, int]
+    params: int
+    zeros: int
+    target: float
+    nm_valid: bool | None  # None when the target is not N:M
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.params
+
+
+def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
+    """{"layers": [...], "roles": {role: {...}}, "overall": {...}} as plain data (JSON-able)."""
+    targets = targets or {}
+    layers = []
+    for role in ROLES:
+        t = targets.get(role)
+        for name, lin in adapter.role_linears(role).items():
+            w = lin.weight.detach()
+            valid = nm_valid(w, t.n, t.m) if t is not None and t.structured else None
+            layers.append(LayerSparsity(role, name, tuple(w.shape), w.numel(),
+                                        int((w == 0).sum()), t.sparsity if t else 0.0, valid))
+    roles = {}
+    for role in ROLES:
+        rows = [x for x in layers if x.role == role]
+        params = sum(x.params for x in rows)
+        zeros = sum(x.zeros for x in rows)
+        roles[role] = {"params": params, "zeros": zeros, "nonzero": params - zeros,
+                       "sparsity": zeros / params if params else 0.0,
+                       "nm_valid": (all(x.nm_valid for x in rows)
+                                    if rows and rows[0].nm_valid is not None else None)}
+    pruned = [r for r in ROLES if r in targets]
+    params = sum(roles[r]["params"] for r in pruned)
+    zeros = sum(roles[r]["zeros"] for r in pruned)
+    overall = {"params": params, "zeros": zeros, "nonzero": params - zeros,
+               "sparsity": zeros / params if params else 0.0,
+               "all_params": sum(v["params"] for v in roles.values()),
+               "all_sparsity": (sum(v["zeros"] for v in roles.values()) /
+                                max(1, sum(v["params"] for v in roles.values())))}
+    return {"layers": [asdict(x) | {"sparsity": x.sparsity} for x in layers],
+            "roles": roles, "overall": overall}

@@ -1,0 +1,172 @@
+"""`prune:` in a grid file: method, pattern, sparsity by modality, calibration, propagation.
+
+```yaml
+prune:
+  method: wanda              # magnitude | random | wanda | sparsegpt | dsnot
+  pattern: unstructured      # or "2:4", "4:8", any "N:M" with N < M
+  sparsity: 0.5              # a global target, spread by `distribution` ...
+  distribution: equal        # equal | language_only | vision_only | budget
+  vision_share: 0.3          # budget only: share of the pruned weights taken from vision
+  # ... or an explicit map:  sparsity: {vision: 0.3, language: 0.7}
+  scope: row                 # row (Wanda's default) | layer
+  propagation: sequential    # sequential | dense
+  calibration: {source: shapes, samples: 128, batch_size: 16, seed: 0}
+```
+The bridge (projector, Q-Former) is unpruned unless the map names it, as in the paper.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from harness.errors import UserError
+from harness.models.adapter import ROLES, Adapter
+from harness.pruning import registry
+from harness.pruning.masks import Scope, Target
+
+_NM = re.compile(r"^(\d+):(\d+)$")
+
+
+class CalibrationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = "shapes"  # "shapes", or a JSONL file of {"image": path, "text": str}
+    samples: int = Field(128, ge=1)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+
+class DsnotSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    init: Literal["wanda", "magnitude"] = "wanda"
+    cycles: int = Field(50, ge=1)
+
+
+class PruneSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: str = "wanda"
+    pattern: str = "unstructured"
+    sparsity: float | dict[str, float] = 0.5
+    distribution: Literal["equal", "language_only", "vision_only", "budget"] = "equal"
+    vision_share: float | None = Field(None, gt=0, lt=1)
+    scope: Scope = "row"
+    propagation: Literal["sequential", "dense"] = "sequential"
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    dsnot: DsnotSpec = Field(default_factory=DsnotSpec)
+    seed: int = 0
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        try:
+            registry.get(v)
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        if v == "unstructured":
+            return v
+        m = _NM.match(v)
+        if not m:
+            raise ValueError(f"pattern must be 'unstructured' or 'N:M' such as '2:4', got {v!r}")
+        n, mm = int(m[1]), int(m[2])
+        if not 0 < n < mm:
+            raise ValueError(f"pattern {v!r} needs 0 < N < M")
+        return v
+
+    @field_validator("sparsity")
+    @classmethod
+    def _sparsity(cls, v):
+        values = v.values() if isinstance(v, dict) else [v]
+        if isinstance(v, dict):
+            bad = [k for k in v if k not in ROLES]
+            if bad:
+                raise ValueError(f"unknown role '{bad[0]}' (known: {', '.join(ROLES)})")
+        for x in values:
+            if not 0.0 <= x < 1.0:
+                raise ValueError(f"sparsity must be in [0, 1), got {x}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PruneSpec:
+        if self.distribution == "budget":
+            if self.vision_share is None:
+                raise ValueError("distribution 'budget' needs vision_share in (0, 1)")
+            if isinstance(self.sparsity, dict) or self.nm:
+                raise ValueError("distribution 'budget' needs a single unstructured sparsity")
+        return self
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        m = _NM.match(self.pattern)
+        return (int(m[1]), int(m[2])) if m else None
+
+
+def role_sparsity(spec: PruneSpec, params: dict[str, int]) -> dict[str, float]:
+    """Per-role sparsity; `params` is each role's prunable weight count (for `budget`)."""
+    if isinstance(spec.sparsity, dict):
+        return {r: spec.sparsity.get(r, 0.0) for r in ROLES}
+    s = spec.sparsity if spec.nm is None else spec.nm[0] / spec.nm[1]
+    out = dict.fromkeys(ROLES, 0.0)
+    if spec.distribution == "equal":
+        out["vision"] = out["language"] = s
+    elif spec.distribution == "language_only":
+        out["language"] = s
+    elif spec.distribution == "vision_only":
+        out["vision"] = s
+    else:  # budget: vision gives `share` of the pruned weights, parameter-weighted
+        total = params["vision"] + params["language"]
+        out["vision"] = spec.vision_share * s * total / params["vision"]
+        out["language"] = (1 - spec.vision_share) * s * total / params["language"]
+        for r in ("vision", "language"):
+            if out[r] >= 1.0:
+                raise UserError(f"budget {s:.2f} with vision_share {spec.vision_share} needs "
+                                f"{out[r]:.0%} sparsity in {r}; lower the share or the budget")
+    return out
+
+
+def _zeros(shapes: list[tuple[int, int]], s: float, scope: Scope) -> int:
+    if scope == "row":
+        return sum(rows * int(cols * s) for rows, cols in shapes)
+    return sum(int(rows * cols * s) for rows, cols in shapes)
+
+
+def _solve(shapes: list[tuple[int, int]], zeros: float, scope: Scope) -> float:
+    """The sparsity whose per-row (or per-layer) floors prune closest to `zeros` weights."""
+    lo, hi = 0.0, 0.999999
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _zeros(shapes, mid, scope) < zeros else (lo, mid)
+    return min((lo, hi), key=lambda s: abs(_zeros(shapes, s, scope) - zeros))
+
+
+def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
+    """Per-role targets for this model; roles left at 0 are absent. Checks N:M widths.
+
+    For `budget`, each role's sparsity is solved against its layers' shapes so that the
+    floors of per-row (or per-layer) counts still add up to the global target."""
+    params = {r: adapter.parameter_count(r) for r in ROLES}
+    levels = role_sparsity(spec, params)
+    if spec.distribution == "budget" and not isinstance(spec.sparsity, dict):
+        for role in ("vision", "language"):
+            shapes = [tuple(lin.weight.shape) for lin in adapter.role_linears(role).values()]
+            levels[role] = _solve(shapes, levels[role] * params[role], spec.scope)
+    out = {}
+    for role, s in levels.items():
+        if s <= 0:
+            continue
+        if spec.nm:  # every pruned role gets the N:M pattern; a map only says which
+            n, m = spec.nm
+            for name, lin in adapter.role_linears(role).items():
+                if lin.in_features % m:
+                    raise UserError(f"pattern {n}:{m}: M={m} does not divide the input width "
+                                    f"{lin.in_features} of {name}")
+            out[role] = Target(n / m, spec.scope, n, m)
+        else:
+            out[role] = Target(s, spec.scope)
+    return out
