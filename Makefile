@@ -39,3 +39,8 @@ zoo-check: $(STAMP)
 
 clean:
 	rm -rf results/cache .pytest_cache
+
+bench: $(STAMP)
+	$(PY) benchmarks/prune_speed.py
+	$(PY) benchmarks/prune_memory.py
+	$(PY) benchmarks/prune_accuracy.py

@@ -35,6 +35,33 @@ def _models(a: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(a: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from harness.models.load import load
+    from harness.pruning import persist, stage
+    from harness.pruning.spec import load as load_spec
+
+    try:
+        data = yaml.safe_load(a.spec.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"{a.spec}: cannot read ({str(e).splitlines()[0]})") from None
+    spec = load_spec(data.get("prune", data), str(a.spec))
+    adapter = load(a.model)
+    masks, rep = stage.run(adapter, spec)
+    print(f"{'role':9s} {'sparsity':>9s} {'nonzero':>12s} {'N:M ok':>7s}")
+    for role, r in rep["roles"].items():
+        print(f"{role:9s} {r['sparsity']:9.4f} {r['nonzero']:12,d} {str(r['nm_valid']):>7s}")
+    print(f"{'overall':9s} {rep['overall']['sparsity']:9.4f} {rep['overall']['nonzero']:12,d}")
+    if a.out:
+        persist.save(adapter, masks, a.out)
+        (a.out / "sparsity.json").write_text(json.dumps(rep, indent=2))
+        print(f"saved to {a.out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmprune", description="Prune vision-language models, "
                                 "recover them, evaluate them, and compare.")
@@ -51,6 +78,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", default="modality_ratio")
     s.add_argument("--questions", type=int, default=500)
     s.set_defaults(func=_demo)
+
+    s = sub.add_parser("prune", help="prune a model with a spec file and save it")
+    s.add_argument("spec", type=Path, help="YAML: a prune mapping (or a file with prune:)")
+    s.add_argument("--model", default="shapes-llava")
+    s.add_argument("--out", type=Path, default=None)
+    s.set_defaults(func=_prune)
 
     s = sub.add_parser("inspect", help="show a model's roles, blocks and prunable weights")
     s.add_argument("model", nargs="?", default="shapes-llava")

@@ -23,5 +23,9 @@ def unknown(kind: str, name: str, known: Iterable[str]) -> UserError:
 def format_validation_error(e) -> str:
     """`field 'a.b': what is wrong` for the first error of a pydantic ValidationError."""
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    return f"field '{loc}': {err['msg']}"
+    loc = ".".join(str(x) for x in err["loc"] if not str(x).startswith("function-")) \
+        or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ").replace("\n", " ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (misspelt?)"
+    return f"field '{loc}': {msg}"

@@ -170,3 +170,15 @@ def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
         else:
             out[role] = Target(s, spec.scope)
     return out
+
+
+def load(data: dict | None, source: str = "prune spec") -> PruneSpec:
+    """Validate a `prune:` mapping; errors name the source and the field, on one line."""
+    from pydantic import ValidationError
+
+    from harness.errors import format_validation_error
+
+    try:
+        return PruneSpec.model_validate(data or {})
+    except ValidationError as e:
+        raise UserError(f"{source}: {format_validation_error(e)}") from None

@@ -1,0 +1,47 @@
+"""Pruning time relative to one forward pass, on shapes-llava, measured side by side.
+
+Prints time(prune, sequential) / time(one forward of the model over the same calibration
+set) for wanda and sparsegpt (targets: <= 1.5 and <= 4), 128 calibration samples.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from harness.models.load import load
+from harness.pruning import calibration, engine
+from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
+
+
+def forward_time(batches, adapter) -> float:
+    t0 = time.perf_counter()
+    for b in batches:
+        adapter.forward(b)
+    return time.perf_counter() - t0
+
+
+def main(samples: int = 128, batch_size: int = 16, repeats: int = 3) -> None:
+    torch.manual_seed(0)
+    cal = CalibrationSpec(samples=samples, batch_size=batch_size)
+    rows = []
+    for method in ("wanda", "sparsegpt", "magnitude"):
+        ratios = []
+        for _ in range(repeats):
+            adapter = load("shapes-llava")
+            batches = calibration.batches(cal, adapter)
+            fwd = forward_time(batches, adapter)
+            t = targets(PruneSpec(method=method, sparsity=0.5, calibration=cal), adapter)
+            t0 = time.perf_counter()
+            engine.prune(adapter, t, method, batches, "sequential", progress=False)
+            ratios.append((time.perf_counter() - t0) / fwd)
+        rows.append((method, sorted(ratios)[len(ratios) // 2]))
+    print(f"shapes-llava, {samples} calibration samples, batch {batch_size}, median of "
+          f"{repeats}")
+    for method, r in rows:
+        print(f"  {method:10s} prune (sequential) / one forward = {r:.2f}")
+
+
+if __name__ == "__main__":
+    main()

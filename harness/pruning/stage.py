@@ -1,0 +1,36 @@
+"""The prune stage of a cell: spec -> targets -> calibration -> engine -> report."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from harness.models.adapter import Adapter
+from harness.pruning import calibration, engine, report
+from harness.pruning.spec import PruneSpec, targets
+
+log = logging.getLogger(__name__)
+
+
+def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
+        ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Prune the adapter's model in place; returns (keep masks, sparsity report)."""
+    t = targets(spec, adapter)  # validates N:M widths before any work
+    from harness.pruning import registry
+
+    needs = registry.get(spec.method).needs
+    t0 = time.perf_counter()
+    batches = calibration.batches(spec.calibration, adapter) if needs else []
+    t1 = time.perf_counter()
+    options = spec.dsnot.model_dump() if spec.method == "dsnot" else {}
+    masks = engine.prune(adapter, t, spec.method, batches, spec.propagation, spec.seed,
+                         options, progress)
+    t2 = time.perf_counter()
+    rep = report.measure(adapter, t)
+    rep["spec"] = spec.model_dump()
+    rep["seconds"] = {"calibration_data": t1 - t0, "prune": t2 - t1}
+    log.info("pruned %s: sparsity %.4f over %d weights in %.1fs", spec.method,
+             rep["overall"]["sparsity"], rep["overall"]["params"], t2 - t1)
+    return masks, rep
