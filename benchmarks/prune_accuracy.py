@@ -5,18 +5,22 @@ Target: wanda and sparsegpt keep more accuracy than magnitude. 1000 test questio
 
 from __future__ import annotations
 
+import sys
+
 from harness.models.load import load
+
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "shapes-llava"
 from harness.pruning import stage
 from harness.pruning.spec import PruneSpec
 from harness.zoo.check import vqa_accuracy
 
 
 def main(n: int = 1000) -> None:
-    dense = vqa_accuracy(load("shapes-llava"), n)["overall"]
+    dense = vqa_accuracy(load(MODEL), n)["overall"]
     print(f"shapes-llava dense VQA {dense:.3f} ({n} test questions); 50% unstructured, "
           "vision + language, sequential, 128 calibration samples")
     for method in ("magnitude", "random", "wanda", "sparsegpt", "dsnot"):
-        adapter = load("shapes-llava")
+        adapter = load(MODEL)
         _, rep = stage.run(adapter, PruneSpec(method=method, sparsity=0.5), progress=False)
         acc = vqa_accuracy(adapter, n)
         print(f"  {method:10s} sparsity {rep['overall']['sparsity']:.4f}  VQA "

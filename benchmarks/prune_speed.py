@@ -6,11 +6,14 @@ set) for wanda and sparsegpt (targets: <= 1.5 and <= 4), 128 calibration samples
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
 
 from harness.models.load import load
+
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "shapes-llava"
 from harness.pruning import calibration, engine
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
 
@@ -22,14 +25,14 @@ def forward_time(batches, adapter) -> float:
     return time.perf_counter() - t0
 
 
-def main(samples: int = 128, batch_size: int = 16, repeats: int = 3) -> None:
+def main(samples: int = 128, batch_size: int = 128, repeats: int = 3) -> None:
     torch.manual_seed(0)
     cal = CalibrationSpec(samples=samples, batch_size=batch_size)
     rows = []
     for method in ("wanda", "sparsegpt", "magnitude"):
         ratios = []
         for _ in range(repeats):
-            adapter = load("shapes-llava")
+            adapter = load(MODEL)
             batches = calibration.batches(cal, adapter)
             fwd = forward_time(batches, adapter)
             t = targets(PruneSpec(method=method, sparsity=0.5, calibration=cal), adapter)

@@ -146,19 +146,61 @@ def _advance(inputs: Inputs, output: Any, carry) -> Inputs:
 def _sequential(adapter, blocks, carry, target, fn, needs, batches, masks, bar) -> None:
     inputs = capture(adapter, blocks[0].module, batches)
     for i, block in enumerate(blocks):
-        stats, hooks = _collect(Adapter.linears(block), needs)
-        try:
-            for args, kwargs in inputs:
-                block.module(*args, **kwargs)
-        finally:
-            for h in hooks:
-                h.remove()
-        _prune_block(block, target, fn, stats, masks)
-        del stats
-        if i + 1 < len(blocks):  # the pruned block's outputs feed the next one
-            inputs = [_advance((a, k), block.module(*a, **k), carry)
-                      for a, k in inputs]
+        last = i + 1 == len(blocks)
+        if len(inputs) == 1:  # one calibration batch: a single pass, pruning on first touch
+            outputs = _one_pass(block, inputs[0], target, fn, needs, masks)
+            if not last:
+                inputs = [_advance(inputs[0], outputs, carry)]
+        else:
+            _two_pass_stats(block, inputs, target, fn, needs, masks)
+            if not last:  # the pruned block's outputs feed the next one
+                inputs = [_advance((a, k), block.module(*a, **k), carry) for a, k in inputs]
         bar.update()
+
+
+def _two_pass_stats(block, inputs, target, fn, needs, masks) -> None:
+    """Statistics of every Linear from one dense pass of the block over all batches."""
+    stats, hooks = _collect(Adapter.linears(block), needs)
+    try:
+        for args, kwargs in inputs:
+            block.module(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    _prune_block(block, target, fn, stats, masks)
+
+
+def _one_pass(block, inputs: Inputs, target, fn, needs, masks) -> Any:
+    """Each Linear is pruned by a pre-hook from the whole calibration batch it receives, just
+    before it runs, so the block's output is already the pruned one (and later Linears of the
+    block see the pruned outputs of earlier ones, as SparseGPT's true-sequential mode)."""
+    hooks = []
+    linears = {f"{block.name}.{rel}" if rel else block.name: lin
+               for rel, lin in Adapter.linears(block).items()}
+
+    def prune_now(name: str, lin: nn.Linear, x: torch.Tensor | None) -> None:
+        st = InputStats(lin.in_features, needs, lin.weight.device)
+        if x is not None:
+            st.add(x)
+        out = fn(lin.weight.data, st, target, name)
+        if out.weight is not None:
+            lin.weight.data.copy_(out.weight)
+        apply_mask(lin, out.mask)
+        masks[name] = out.mask
+
+    for name, lin in linears.items():
+        hooks.append(lin.register_forward_pre_hook(
+            lambda mod, args, name=name: None if name in masks else prune_now(name, mod, args[0])))
+    try:
+        args, kwargs = inputs
+        output = block.module(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, lin in linears.items():  # never ran (BLIP-2's text FFN in the Q-Former)
+        if name not in masks:
+            prune_now(name, lin, None)
+    return output
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ class CalibrationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = "shapes"  # "shapes", or a JSONL file of {"image": path, "text": str}
     samples: int = Field(128, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(128, ge=1)  # all samples in one batch: one pass per block
     seed: int = 0
 
 
