@@ -6,6 +6,7 @@ vision: [model.vision_tower.vision_model.encoder.layers]
 bridge: [model.multi_modal_projector]
 language: [model.language_model.layers]
 exclude: [lm_head]
+carry: {}            # e.g. T5: {language_model.encoder.block: [[1, 2]]}
 prompts: {vqa: "USER: <image>\\n{question} ASSISTANT:", caption: "USER: <image>\\nDescribe."}
 ```
 """
@@ -33,11 +34,14 @@ class LayoutSpec(BaseModel):
     bridge: list[str] = Field(default_factory=list)
     language: list[str] = Field(min_length=1)
     exclude: list[str] = Field(default_factory=lambda: ["lm_head"])
+    # per segment path: [[output index, input position or keyword], ...] handed block to block
+    carry: dict[str, list[tuple[int, int | str]]] = Field(default_factory=dict)
     prompts: PromptsSpec = Field(default_factory=PromptsSpec)
 
     def layout(self) -> Layout:
+        carry = tuple((path, tuple(pairs)) for path, pairs in self.carry.items())
         return Layout(tuple(self.vision), tuple(self.bridge), tuple(self.language),
-                      tuple(self.exclude))
+                      tuple(self.exclude), carry)
 
 
 def load_layout(path: str | Path) -> tuple[Layout, Prompts]:

@@ -6,7 +6,10 @@ CAPTION_PROMPT = "caption :"
 
 
 def vqa_prompt(question: str) -> str:
-    return f"<image> question : {question} answer :"
+    # The question comes before the image, so that every image token can attend to it and
+    # mark itself as the object asked about (as InstructBLIP's instruction-aware Q-Former
+    # does); with the image first, a 6-layer LM bound colours to the wrong object.
+    return f"question : {question} <image> answer :"
 
 
 def caption_prompt() -> str:

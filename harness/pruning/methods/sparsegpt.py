@@ -57,23 +57,22 @@ def reconstruct(weight: torch.Tensor, hessian: torch.Tensor, target: Target,
         c1 = min(c0 + block, cols)
         w1, h1 = w[:, c0:c1].clone(), hinv[c0:c1, c0:c1]
         d = torch.diag(h1)  # (width,)
-        err = torch.zeros_like(w1)
+        err = torch.empty_like(w1)
         if not target.structured:
             keep[:, c0:c1] = lowest(w1**2 / d**2, _block_count(c0, c1, rows, target),
                                     target.scope)
+        dropped = (~keep[:, c0:c1]).float()  # (rows, width); N:M fills it group by group
         for i in range(c1 - c0):
             if target.structured and i % target.m == 0:
                 g = slice(i, i + target.m)
-                keep[:, c0 + i:c0 + i + target.m] = n_of_m(w1[:, g] ** 2 / d[g] ** 2,
-                                                           target.n, target.m)
-            col = w1[:, i]
-            q = torch.where(keep[:, c0 + i], col, torch.zeros_like(col))
-            e = (col - q) / d[i]  # (rows,)
-            w1[:, i:] -= e.unsqueeze(1) * h1[i, i:].unsqueeze(0)
-            w1[:, i] = q
+                k = n_of_m(w1[:, g] ** 2 / d[g] ** 2, target.n, target.m)
+                keep[:, c0 + i:c0 + i + target.m] = k
+                dropped[:, g] = (~k).float()
+            e = w1[:, i] * dropped[:, i] / d[i]  # (rows,): error of pruning column i
+            w1[:, i:].addr_(e, h1[i, i:], alpha=-1.0)  # OBS update of the columns left
             err[:, i] = e
         w[:, c0:c1] = w1
-        w[:, c1:] -= err @ hinv[c0:c1, c1:]
+        w[:, c1:].addmm_(err, hinv[c0:c1, c1:], alpha=-1.0)
     w[~keep] = 0.0
     return Pruned(keep, w.to(weight.dtype))
 
