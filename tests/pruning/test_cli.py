@@ -1,0 +1,37 @@
+import json
+import subprocess
+import sys
+
+from harness.models.tiny import tiny_llava
+from harness.zoo.build import save
+
+
+def vlmprune(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_prune_command_saves_model_masks_and_report(tmp_path):
+    model, proc = tiny_llava(d=32, layers=2)
+    save(model, proc, tmp_path / "tiny")
+    (tmp_path / "spec.yaml").write_text(
+        "prune: {method: wanda, pattern: '2:4', calibration: {samples: 4, batch_size: 4}}\n")
+    r = vlmprune("prune", "spec.yaml", "--model", str(tmp_path / "tiny"), "--out", "out",
+                 cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "out" / "sparsity.json").read_text())
+    assert rep["roles"]["language"]["nm_valid"] is True
+    assert abs(rep["overall"]["sparsity"] - 0.5) < 1e-9
+    assert (tmp_path / "out" / "masks.safetensors").is_file()
+
+
+def test_bad_spec_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    model, proc = tiny_llava(d=32, layers=2)
+    save(model, proc, tmp_path / "tiny")
+    (tmp_path / "spec.yaml").write_text("prune: {method: wanda, pattern: '4:2'}\n")
+    r = vlmprune("prune", "spec.yaml", "--model", str(tmp_path / "tiny"), "--out", "out",
+                 cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "spec.yaml" in lines[0] and "'pattern'" in lines[0]
+    assert not (tmp_path / "out").exists()
