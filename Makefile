@@ -23,6 +23,7 @@ sweep: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_FLAGS)
+	$(VENV)/bin/ruff check harness tests benchmarks
 
 check-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 
 from harness.models.load import load
-
-MODEL = sys.argv[1] if len(sys.argv) > 1 else "shapes-llava"
 from harness.pruning import stage
 from harness.pruning.spec import PruneSpec
 from harness.zoo.check import vqa_accuracy
+
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "shapes-llava"
 
 
 def main(n: int = 1000) -> None:

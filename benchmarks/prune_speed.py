@@ -12,10 +12,10 @@ import time
 import torch
 
 from harness.models.load import load
-
-MODEL = sys.argv[1] if len(sys.argv) > 1 else "shapes-llava"
 from harness.pruning import calibration, engine
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
+
+MODEL = sys.argv[1] if len(sys.argv) > 1 else "shapes-llava"
 
 
 def forward_time(batches, adapter) -> float:
