@@ -22,8 +22,8 @@ sweep: $(STAMP)
 	$(VENV)/bin/vlmprune demo --grid $(GRID)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not gpu" $(PYTEST_FLAGS)
 	$(VENV)/bin/ruff check harness tests benchmarks
+	$(PY) -m pytest -q -m "not gpu" $(PYTEST_FLAGS)
 
 check-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS)
