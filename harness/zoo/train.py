@@ -4,7 +4,12 @@ Two stages, because end-to-end training from scratch stalls on this budget:
 1. the vision tower alone, on a per-patch objective: each 16x16 patch is one grid cell, and a
    linear head reads its colour, shape, size, row and column from the patch token;
 2. the whole model on VQA answers and captions (loss on the answer tokens only), the vision
-   tower at a lower learning rate so that stage 1's features survive.
+   tower at a lower learning rate so that stage 1's features survive, plus a grounding loss:
+   each image token leaving the projector is pulled towards the sum of the (detached) word
+   embeddings of its cell's row and column and of its object's colour, shape and size.
+   Without it, two runs of 1000 steps never learned to bind "the circle" to the right image
+   token (colour questions stayed at 0.5, spatial at chance); with it, a question word and
+   the image token it names share a direction in the LM's input space from the start.
 
 Samples are drawn from the deterministic train split, never from validation or test.
 """
@@ -92,7 +97,7 @@ TYPE_WEIGHTS = {"color": 0.24, "shape": 0.12, "size": 0.16, "count": 0.12, "spat
 def text_batch(tokenizer, step: int, batch: int, split: str = "train"):
     """A mixed batch: 7/8 VQA (types drawn by TYPE_WEIGHTS; cycling on validation), 1/8
     captions; labels on the answer only."""
-    images, prompts, answers = [], [], []
+    images, prompts, answers, scenes = [], [], [], []
     types, weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())
     pick = np.random.default_rng([1000, 8, step]).choice(len(types), size=batch, p=weights)
     for j in range(batch):
@@ -106,7 +111,26 @@ def text_batch(tokenizer, step: int, batch: int, split: str = "train"):
             prompts.append(vqa_prompt(s.qa.question))
         images.append(render(scene))
         answers.append(text)
-    return pixels(images), encode(tokenizer, prompts, answers)
+        scenes.append(scene)
+    return pixels(images), encode(tokenizer, prompts, answers), grounding(tokenizer, scenes)
+
+
+def grounding(tokenizer, scenes) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image token (row-major cells): word ids (B, 16, 5) of row, column, colour, shape,
+    size, and a mask (B, 16, 5) that is False for the object words of empty cells."""
+    vocab = tokenizer.get_vocab()
+    ids = torch.zeros(len(scenes), GRID * GRID, 5, dtype=torch.long)
+    mask = torch.zeros(len(scenes), GRID * GRID, 5, dtype=torch.bool)
+    cells = torch.arange(GRID * GRID)
+    for b, scene in enumerate(scenes):
+        ids[b, :, 0] = torch.tensor([vocab[f"<row{r}>"] for r in (cells // GRID).tolist()])
+        ids[b, :, 1] = torch.tensor([vocab[f"<col{c}>"] for c in (cells % GRID).tolist()])
+        mask[b, :, :2] = True
+        for o in scene.objects:
+            p = o.row * GRID + o.col
+            ids[b, p, 2:] = torch.tensor([vocab[o.color], vocab[o.shape], vocab[o.size]])
+            mask[b, p, 2:] = True
+    return ids, mask
 
 
 def encode(tokenizer, prompts: list[str], answers: list[str], n_image: int = GRID * GRID):
@@ -129,7 +153,7 @@ def encode(tokenizer, prompts: list[str], answers: list[str], n_image: int = GRI
 def teacher_forced_accuracy(model, tokenizer, n: int = 512) -> float:
     """Share of validation samples whose every answer token is the argmax (fast proxy)."""
     model.eval()
-    x, enc = text_batch(tokenizer, 0, n, split="validation")
+    x, enc, _ = text_batch(tokenizer, 0, n, split="validation")
     logits = model(pixel_values=x, input_ids=enc["input_ids"],
                    attention_mask=enc["attention_mask"]).logits
     pred = logits[:, :-1].argmax(-1)
@@ -153,17 +177,25 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
     opt = torch.optim.AdamW([{"params": rest, "scale": 1.0},
                              {"params": vision, "scale": vision_lr_scale}],
                             lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    projected = {}
+    model.model.multi_modal_projector.register_forward_hook(
+        lambda mod, inp, out: projected.__setitem__("x", out))
+    embed = model.get_input_embeddings()
     bar = tqdm(range(steps), desc="train")
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr * g["scale"] * cosine(step, steps, 200)
-        x, enc = text_batch(tok, step, batch)
-        loss = model(pixel_values=x, **enc).loss
+        x, enc, (ids, mask) = text_batch(tok, step, batch)
+        task = model(pixel_values=x, **enc).loss
+        target = (embed(ids) * mask.unsqueeze(-1)).sum(2).detach()  # (B, 16, d)
+        feats = projected["x"].reshape(target.shape)
+        ground = (feats - target).pow(2).mean() / target.pow(2).mean()
+        loss = task + ground
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(task=f"{task.item():.3f}", ground=f"{ground.item():.3f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             acc = teacher_forced_accuracy(model, tok)
             log.info("step %d loss %.4f val_tf_acc %.4f elapsed %.0fs", step + 1, loss.item(),
