@@ -21,14 +21,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from harness.world.scene import CELL, GRID, IMAGE_SIZE
+from harness.world.scene import CELL, IMAGE_SIZE
 from harness.world.text import vocabulary
 from harness.zoo.prompts import caption_prompt, vqa_prompt
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
-# Words never written in text: training grounds each image token on the embeddings of its
-# cell's row and column (and of its object's colour, shape and size); see train.py.
-GROUNDING = [f"<row{i}>" for i in range(GRID)] + [f"<col{i}>" for i in range(GRID)]
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]
 
@@ -41,7 +38,7 @@ def build_tokenizer(image_token_attribute: bool = True) -> PreTrainedTokenizerFa
     """Word-level tokenizer over the shapes vocabulary.
 
     BLIP processors register `<image>` themselves and need the attribute absent."""
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + vocabulary() + GROUNDING)}
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + vocabulary())}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
