@@ -1,13 +1,16 @@
 """Train shapes-llava from scratch, seeded and reproducible (`make zoo`).
 
 Two stages, because end-to-end training from scratch stalls on this budget:
-1. the vision tower alone, on a per-patch objective: each 16x16 patch is one grid cell, and
-   its token is regressed onto fixed codes of its colour, shape, size, row and column;
-2. the language model and projector on VQA answers and captions (loss on the answer tokens
-   only), the vision tower frozen so that stage 1's balanced features survive (and steps are
-   cheaper).
+1. the vision tower alone, on a per-patch objective: each 16x16 patch is one grid cell, and a
+   linear head reads its colour, shape, size, row and column from the patch token;
+2. the whole model on VQA answers and captions (loss on the answer tokens only), the vision
+   tower at a lower learning rate so that stage 1's features survive.
 
 Samples are drawn from the deterministic train split, never from validation or test.
+
+The committed weights are this recipe stopped after step 900 of its 2400-step schedule
+(`make zoo` = `--stop-at 900`): they do not yet reach the foundation issue's accuracy targets
+(see docs/ARCHITECTURE.md, "shapes-llava: status").
 """
 
 from __future__ import annotations
@@ -63,64 +66,38 @@ def patch_batch(step: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     return pixels(images), torch.from_numpy(np.stack(targets))
 
 
-def attribute_codes(d: int, seed: int = 0) -> list[torch.Tensor]:
-    """Fixed orthogonal codes, one per attribute value, all of norm sqrt(d)/2; index 0 of
-    colour, shape and size is the empty cell (a zero code)."""
-    sizes = (len(COLORS), len(SHAPES), len(SIZES), GRID, GRID)
-    empty = (True, True, True, False, False)
-    n = sum(k for k in sizes)
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(d, n, generator=g))  # (d, n), orthonormal columns
-    q = q.T * (d**0.5 / 2)
-    codes, at = [], 0
-    for k, has_empty in zip(sizes, empty, strict=True):
-        block = q[at:at + k]
-        at += k
-        codes.append(torch.cat([torch.zeros(1, d), block]) if has_empty else block)
-    return codes
-
-
 def pretrain_vision(model, steps: int, batch: int, lr: float) -> None:
-    """Regress each patch token onto the sum of its cell's attribute codes (colour, shape,
-    size, row, column). Orthogonal codes of equal norm make every attribute equally salient
-    in the image tokens; with classification heads instead, colour dominated the features
-    and the LM never learned to find "the circle" (colour questions stayed at 0.5)."""
     tower = model.model.vision_tower
-    codes = attribute_codes(tower.config.hidden_size)
-    opt = torch.optim.AdamW(tower.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    d = tower.config.hidden_size
+    heads = nn.ModuleList([nn.Linear(d, n) for n in
+                           (len(COLORS) + 1, len(SHAPES) + 1, len(SIZES) + 1, GRID, GRID)])
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     bar = tqdm(range(steps), desc="vision pretrain")
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr * cosine(step, steps, 100)
         x, y = patch_batch(step, batch)
         h = tower(pixel_values=x, output_hidden_states=True).hidden_states[-1][:, 1:]
-        target = sum(c[y[..., k]] for k, c in enumerate(codes))  # (B, 16, d)
-        loss = (h - target).pow(2).mean() / target.pow(2).mean()
+        loss = sum(nn.functional.cross_entropy(head(h).flatten(0, 1), y[..., k].flatten())
+                   for k, head in enumerate(heads))
         loss.backward()
-        nn.utils.clip_grad_norm_(tower.parameters(), 1.0)
+        nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-
-
-# Share of training questions by type: binding (colour / size of a named shape) and spatial
-# questions are the slow ones to learn, so they get more of the budget.
-TYPE_WEIGHTS = {"color": 0.24, "shape": 0.12, "size": 0.16, "count": 0.12, "spatial": 0.36}
+        bar.set_postfix(loss=f"{loss.item():.3f}")
 
 
 def text_batch(tokenizer, step: int, batch: int, split: str = "train"):
-    """A mixed batch: 7/8 VQA (types drawn by TYPE_WEIGHTS; cycling on validation), 1/8
-    captions; labels on the answer only."""
+    """A mixed batch: 3/4 VQA (types cycle), 1/4 captions; labels on the answer only."""
     images, prompts, answers = [], [], []
-    types, weights = list(TYPE_WEIGHTS), list(TYPE_WEIGHTS.values())
-    pick = np.random.default_rng([1000, 8, step]).choice(len(types), size=batch, p=weights)
     for j in range(batch):
         i = step * batch + j
-        if i % 8 == 7:
+        if i % 4 == 3:
             scene, text = caption_sample(split, i)
             prompts.append(caption_prompt())
         else:
-            s = vqa_sample(split, i, types[pick[j]] if split == "train" else None)
+            s = vqa_sample(split, i)
             scene, text = s.scene, s.qa.answer
             prompts.append(vqa_prompt(s.qa.question))
         images.append(render(scene))
@@ -159,7 +136,7 @@ def teacher_forced_accuracy(model, tokenizer, n: int = 512) -> float:
 
 
 def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: float,
-          vision_lr_scale: float, eval_every: int) -> None:
+          vision_lr_scale: float, eval_every: int, stop_at: int | None = None) -> None:
     torch.manual_seed(seed)
     model, processor = build_model(seed)
     tok = processor.tokenizer
@@ -169,12 +146,9 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
     vision = list(model.model.vision_tower.parameters())
     vis_ids = {id(p) for p in vision}
     rest = [p for p in model.parameters() if id(p) not in vis_ids]
-    groups = [{"params": rest, "scale": 1.0}]
-    if vision_lr_scale > 0:
-        groups.append({"params": vision, "scale": vision_lr_scale})
-    else:
-        model.model.vision_tower.requires_grad_(False)
-    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW([{"params": rest, "scale": 1.0},
+                             {"params": vision, "scale": vision_lr_scale}],
+                            lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     bar = tqdm(range(steps), desc="train")
     for step in bar:
         for g in opt.param_groups:
@@ -191,6 +165,8 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
             log.info("step %d loss %.4f val_tf_acc %.4f elapsed %.0fs", step + 1, loss.item(),
                      acc, time.time() - t0)
             save(model, processor, out)
+        if stop_at is not None and step + 1 == stop_at:
+            break
     model.eval()
     save(model, processor, out)
 
@@ -199,16 +175,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "shapes-llava")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vision-steps", type=int, default=600)
+    ap.add_argument("--vision-steps", type=int, default=400)
     ap.add_argument("--steps", type=int, default=2400)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--vision-lr-scale", type=float, default=0.0, help="0 freezes it")
+    ap.add_argument("--vision-lr-scale", type=float, default=0.3)
     ap.add_argument("--eval-every", type=int, default=300)
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop after this step of the schedule (the committed weights: 900)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    train(a.out, a.seed, a.vision_steps, a.steps, a.batch, a.lr, a.vision_lr_scale, a.eval_every)
+    train(a.out, a.seed, a.vision_steps, a.steps, a.batch, a.lr, a.vision_lr_scale, a.eval_every,
+          a.stop_at)
 
 
 if __name__ == "__main__":
