@@ -15,10 +15,10 @@ SPLITS = ((0.0, 0.0), (0.1, 0.9), (0.3, 0.7), (0.5, 0.5), (0.7, 0.3), (0.9, 0.1)
 
 
 def main(model: str = "shapes-llava", grid: str = "modality_ratio", questions: int = 500) -> int:
-    console = Console()
+    console = Console(width=120)
     console.print(f"[bold]vlmprune demo[/] ({grid}: the sweep runner is not built yet; this runs "
                   f"its modality-ratio cells with magnitude pruning on {model})")
-    table = Table("vision", "language", "achieved", "VQA", "color", "shape", "size", "count",
+    table = Table("vision", "language", "sparsity", "VQA", "color", "shape", "size", "count",
                   "spatial", "seconds")
     for v, lang in SPLITS:
         t0 = time.perf_counter()
