@@ -1,7 +1,9 @@
 """Prune a model role by role, block by block, through its adapter.
 
-propagation: sequential (default). For each role (vision, then bridge, then language) and
-each of its segments (a layout path: one ModuleList of blocks, or one module):
+propagation: sequential (default). With one calibration batch (the default), a single
+forward of the whole model prunes each Linear in a pre-hook just before it runs (see
+`_single_forward`). With several batches, for each role (vision, then bridge, then language)
+and each of its segments (a layout path: one ModuleList of blocks, or one module):
   1. capture the inputs of the segment's first block: a forward pre-hook records its args
      and kwargs and stops the forward (the blocks before are already pruned, so the language
      blocks see the image tokens of the pruned vision tower);
@@ -60,6 +62,8 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
                 bar.update()
     elif propagation == "dense":
         _dense(adapter, roles, targets, fn, m.needs, batches, masks, bar)
+    elif len(batches) == 1:
+        _single_forward(adapter, roles, targets, fn, m.needs, batches[0], masks, bar)
     else:
         for role in roles:
             for path in adapter.layout.paths(role):
@@ -144,63 +148,72 @@ def _advance(inputs: Inputs, output: Any, carry) -> Inputs:
 
 @torch.no_grad()
 def _sequential(adapter, blocks, carry, target, fn, needs, batches, masks, bar) -> None:
+    """Several calibration batches: per block, statistics from one dense pass of the block
+    over all batches, prune, then the pruned block's outputs feed the next block."""
     inputs = capture(adapter, blocks[0].module, batches)
     for i, block in enumerate(blocks):
-        last = i + 1 == len(blocks)
-        if len(inputs) == 1:  # one calibration batch: a single pass, pruning on first touch
-            outputs = _one_pass(block, inputs[0], target, fn, needs, masks)
-            if not last:
-                inputs = [_advance(inputs[0], outputs, carry)]
-        else:
-            _two_pass_stats(block, inputs, target, fn, needs, masks)
-            if not last:  # the pruned block's outputs feed the next one
-                inputs = [_advance((a, k), block.module(*a, **k), carry) for a, k in inputs]
+        stats, hooks = _collect(Adapter.linears(block), needs)
+        try:
+            for args, kwargs in inputs:
+                block.module(*args, **kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        _prune_block(block, target, fn, stats, masks)
+        del stats
+        if i + 1 < len(blocks):
+            inputs = [_advance((a, k), block.module(*a, **k), carry) for a, k in inputs]
         bar.update()
 
 
-def _two_pass_stats(block, inputs, target, fn, needs, masks) -> None:
-    """Statistics of every Linear from one dense pass of the block over all batches."""
-    stats, hooks = _collect(Adapter.linears(block), needs)
-    try:
-        for args, kwargs in inputs:
-            block.module(*args, **kwargs)
-    finally:
-        for h in hooks:
-            h.remove()
-    _prune_block(block, target, fn, stats, masks)
+@torch.no_grad()
+def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar) -> None:
+    """One calibration batch: one forward of the whole model, each Linear pruned by a
+    pre-hook from the batch it is about to receive. Execution order makes this sequential
+    propagation (the language blocks read the pruned vision tower's tokens), and within a
+    block later Linears see the pruned outputs of earlier ones (SparseGPT's true-sequential
+    mode). q, k and v read one tensor and share its statistics."""
+    linears: dict[str, tuple[nn.Linear, Target]] = {}
+    left: dict[str, int] = {}  # block name -> Linears not yet pruned, for the progress bar
+    owner: dict[str, str] = {}
+    for role in roles:
+        for block in adapter.blocks(role):
+            for rel, lin in Adapter.linears(block).items():
+                name = f"{block.name}.{rel}" if rel else block.name
+                linears[name] = (lin, targets[role])
+                owner[name] = block.name
+                left[block.name] = left.get(block.name, 0) + 1
+    shared: dict[int, tuple[torch.Tensor, InputStats]] = {}
 
-
-def _one_pass(block, inputs: Inputs, target, fn, needs, masks) -> Any:
-    """Each Linear is pruned by a pre-hook from the whole calibration batch it receives, just
-    before it runs, so the block's output is already the pruned one (and later Linears of the
-    block see the pruned outputs of earlier ones, as SparseGPT's true-sequential mode)."""
-    hooks = []
-    linears = {f"{block.name}.{rel}" if rel else block.name: lin
-               for rel, lin in Adapter.linears(block).items()}
-
-    def prune_now(name: str, lin: nn.Linear, x: torch.Tensor | None) -> None:
-        st = InputStats(lin.in_features, needs, lin.weight.device)
-        if x is not None:
-            st.add(x)
+    def prune_now(name: str, x: torch.Tensor | None) -> None:
+        lin, target = linears[name]
+        if x is not None and id(x) in shared and shared[id(x)][0] is x:
+            st = shared[id(x)][1]
+        else:
+            st = InputStats(lin.in_features, needs, lin.weight.device)
+            if x is not None:
+                st.add(x)
+                shared[id(x)] = (x, st)
         out = fn(lin.weight.data, st, target, name)
         if out.weight is not None:
             lin.weight.data.copy_(out.weight)
         apply_mask(lin, out.mask)
         masks[name] = out.mask
+        left[owner[name]] -= 1
+        if not left[owner[name]]:
+            bar.update()
 
-    for name, lin in linears.items():
-        hooks.append(lin.register_forward_pre_hook(
-            lambda mod, args, name=name: None if name in masks else prune_now(name, mod, args[0])))
+    hooks = [lin.register_forward_pre_hook(
+        lambda mod, args, name=name: None if name in masks else prune_now(name, args[0]))
+        for name, (lin, _) in linears.items()]
     try:
-        args, kwargs = inputs
-        output = block.module(*args, **kwargs)
+        adapter.forward(batch)
     finally:
         for h in hooks:
             h.remove()
-    for name, lin in linears.items():  # never ran (BLIP-2's text FFN in the Q-Former)
+    for name in linears:  # never ran (BLIP-2's text FFN in the Q-Former): no statistics
         if name not in masks:
-            prune_now(name, lin, None)
-    return output
+            prune_now(name, None)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ class InputStats:
             if needs == "moments" else None
         self.gram = torch.zeros(cols, cols, dtype=torch.float32, device=device) \
             if needs == "hessian" else None
+        self.memo: dict[str, torch.Tensor] = {}  # derived tensors shared by Linears (q, k, v)
 
     @torch.no_grad()
     def add(self, x: torch.Tensor) -> None:

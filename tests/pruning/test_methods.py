@@ -89,3 +89,48 @@ def test_unknown_method_suggests_the_closest():
     with pytest.raises(UserError, match="did you mean 'wanda'"):
         registry.get("wnada")
     assert registry.names() == ["dsnot", "magnitude", "random", "sparsegpt", "wanda"]
+
+
+def reference_sparsegpt(w, h, target, block=128):
+    """The paper's algorithm, column by column with no lazy inner blocks (slow, plain)."""
+    from harness.pruning.masks import lowest, n_of_m
+    from harness.pruning.methods.sparsegpt import _block_count, inverse_hessian_factor
+
+    w = w.clone().float()
+    rows, cols = w.shape
+    hinv = inverse_hessian_factor(h)
+    keep = torch.ones_like(w, dtype=torch.bool)
+    for c0 in range(0, cols, block):
+        c1 = min(c0 + block, cols)
+        w1, h1 = w[:, c0:c1].clone(), hinv[c0:c1, c0:c1]
+        d = torch.diag(h1)
+        err = torch.zeros_like(w1)
+        if not target.structured:
+            keep[:, c0:c1] = lowest(w1**2 / d**2, _block_count(c0, c1, rows, target),
+                                    target.scope)
+        for i in range(c1 - c0):
+            if target.structured and i % target.m == 0:
+                g = slice(i, i + target.m)
+                keep[:, c0 + i:c0 + i + target.m] = n_of_m(w1[:, g] ** 2 / d[g] ** 2,
+                                                           target.n, target.m)
+            q = torch.where(keep[:, c0 + i], w1[:, i], torch.zeros(rows))
+            e = (w1[:, i] - q) / d[i]
+            w1[:, i:] -= e.unsqueeze(1) * h1[i, i:].unsqueeze(0)
+            w1[:, i] = q
+            err[:, i] = e
+        w[:, c0:c1] = w1
+        w[:, c1:] -= err @ hinv[c0:c1, c1:]
+    w[~keep] = 0
+    return keep, w
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_sparsegpt_equals_the_plain_algorithm(target):
+    from harness.pruning.methods import sparsegpt
+
+    w, x = layer(rows=24, cols=320, tokens=800, seed=9)
+    h = stats_for(x, "hessian").hessian
+    keep, ref = reference_sparsegpt(w, h, target)
+    out = sparsegpt.reconstruct(w, h, target)
+    assert torch.equal(out.mask, keep)
+    assert torch.allclose(out.weight, ref, atol=1e-4)

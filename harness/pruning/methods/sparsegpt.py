@@ -23,6 +23,7 @@ from harness.pruning.registry import method
 from harness.pruning.types import Pruned
 
 BLOCK = 128
+INNER = 32
 DAMP = 0.01
 
 
@@ -46,37 +47,47 @@ def _block_count(c0: int, c1: int, rows: int, target: Target) -> int:
 
 @torch.no_grad()
 def reconstruct(weight: torch.Tensor, hessian: torch.Tensor, target: Target,
-                block: int = BLOCK, damp: float = DAMP) -> Pruned:
-    w = weight.detach().float().clone()  # (rows, cols)
-    rows, cols = w.shape
-    hinv = inverse_hessian_factor(hessian.to(w.device), damp)
-    keep = torch.ones_like(w, dtype=torch.bool)
-    if target.structured:
-        block -= block % target.m  # groups never straddle blocks
+                block: int = BLOCK, damp: float = DAMP, inner: int = INNER,
+                hinv: torch.Tensor | None = None) -> Pruned:
+    """Works on Wᵀ (cols, rows) so that a column of W is a contiguous row. Masks are chosen
+    per outer block of `block` columns; OBS updates are applied column by column inside an
+    inner block of `inner` columns and pushed to the columns on the right by one GEMM per
+    inner block (exact, as the reference's lazy batch updates)."""
+    wt = weight.detach().float().T.contiguous()  # (cols, rows)
+    cols, rows = wt.shape
+    if hinv is None:  # upper Cholesky factor of the damped inverse, (cols, cols)
+        hinv = inverse_hessian_factor(hessian.to(wt.device), damp)
+    keep_t = torch.ones_like(wt, dtype=torch.bool)
+    if target.structured:  # groups never straddle blocks
+        inner = max(target.m, inner - inner % target.m)
+        block = max(inner, block - block % inner)
     for c0 in range(0, cols, block):
         c1 = min(c0 + block, cols)
-        w1, h1 = w[:, c0:c1].clone(), hinv[c0:c1, c0:c1]
-        d = torch.diag(h1)  # (width,)
-        err = torch.empty_like(w1)
+        d = torch.diag(hinv)[c0:c1]
         if not target.structured:
-            keep[:, c0:c1] = lowest(w1**2 / d**2, _block_count(c0, c1, rows, target),
-                                    target.scope)
-        dropped = (~keep[:, c0:c1]).float()  # (rows, width); N:M fills it group by group
-        for i in range(c1 - c0):
-            if target.structured and i % target.m == 0:
-                g = slice(i, i + target.m)
-                k = n_of_m(w1[:, g] ** 2 / d[g] ** 2, target.n, target.m)
-                keep[:, c0 + i:c0 + i + target.m] = k
-                dropped[:, g] = (~k).float()
-            e = w1[:, i] * dropped[:, i] / d[i]  # (rows,): error of pruning column i
-            w1[:, i:].addr_(e, h1[i, i:], alpha=-1.0)  # OBS update of the columns left
-            err[:, i] = e
-        w[:, c0:c1] = w1
-        w[:, c1:].addmm_(err, hinv[c0:c1, c1:], alpha=-1.0)
-    w[~keep] = 0.0
-    return Pruned(keep, w.to(weight.dtype))
+            scores = (wt[c0:c1] ** 2 / d.unsqueeze(1) ** 2).T  # (rows, width)
+            keep_t[c0:c1] = lowest(scores, _block_count(c0, c1, rows, target), target.scope).T
+        for i0 in range(c0, c1, inner):
+            i1 = min(i0 + inner, c1)
+            w1, h1 = wt[i0:i1], hinv[i0:i1, i0:i1]  # views: updated in place
+            dh = torch.diag(h1).unsqueeze(1)  # (width, 1)
+            scaled = (~keep_t[i0:i1]).float() / dh  # (width, rows); N:M fills it per group
+            err = torch.empty_like(w1)
+            for i in range(i1 - i0):
+                if target.structured and i % target.m == 0:  # on the updated weights
+                    g = slice(i, i + target.m)
+                    k = n_of_m((w1[g] ** 2 / dh[g] ** 2).T, target.n, target.m).T
+                    keep_t[i0 + i:i0 + i + target.m] = k
+                    scaled[g] = (~k).float() / dh[g]
+                torch.mul(w1[i], scaled[i], out=err[i])  # error of pruning column i, (rows,)
+                w1[i:].addr_(h1[i, i:], err[i], alpha=-1.0)  # OBS update inside the block
+            wt[i1:].addmm_(hinv[i0:i1, i1:].T, err, alpha=-1.0)  # and to its right
+    wt[~keep_t] = 0.0
+    return Pruned(keep_t.T.contiguous(), wt.T.contiguous().to(weight.dtype))
 
 
 @method("sparsegpt", needs="hessian")
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
-    return reconstruct(weight, stats.hessian, target)
+    if "hinv" not in stats.memo:  # Linears reading one input (q, k, v) share H and H⁻¹
+        stats.memo["hinv"] = inverse_hessian_factor(stats.hessian.to(weight.device))
+    return reconstruct(weight, stats.hessian, target, hinv=stats.memo["hinv"])
