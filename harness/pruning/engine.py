@@ -87,15 +87,20 @@ def _in_segment(block: Block, path: str) -> bool:
 
 
 @torch.no_grad()
+def _prune_linear(lin: nn.Linear, name: str, stats: InputStats | None, target: Target,
+                  fn: Callable, masks: dict) -> None:
+    out = fn(lin.weight.data, stats, target, name)
+    if out.weight is not None:  # SparseGPT's reconstruction
+        lin.weight.data.copy_(out.weight)
+    apply_mask(lin, out.mask)
+    masks[name] = out.mask
+
+
 def _prune_block(block: Block, target: Target, fn: Callable,
                  stats: dict[str, InputStats] | None, masks: dict) -> None:
     for rel, lin in Adapter.linears(block).items():
         name = f"{block.name}.{rel}" if rel else block.name
-        out = fn(lin.weight.data, stats[rel] if stats else None, target, name)
-        if out.weight is not None:
-            lin.weight.data.copy_(out.weight)
-        apply_mask(lin, out.mask)
-        masks[name] = out.mask
+        _prune_linear(lin, name, stats[rel] if stats else None, target, fn, masks)
 
 
 def _collect(linears: dict[str, nn.Linear], needs: str) -> tuple[dict[str, InputStats], list]:
@@ -194,11 +199,7 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar) -> No
             if x is not None:
                 st.add(x)
                 shared[id(x)] = (x, st)
-        out = fn(lin.weight.data, st, target, name)
-        if out.weight is not None:
-            lin.weight.data.copy_(out.weight)
-        apply_mask(lin, out.mask)
-        masks[name] = out.mask
+        _prune_linear(lin, name, st, target, fn, masks)
         left[owner[name]] -= 1
         if not left[owner[name]]:
             bar.update()
