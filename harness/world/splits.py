@@ -34,10 +34,10 @@ def _rng(split: str, task: str, i: int) -> np.random.Generator:
     return np.random.default_rng([SPLIT_SEEDS[split], TASK_SEEDS[task], i])
 
 
-def vqa_sample(split: str, i: int, qtype: str | None = None) -> VQASample:
-    """Question types cycle with i (unless given), so any prefix of a split is balanced."""
+def vqa_sample(split: str, i: int) -> VQASample:
+    """Question types cycle with i, so any prefix of a split is balanced across types."""
     rng = _rng(split, "vqa", i)
-    qtype = qtype or QUESTION_TYPES[i % len(QUESTION_TYPES)]
+    qtype = QUESTION_TYPES[i % len(QUESTION_TYPES)]
     scene = sample_scene(rng, min_objects=2 if qtype == "spatial" else 1)
     qa = ask(scene, qtype, rng)
     while qa is None:  # only spatial can fail: all pairs diagonal
