@@ -16,9 +16,9 @@ from pathlib import Path
 
 from harness.models.adapter import Adapter
 from harness.models.load import load
-from harness.pruning import masks
-from harness.pruning.apply import apply_mask, sparsity
-from harness.pruning.methods import magnitude
+from harness.pruning import engine
+from harness.pruning.apply import sparsity
+from harness.pruning.masks import Target
 from harness.world.scene import render
 from harness.world.splits import caption_sample, vqa_sample
 from harness.world.text import QUESTION_TYPES, described_objects, scene_objects
@@ -64,11 +64,11 @@ def caption_scores(adapter: Adapter, n: int = 300, split: str = "test",
 def prune_magnitude(adapter: Adapter, levels: dict[str, float]) -> float:
     """Unstructured magnitude pruning, per layer, of every Linear of each role's blocks at
     that role's level; returns the sparsity achieved over all of them."""
+    targets = {role: Target(level, "layer") for role, level in levels.items() if level > 0}
+    engine.prune(adapter, targets, "magnitude", progress=False)
     linears = {}
-    for role, level in levels.items():
-        for name, lin in adapter.role_linears(role).items():
-            apply_mask(lin, masks.unstructured(magnitude.scores(lin.weight), level, "layer"))
-            linears[name] = lin
+    for role in levels:
+        linears |= adapter.role_linears(role)
     return sparsity(linears)
 
 
