@@ -42,6 +42,7 @@ clean:
 	rm -rf results/cache .pytest_cache
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/prune_speed.py
 	$(PY) benchmarks/prune_memory.py
 	$(PY) benchmarks/prune_accuracy.py

@@ -62,6 +62,25 @@ def _prune(a: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(a: argparse.Namespace) -> int:
+    import json
+
+    from harness.evaluation.run import evaluate, get_suite
+    from harness.models.load import load
+
+    get_suite(a.suite)  # a misspelt suite fails before the model loads
+    r = evaluate(load(a.model), a.suite, run_hash=f"cli:{a.model}", limit=a.limit,
+                 batch_size=a.batch_size)
+    for key, value in sorted(r.metrics.items()):
+        print(f"{key:40s} {value:8.4f}")
+    print(f"({r.seconds:.1f} s)")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps({"model": a.model, "suite": a.suite, "metrics": r.metrics,
+                                     "samples": r.samples}, indent=1))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmprune", description="Prune vision-language models, "
                                 "recover them, evaluate them, and compare.")
@@ -84,6 +103,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="shapes-llava")
     s.add_argument("--out", type=Path, default=None)
     s.set_defaults(func=_prune)
+
+    s = sub.add_parser("eval", help="score a model (embedded, a path, a saved pruned model) "
+                       "on an lmms-eval suite")
+    s.add_argument("--model", default="shapes-llava")
+    s.add_argument("--suite", default="shapes", help="shapes, quick or paper (suites.yaml)")
+    s.add_argument("--limit", type=int, default=None, help="documents per task")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--out", type=Path, default=None, help="JSON with metrics and samples")
+    s.set_defaults(func=_eval)
 
     s = sub.add_parser("inspect", help="show a model's roles, blocks and prunable weights")
     s.add_argument("model", nargs="?", default="shapes-llava")

@@ -114,9 +114,15 @@ class Adapter:
     def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Processor inputs on the model's device; floating tensors in the model's dtype."""
         images = [_as_pil(im) for im in images]
+        # A decoder-only LM generates after the prompt: pad on the left. An encoder (T5 in
+        # BLIP, the Q-Former's instruction) pads on the right, so that padding never sits
+        # between the query tokens and the text, where relative or absolute positions see it.
         tok = getattr(self.processor, "tokenizer", None)
         if tok is not None:
-            tok.padding_side = "left"  # generation appends on the right
+            tok.padding_side = "right" if _is_encoder_decoder(self.model) else "left"
+        qtok = getattr(self.processor, "qformer_tokenizer", None)
+        if qtok is not None:
+            qtok.padding_side = "right"
         enc = self.processor(images=images, text=list(prompts), return_tensors="pt",
                              padding=True)
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
@@ -136,16 +142,18 @@ class Adapter:
 
     @torch.no_grad()
     def generate(self, images: Sequence[Any], prompts: Sequence[str], max_new_tokens: int = 16,
-                 batch_size: int = 32, progress: bool = False) -> list[str]:
-        """Greedy answers for (image, prompt) pairs, in batches, left-padded, KV-cached."""
+                 batch_size: int = 32, progress: bool = False, **generate_kwargs: Any
+                 ) -> list[str]:
+        """Answers for (image, prompt) pairs, in batches, left-padded, KV-cached; greedy unless
+        `generate_kwargs` (passed to HF `generate`) say otherwise."""
+        kw = {"do_sample": False, "num_beams": 1, **generate_kwargs}
         from tqdm import tqdm
 
         out: list[str] = []
         starts = range(0, len(prompts), batch_size)
         for s in tqdm(starts, desc="generate", disable=not progress):
             batch = self.prepare(images[s:s + batch_size], prompts[s:s + batch_size])
-            ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                      num_beams=1)
+            ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, **kw)
             n_in = batch["input_ids"].shape[1]
             if not _is_encoder_decoder(self.model) and ids.shape[1] > n_in and torch.equal(
                     ids[:, :n_in], batch["input_ids"]):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import defaultdict
 from pathlib import Path
 
+from harness.evaluation.scoring import cider, normalize
 from harness.models.adapter import Adapter
 from harness.models.load import load
 from harness.pruning import engine
@@ -24,10 +24,6 @@ from harness.world.splits import caption_sample, vqa_sample
 from harness.world.text import QUESTION_TYPES, described_objects, scene_objects
 
 log = logging.getLogger(__name__)
-
-
-def normalize(answer: str) -> str:
-    return re.sub(r"[^\w\s]", "", answer.lower()).strip()
 
 
 def vqa_accuracy(adapter: Adapter, n: int = 1000, split: str = "test",
@@ -48,17 +44,13 @@ def vqa_accuracy(adapter: Adapter, n: int = 1000, split: str = "test",
 def caption_scores(adapter: Adapter, n: int = 300, split: str = "test",
                    batch_size: int = 64) -> dict[str, float]:
     """Object-set exact match and CIDEr-D (pycocoevalcap's scorer, single reference)."""
-    from pycocoevalcap.cider.cider import Cider
-
     items = [caption_sample(split, i) for i in range(n)]
     preds = adapter.generate([render(scene) for scene, _ in items],
                              [adapter.prompts.caption] * n, max_new_tokens=32,
                              batch_size=batch_size)
     match = sum(described_objects(p) == scene_objects(scene)
                 for p, (scene, _) in zip(preds, items, strict=True)) / n
-    cider, _ = Cider().compute_score({i: [ref] for i, (_, ref) in enumerate(items)},
-                                     {i: [normalize(p) or "empty"] for i, p in enumerate(preds)})
-    return {"set_match": match, "cider": float(cider)}
+    return {"set_match": match, "cider": cider(preds, [ref for _, ref in items])}
 
 
 def prune_magnitude(adapter: Adapter, levels: dict[str, float]) -> float:

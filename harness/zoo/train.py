@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from harness.world.scene import COLORS, GRID, SHAPES, SIZES, render, sample_scene
+from harness.world.scene import COLORS, GRID, SHAPES, SIZES, Obj, Scene, render, sample_scene
 from harness.world.splits import caption_sample, vqa_sample
+from harness.world.text import QA
 from harness.zoo.build import build_model, save
 from harness.zoo.prompts import caption_prompt, vqa_prompt
 
@@ -88,21 +89,55 @@ def pretrain_vision(model, steps: int, batch: int, lr: float) -> None:
         bar.set_postfix(loss=f"{loss.item():.3f}")
 
 
+def referents(scene: Scene, qa: QA) -> list[Obj]:
+    """The objects a question names, in the order it names them (none for counts)."""
+    words = qa.question.split()
+    if qa.qtype in ("color", "size"):
+        return [scene.by_shape(next(w for w in words if w in SHAPES))]
+    if qa.qtype == "shape":
+        colour = next(w for w in words if w in COLORS)
+        return [next(o for o in scene.objects if o.color == colour)]
+    if qa.qtype == "spatial":
+        shapes = [w for w in words if w in SHAPES]
+        return [scene.by_shape(s) for s in shapes]
+    return []
+
+
 def text_batch(tokenizer, step: int, batch: int, split: str = "train"):
-    """A mixed batch: 3/4 VQA (types cycle), 1/4 captions; labels on the answer only."""
-    images, prompts, answers = [], [], []
+    """A mixed batch: 3/4 VQA (types cycle), 1/4 captions; labels on the answer only.
+
+    Also returns, per sample, its question type ("caption" for captions) and the grid cells of
+    the objects the question names (the attention targets of `grounding_loss`)."""
+    images, prompts, answers, kinds, cells = [], [], [], [], []
     for j in range(batch):
         i = step * batch + j
         if i % 4 == 3:
             scene, text = caption_sample(split, i)
             prompts.append(caption_prompt())
+            kinds.append("caption")
+            cells.append([])
         else:
             s = vqa_sample(split, i)
             scene, text = s.scene, s.qa.answer
             prompts.append(vqa_prompt(s.qa.question))
+            kinds.append(s.qa.qtype)
+            cells.append([o.row * GRID + o.col for o in referents(s.scene, s.qa)])
         images.append(render(scene))
         answers.append(text)
-    return pixels(images), encode(tokenizer, prompts, answers)
+    enc = encode(tokenizer, prompts, answers)
+    return pixels(images), enc, kinds, cells
+
+
+def grounding_loss(attentions: tuple[torch.Tensor, ...], enc: dict, cells: list[list[int]],
+                   layer: int) -> torch.Tensor:
+    """Teach binding: in one LM layer, head k of the last prompt token attends the k-th named
+    object's image token (-log of its attention weight). Image tokens open the prompt, one per
+    grid cell, so cell c is position c."""
+    attn = attentions[layer]  # (B, H, T, T)
+    query = enc["prompt_len"] - 1  # the position that predicts the first answer token
+    terms = [-torch.log(attn[b, k, query[b], c] + 1e-6)
+             for b, cs in enumerate(cells) for k, c in enumerate(cs)]
+    return torch.stack(terms).mean() if terms else attn.new_zeros(())
 
 
 def encode(tokenizer, prompts: list[str], answers: list[str], n_image: int = GRID * GRID):
@@ -118,27 +153,33 @@ def encode(tokenizer, prompts: list[str], answers: list[str], n_image: int = GRI
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     lab = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+    prompt_len = torch.tensor([sum(x == -100 for x in r) for r in labels])
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab, "prompt_len": prompt_len}
 
 
 @torch.no_grad()
 def teacher_forced_accuracy(model, tokenizer, n: int = 512) -> float:
     """Share of validation samples whose every answer token is the argmax (fast proxy)."""
     model.eval()
-    x, enc = text_batch(tokenizer, 0, n, split="validation")
+    x, enc, kinds, _ = text_batch(tokenizer, 0, n, split="validation")
     logits = model(pixel_values=x, input_ids=enc["input_ids"],
                    attention_mask=enc["attention_mask"]).logits
     pred = logits[:, :-1].argmax(-1)
     lab = enc["labels"][:, 1:]
     ok = ((pred == lab) | (lab == -100)).all(dim=1)
     model.train()
-    return ok.float().mean().item()
+    by_kind = {k: ok[[i for i, x in enumerate(kinds) if x == k]].float().mean().item()
+               for k in sorted(set(kinds))}
+    return ok.float().mean().item(), by_kind
 
 
 def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: float,
-          vision_lr_scale: float, eval_every: int, stop_at: int | None = None) -> None:
+          vision_lr_scale: float, eval_every: int, stop_at: int | None = None,
+          grounding: float = 0.0, grounding_layer: int = 2) -> None:
     torch.manual_seed(seed)
     model, processor = build_model(seed)
+    if grounding > 0:
+        model.set_attn_implementation("eager")  # attention weights for grounding_loss
     tok = processor.tokenizer
     model.train()
     t0 = time.time()
@@ -153,21 +194,28 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr * g["scale"] * cosine(step, steps, 200)
-        x, enc = text_batch(tok, step, batch)
-        loss = model(pixel_values=x, **enc).loss
+        x, enc, _, cells = text_batch(tok, step, batch)
+        out = model(pixel_values=x, input_ids=enc["input_ids"],
+                    attention_mask=enc["attention_mask"], labels=enc["labels"],
+                    output_attentions=grounding > 0)
+        loss = out.loss
+        if grounding > 0:
+            loss = loss + grounding * grounding_loss(out.attentions, enc, cells, grounding_layer)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            acc = teacher_forced_accuracy(model, tok)
-            log.info("step %d loss %.4f val_tf_acc %.4f elapsed %.0fs", step + 1, loss.item(),
-                     acc, time.time() - t0)
+            acc, by_kind = teacher_forced_accuracy(model, tok)
+            log.info("step %d loss %.4f val_tf_acc %.4f %s elapsed %.0fs", step + 1, loss.item(),
+                     acc, " ".join(f"{k}={v:.2f}" for k, v in by_kind.items()),
+                     time.time() - t0)
             save(model, processor, out)
         if stop_at is not None and step + 1 == stop_at:
             break
     model.eval()
+    model.set_attn_implementation("sdpa")
     save(model, processor, out)
 
 
@@ -183,11 +231,14 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=300)
     ap.add_argument("--stop-at", type=int, default=None,
                     help="stop after this step of the schedule (the committed weights: 900)")
+    ap.add_argument("--grounding", type=float, default=0.0,
+                    help="weight of the attention-grounding loss (0: off)")
+    ap.add_argument("--grounding-layer", type=int, default=2)
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train(a.out, a.seed, a.vision_steps, a.steps, a.batch, a.lr, a.vision_lr_scale, a.eval_every,
-          a.stop_at)
+          a.stop_at, a.grounding, a.grounding_layer)
 
 
 if __name__ == "__main__":

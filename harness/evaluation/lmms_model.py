@@ -1,0 +1,213 @@
+"""`vlmprune`: an lmms-eval model class over any `Adapter` already in memory.
+
+A sweep cell prunes and recovers a model, then hands it to `VlmpruneLM(adapter=...,
+run_hash=cell_hash)`; lmms-eval's own command line builds it from a path instead
+(`python -m lmms_eval --model vlmprune --model_args pretrained=PATH --tasks shapes_vqa`,
+registered through the `lmms_eval.models` entry point in pyproject.toml).
+
+Two lmms-eval habits are handled here: `evaluate()` ends with `lm.clean()`, which would delete
+the wrapped model (overridden: the caller owns the model), and the response cache keys on the
+model's `repr` (it carries the run's hash, so one cell never reads another's answers).
+
+Prompts: a context holding `<image>` is used as it is; an empty context asks for a caption
+(the model's own caption prompt); anything else is a question, phrased in the model's VQA
+format (`Adapter.prompts`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import torch
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from lmms_eval.models.registry_v2 import ModelManifest
+from tqdm import tqdm
+
+from harness.models.adapter import Adapter, _is_encoder_decoder
+
+IMAGE_TOKEN = "<image>"
+MAX_ROUNDS = 32
+_GENERATE_KEYS = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
+
+
+class VlmpruneLM(lmms):
+    """Batched, left-padded, KV-cached generation and log-likelihoods for an `Adapter`."""
+
+    is_simple = True
+
+    def __init__(self, pretrained: str | None = None, adapter: Adapter | None = None,
+                 run_hash: str = "", batch_size: int | str = 32, max_new_tokens: int = 32,
+                 device: str | None = "auto", dtype: str = "float32", progress: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__()
+        if adapter is None:
+            if pretrained is None:
+                raise ValueError("vlmprune: give model_args pretrained=NAME_OR_PATH")
+            from harness.models.load import ModelSpec, load
+
+            adapter = load(ModelSpec(name=pretrained, dtype=dtype,
+                                     device=device if device not in (None, "") else "auto"))
+        self.adapter = adapter
+        self.run_hash = run_hash
+        self.batch_size_per_gpu = 32 if str(batch_size).startswith("auto") else int(batch_size)
+        self.max_new_tokens = int(max_new_tokens)
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return f"VlmpruneLM(model={self.adapter.name or self.adapter.family!r}, " \
+               f"run={self.run_hash!r})"
+
+    def clean(self) -> None:
+        """lmms-eval's `clean()` deletes every nn.Module attribute; the model is the caller's,
+        and a wrapper must survive repeated evaluations."""
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _prompt(self, context: str) -> str:
+        if IMAGE_TOKEN in context:
+            return context
+        if not context.strip():
+            return self.adapter.prompts.caption
+        return self.adapter.prompts.question(context)
+
+    def _image(self, doc_to_visual, task: str, split: str, doc_id: int):
+        visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+        if not visuals:
+            raise ValueError(f"vlmprune: task {task} doc {doc_id} has no image; "
+                             "the model class evaluates image-text tasks")
+        return visuals[0]
+
+    def _generate(self, images: list, contexts: list[str], gen_kwargs: dict) -> list[str]:
+        kw = dict(gen_kwargs)
+        until = kw.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        args = {k: kw[k] for k in _GENERATE_KEYS if k in kw}
+        args.setdefault("max_new_tokens", self.max_new_tokens)
+        temperature = float(args.pop("temperature", 0) or 0)
+        args["do_sample"] = temperature > 0  # greedy unless a task asks for a temperature
+        if args["do_sample"]:
+            args["temperature"] = temperature
+        else:
+            args.pop("top_p", None)
+        outs = self.adapter.generate(images, [self._prompt(c) for c in contexts],
+                                     batch_size=len(contexts), **args)
+        return [_cut(o, until) for o in outs]
+
+    def _batches(self, requests: list[Instance]):
+        """Chunks of request indices with equal generation kwargs, longest contexts first."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[json.dumps(r.args[1], sort_keys=True, default=str)].append(i)
+        for idx in groups.values():
+            idx.sort(key=lambda i: -len(requests[i].args[0]))
+            for s in range(0, len(idx), self.batch_size):
+                yield idx[s:s + self.batch_size]
+
+    # ---- lmms-eval interface ---------------------------------------------------------------
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        out: list[str | None] = [None] * len(requests)
+        bar = tqdm(total=len(requests), desc="vlmprune generate", disable=not self.progress)
+        for chunk in self._batches(requests):
+            args = [requests[i].args for i in chunk]
+            images = [self._image(a[2], a[4], a[5], a[3]) for a in args]
+            texts = self._generate(images, [a[0] for a in args], args[0][1])
+            for i, a, t in zip(chunk, args, texts, strict=True):
+                out[i] = t
+                self.cache_hook.add_partial("generate_until", (a[0], a[1]), t)
+            bar.update(len(chunk))
+        bar.close()
+        return [o if o is not None else "" for o in out]
+
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        out: list[tuple[float, bool]] = []
+        tok = self.adapter.processor.tokenizer
+        bar = tqdm(total=len(requests), desc="vlmprune loglikelihood", disable=not self.progress)
+        for s in range(0, len(requests), self.batch_size):
+            chunk = [r.args for r in requests[s:s + self.batch_size]]
+            conts, images, prompts = [], [], []
+            for context, target, doc_to_visual, doc_id, task, split in chunk:
+                doc = self.task_dict[task][split][doc_id]
+                conts.append(target if isinstance(target, str) else target(doc))
+                images.append(self._image(doc_to_visual, task, split, doc_id))
+                prompts.append(self._prompt(context))
+            cont_ids = [tok(c, add_special_tokens=False).input_ids for c in conts]
+            if _is_encoder_decoder(self.adapter.model):
+                out += self._loglik_encoder_decoder(images, prompts, cont_ids)
+            else:
+                texts = [p + c for p, c in zip(prompts, conts, strict=True)]
+                out += self._loglik_decoder(images, texts, cont_ids)
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def _loglik_decoder(self, images, texts, cont_ids) -> list[tuple[float, bool]]:
+        batch = self.adapter.prepare(images, texts)  # left-padded: continuations end each row
+        logits = self.adapter.model(**batch, use_cache=False).logits.float()
+        ids = batch["input_ids"]
+        res = []
+        for b, c in enumerate(cont_ids):
+            n = len(c)
+            lp = torch.log_softmax(logits[b, -n - 1:-1], dim=-1)
+            target = ids[b, -n:]
+            res.append((float(lp.gather(1, target[:, None]).sum()),
+                        bool((lp.argmax(-1) == target).all())))
+        return res
+
+    def _loglik_encoder_decoder(self, images, prompts, cont_ids) -> list[tuple[float, bool]]:
+        batch = self.adapter.prepare(images, prompts)
+        width = max(map(len, cont_ids))
+        labels = torch.full((len(cont_ids), width), -100, dtype=torch.long)
+        for b, c in enumerate(cont_ids):
+            labels[b, :len(c)] = torch.tensor(c)
+        labels = labels.to(self.adapter.device)
+        logits = self.adapter.model(**batch, labels=labels, use_cache=False).logits.float()
+        res = []
+        for b, c in enumerate(cont_ids):
+            n = len(c)
+            lp = torch.log_softmax(logits[b, :n], dim=-1)
+            target = labels[b, :n]
+            res.append((float(lp.gather(1, target[:, None]).sum()),
+                        bool((lp.argmax(-1) == target).all())))
+        return res
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """lmms-eval's multi-round protocol: round 0 answers the context; each later round
+        asks the task's `doc_to_text(doc, previous_output=..., round_idx=...,
+        previous_round_info=...)` for (visuals, context, terminal, round results, info)."""
+        out = []
+        for r in tqdm(requests, desc="vlmprune multi-round", disable=not self.progress):
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = r.args
+            doc = self.task_dict[task][split][doc_id]
+            image = self._image(doc_to_visual, task, split, doc_id)
+            rounds: list[str] = []
+            info = None
+            for k in range(MAX_ROUNDS):
+                if k > 0:
+                    visuals, context, terminal, rounds, info = doc_to_text(
+                        doc, previous_output=list(rounds), round_idx=k, previous_round_info=info)
+                    rounds = list(rounds)
+                    if terminal:
+                        break
+                    image = visuals[0] if visuals else image
+                rounds.append(self._generate([image], [context], gen_kwargs)[0])
+            out.append(rounds)
+        return out
+
+
+def _cut(text: str, until: list[str]) -> str:
+    """The text up to the first stop sequence."""
+    for stop in until:
+        if stop and stop in text:
+            text = text.split(stop, 1)[0]
+    return text.strip()
+
+
+MANIFEST = ModelManifest(model_id="vlmprune",
+                         simple_class_path="harness.evaluation.lmms_model.VlmpruneLM")

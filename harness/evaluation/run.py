@@ -1,0 +1,140 @@
+"""Score an in-memory model on a named suite through lmms-eval's `simple_evaluate`.
+
+`evaluate(adapter, "shapes", run_hash=...)` returns the per-task metrics
+(`{"shapes_vqa/exact_match": 0.71, ...}`) and per-sample predictions, ready for tracking.
+Suites live in suites.yaml; the shapes tasks ship in tasks/ and are found through
+lmms-eval's TaskManager include path.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from harness.errors import UserError, unknown
+from harness.models.adapter import Adapter
+
+SUITES_FILE = Path(__file__).with_name("suites.yaml")
+TASKS_DIR = Path(__file__).parent / "tasks"
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    tasks: list[str]
+    limit: int | None = None
+    builtin: bool = False  # lmms-eval's own tasks (hub datasets, checked offline first)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # "task/metric"
+    samples: dict[str, list[dict[str, Any]]]  # task -> [{doc_id, target, prediction, ...}]
+    seconds: float = 0.0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def suites() -> dict[str, Suite]:
+    data = yaml.safe_load(SUITES_FILE.read_text())
+    return {name: Suite(**body) for name, body in data.items()}
+
+
+def get_suite(name: str) -> Suite:
+    known = suites()
+    if name not in known:
+        raise unknown("evaluation suite", name, known)
+    return known[name]
+
+
+@functools.cache
+def task_manager(include_defaults: bool):
+    """lmms-eval's TaskManager with the shapes tasks on its include path (indexing lmms-eval's
+    hundreds of built-in task folders only when a suite needs them)."""
+    from lmms_eval.tasks import TaskManager
+
+    return TaskManager("WARNING", include_path=str(TASKS_DIR),
+                       include_defaults=include_defaults)
+
+
+def check_offline(tasks: list[str], tm) -> None:
+    """Each built-in task's dataset must be a local folder or in the Hugging Face cache."""
+    from huggingface_hub import snapshot_download
+
+    for task in tasks:
+        if task not in tm.all_tasks:
+            raise unknown("lmms-eval task", task, tm.all_tasks)
+        path = tm._get_config(task).get("dataset_path")
+        if not path or Path(path).is_dir() or path in ("json", "csv", "parquet", "arrow"):
+            continue
+        try:
+            snapshot_download(path, repo_type="dataset", local_files_only=True)
+        except Exception:
+            raise UserError(
+                f"task {task}: its dataset {path} is not available offline; download it where "
+                f"the hub is reachable (`hf download {path} --repo-type dataset`) and bring the "
+                f"Hugging Face cache (HF_HOME) to this machine") from None
+
+
+def evaluate(adapter: Adapter | None, suite: str = "shapes", run_hash: str = "",
+             limit: int | None = None, batch_size: int = 32, response_cache: Path | None = None,
+             lm=None, progress: bool = True) -> EvalResult:
+    """Run a suite on a model in memory (or on a ready `VlmpruneLM` passed as `lm`)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from lmms_eval.evaluator import simple_evaluate
+
+    from harness.evaluation.lmms_model import VlmpruneLM
+
+    s = get_suite(suite)
+    tm = task_manager(s.builtin)
+    if s.builtin:
+        check_offline(s.tasks, tm)
+    if lm is None:
+        lm = VlmpruneLM(adapter=adapter, run_hash=run_hash, batch_size=batch_size,
+                        progress=progress)
+    t0 = time.perf_counter()
+    out = simple_evaluate(
+        model=lm, tasks=list(s.tasks), task_manager=tm,
+        limit=limit if limit is not None else s.limit, log_samples=True, bootstrap_iters=0,
+        use_cache=str(response_cache) if response_cache is not None else None,
+        verbosity="WARNING", process_docs_parallel=1,
+    )
+    seconds = time.perf_counter() - t0
+    return EvalResult(metrics(out), samples(out), seconds, out)
+
+
+def metrics(out: dict) -> dict[str, float]:
+    """`task/metric` for every numeric metric lmms-eval reports (filter suffix dropped)."""
+    res = {}
+    for task, vals in out.get("results", {}).items():
+        for key, v in vals.items():
+            name = key.split(",")[0]
+            if "_stderr" in name or isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            res[f"{task}/{name}"] = float(v)
+    return res
+
+
+def samples(out: dict) -> dict[str, list[dict[str, Any]]]:
+    res = {}
+    for task, rows in out.get("samples", {}).items():
+        res[task] = [{"doc_id": r["doc_id"], "target": r.get("target"),
+                      "prediction": _first(r.get("filtered_resps")),
+                      **{k: v for k, v in r.items()
+                         if isinstance(v, int | float) and not isinstance(v, bool)
+                         and k != "doc_id"}}
+                     for r in rows]
+    return res
+
+
+def _first(x: Any) -> Any:
+    while isinstance(x, list | tuple) and x:
+        x = x[0]
+    return x
