@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from harness.models.adapter import Adapter, _is_encoder_decoder
 
-IMAGE_TOKEN = "<image>"
 MAX_ROUNDS = 32
 _GENERATE_KEYS = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
 
@@ -70,11 +69,7 @@ class VlmpruneLM(lmms):
 
     # ---- helpers ---------------------------------------------------------------------------
     def _prompt(self, context: str) -> str:
-        if IMAGE_TOKEN in context:
-            return context
-        if not context.strip():
-            return self.adapter.prompts.caption
-        return self.adapter.prompts.question(context)
+        return self.adapter.prompt_for(context)
 
     def _image(self, doc_to_visual, task: str, split: str, doc_id: int):
         visuals = doc_to_visual(self.task_dict[task][split][doc_id])

@@ -102,6 +102,13 @@ class Adapter:
     def parameter_count(self, role: str) -> int:
         return sum(lin.weight.numel() for lin in self.role_linears(role).values())
 
+    def prompt_for(self, text: str) -> str:
+        """A request in this model's own format: text holding `<image>` is used as it is, an
+        empty text asks for a caption, anything else is a question."""
+        if "<image>" in text:
+            return text
+        return self.prompts.question(text) if text.strip() else self.prompts.caption
+
     # ---- running ---------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

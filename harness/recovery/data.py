@@ -1,0 +1,87 @@
+"""Recovery training batches: (image, request, answer) triples as model inputs + labels.
+
+The shapes train split by default (VQA and captions, deterministic in the step and seed), or
+a JSONL file of {"image": path relative to the file, "prompt": question or "" for a caption,
+"answer": text}. Labels cover the answer and its end-of-sequence token only.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from harness.errors import UserError
+from harness.models.adapter import Adapter, _is_encoder_decoder
+from harness.recovery.spec import DataSpec
+from harness.world.scene import render
+from harness.world.splits import caption_sample, vqa_sample
+
+
+def samples(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
+    """Samples start .. start+n-1 of the training stream: (image, request, answer)."""
+    if data.source == "shapes":
+        out = []
+        for i in range(start, start + n):
+            k = seed * 1_000_003 + i
+            if np.random.default_rng([seed, i]).random() < data.caption_share:
+                scene, text = caption_sample("train", k)
+                out.append((render(scene), "", text))
+            else:
+                s = vqa_sample("train", k)
+                out.append((render(s.scene), s.qa.question, s.qa.answer))
+        return out
+    rows = _jsonl(data.source)
+    order = np.random.default_rng(seed).permutation(len(rows))
+    root = Path(data.source).parent
+    picked = [rows[order[i % len(rows)]] for i in range(start, start + n)]
+    return [(Image.open(root / r["image"]).convert("RGB"), r.get("prompt", ""), r["answer"])
+            for r in picked]
+
+
+@cache
+def _jsonl(path: str) -> list[dict]:
+    try:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"recover.data.source: cannot read {path} ({e})") from None
+    bad = next((i for i, r in enumerate(rows) if not {"image", "answer"} <= set(r)), None)
+    if not rows or bad is not None:
+        keys = sorted(rows[bad]) if rows else []
+        raise UserError(f"recover.data.source: {path} needs rows with 'image' and 'answer' "
+                        f"(and optional 'prompt'); row {bad} has {keys}")
+    return rows
+
+
+def encode(adapter: Adapter, items: list[tuple]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Model inputs and labels (-100 outside the answer)."""
+    tok = adapter.processor.tokenizer
+    images = [it[0] for it in items]
+    prompts = [adapter.prompt_for(it[1]) for it in items]
+    answers = [tok(" " + it[2], add_special_tokens=False).input_ids + [tok.eos_token_id]
+               for it in items]
+    if _is_encoder_decoder(adapter.model):
+        batch = adapter.prepare(images, prompts)
+        labels = torch.full((len(items), max(map(len, answers))), -100, dtype=torch.long)
+        for b, a in enumerate(answers):
+            labels[b, :len(a)] = torch.tensor(a)
+        return batch, labels.to(adapter.device)
+    texts = [f"{p} {it[2]}{tok.eos_token}" for p, it in zip(prompts, items, strict=True)]
+    batch = adapter.prepare(images, texts)  # left-padded: each answer ends its row
+    labels = torch.full_like(batch["input_ids"], -100)
+    for b, a in enumerate(answers):
+        labels[b, -len(a):] = batch["input_ids"][b, -len(a):]
+    return batch, labels
+
+
+def answer_logits(adapter: Adapter, logits: torch.Tensor, labels: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) at the answer tokens: decoder-only logits are shifted by one."""
+    if not _is_encoder_decoder(adapter.model):
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    keep = labels != -100
+    return logits[keep], labels[keep]

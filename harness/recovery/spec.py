@@ -1,0 +1,86 @@
+"""`recover:` in a grid file: how a pruned model wins its accuracy back.
+
+```yaml
+recover:
+  method: sparselora          # none | lora | sparselora
+  roles:                      # per-role LoRA; a role set to null gets no adapter
+    language: {rank: 8, alpha: 16}                # all of the role's prunable Linears ...
+    vision: {rank: 4, alpha: 16, targets: ["*_proj", "fc*"]}   # ... or those matching
+    bridge: {rank: 2, alpha: 16}
+  distill: {weight: 0.1, temperature: 1.0}        # null: task loss only
+  steps: 200
+  lr: 5.0e-4                  # cosine schedule after `warmup` steps
+  batch_size: 16
+  grad_accum: 1
+  seed: 0
+  data: {source: shapes}      # or a JSONL of {"image", "prompt", "answer"}
+```
+Defaults follow the paper: language rank 8 on every projection (q, k, v, o, gate, up, down),
+vision rank 4 on the attention and MLP projections, bridge rank 2, alpha 16, lambda 0.1, T 1.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.errors import UserError
+
+METHODS = ("none", "lora", "sparselora")
+
+
+class RoleLora(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rank: int = Field(gt=0)
+    alpha: float = Field(16.0, gt=0)
+    # fnmatch patterns on a Linear's path inside its block (`self_attn.q_proj`); None: all
+    targets: list[str] | None = None
+
+
+class Roles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vision: RoleLora | None = Field(default_factory=lambda: RoleLora(rank=4))
+    bridge: RoleLora | None = Field(default_factory=lambda: RoleLora(rank=2))
+    language: RoleLora | None = Field(default_factory=lambda: RoleLora(rank=8))
+
+
+class Distill(BaseModel):
+    """loss = (1 - weight) * task + weight * T^2 * KL(teacher || student) at temperature T."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(0.1, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = "shapes"  # the shapes train split, or a JSONL file (image, prompt, answer)
+    caption_share: float = Field(0.25, ge=0, le=1)  # shapes only: captions among the samples
+
+
+class RecoverySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["none", "lora", "sparselora"] = "none"
+    roles: Roles = Field(default_factory=Roles)
+    distill: Distill | None = Field(default_factory=Distill)
+    steps: int = Field(200, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    warmup: int = Field(10, ge=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+
+
+def load(data: dict | None, source: str = "recovery spec") -> RecoverySpec:
+    """Validate a `recover:` mapping; errors name the source and the field, on one line."""
+    from pydantic import ValidationError
+
+    from harness.errors import format_validation_error
+
+    try:
+        return RecoverySpec.model_validate(data or {})
+    except ValidationError as e:
+        raise UserError(f"{source}: {format_validation_error(e)}") from None

@@ -1,0 +1,128 @@
+"""LoRA and SparseLoRA on shapes-llava pruned with wanda 2:4 (short trainings)."""
+
+import pytest
+import torch
+
+from harness.errors import UserError
+from harness.models.load import load
+from harness.pruning import stage as prune_stage
+from harness.pruning.masks import nm_valid
+from harness.pruning.spec import PruneSpec
+from harness.recovery import lora, sparse_lora
+from harness.recovery import stage as recovery_stage
+from harness.recovery.data import encode, samples
+from harness.recovery.spec import DataSpec
+from harness.recovery.spec import load as load_spec
+from harness.recovery.teacher import Teacher
+from harness.recovery.train import RecoveryFailed, train
+
+PRUNE = PruneSpec(method="wanda", pattern="2:4",
+                  calibration={"samples": 16, "batch_size": 16})
+
+
+def pruned():
+    """(adapter pruned 2:4 in vision and language, keep masks, dense weights of the masked)."""
+    adapter = load("shapes-llava")
+    dense = {}
+    for role in ("vision", "language"):
+        dense |= {p: lin.weight.detach().clone() for p, lin in adapter.role_linears(role).items()}
+    masks, _ = prune_stage.run(adapter, PRUNE, progress=False)
+    return adapter, masks, {p: w for p, w in dense.items() if p in masks}
+
+
+def spec(method: str, **kw):
+    return load_spec({"method": method, "steps": 6, "batch_size": 4, "lr": 5e-3, **kw})
+
+
+def linears(adapter):
+    out = {}
+    for role in ("vision", "bridge", "language"):
+        out |= adapter.role_linears(role)
+    return out
+
+
+def probe(adapter):
+    batch, _ = encode(adapter, samples(DataSpec(), 7, 0, 4))
+    with torch.no_grad():
+        return adapter.model(**batch).logits
+
+
+def test_sparselora_merge_keeps_every_pruned_zero_and_the_2_4_pattern():
+    adapter, masks, dense = pruned()
+    before = {p: lin.weight.detach().clone() for p, lin in linears(adapter).items()}
+    rep = recovery_stage.run(adapter, masks, spec("sparselora"), dense, progress=False)
+    assert rep["pruned_still_zero"] == 1.0
+    after = linears(adapter)
+    changed = 0
+    for p, mask in masks.items():
+        w = after[p].weight
+        assert (w[~mask] == 0).all()
+        assert nm_valid(w, 2, 4)
+        changed += int(not torch.equal(w, before[p]))
+    assert changed == len(masks)  # the update reached every pruned Linear
+
+
+def test_lora_merge_destroys_sparsity():
+    adapter, masks, dense = pruned()
+    rep = recovery_stage.run(adapter, masks, spec("lora"), dense, progress=False)
+    assert rep["sparsity"] < 0.05  # from 0.5: the dense update fills the zeros
+    assert rep["pruned_still_zero"] < 0.05
+
+
+@pytest.mark.parametrize("method", ["lora", "sparselora"])
+def test_unmerged_adapters_leave_base_zeros_and_reload_identically(method, tmp_path):
+    adapter, masks, _ = pruned()
+    s = spec(method, distill=None)
+    model = lora.wrap(adapter, s)
+    if method == "sparselora":
+        assert sparse_lora.set_masks(model, masks) == len(masks)
+    train(adapter, model, s, None, progress=False)
+    for p, mask in masks.items():  # base layers under the adapters: zeros untouched
+        base = model.get_submodule(f"base_model.model.{p}").get_base_layer()
+        assert (base.weight[~mask] == 0).all()
+    out = probe(adapter)
+    model.save_pretrained(str(tmp_path))
+
+    fresh, fresh_masks, _ = pruned()
+    reloaded = sparse_lora.load_adapter(fresh.model, str(tmp_path), sparse=method == "sparselora")
+    if method == "sparselora":
+        sparse_lora.set_masks(reloaded, fresh_masks)
+    fresh.model = reloaded
+    assert torch.equal(probe(fresh), out)
+
+
+def test_teacher_is_the_dense_model_and_leaves_the_zeros():
+    dense_adapter = load("shapes-llava")
+    want = probe(dense_adapter)
+    adapter, masks, dense = pruned()
+    lins = linears(adapter)
+    teacher = Teacher(lins, masks, dense)
+    model = lora.wrap(adapter, spec("sparselora"))
+    with teacher.active(model):
+        got = probe(adapter)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(probe(adapter), want, atol=1e-2)  # the student is pruned
+    for p, mask in masks.items():
+        assert (lins[p].weight[~mask] == 0).all()
+
+
+def test_divergence_is_a_recorded_failure_not_a_crash():
+    adapter, masks, dense = pruned()
+    with pytest.raises(RecoveryFailed, match="step"):
+        recovery_stage.run(adapter, masks, spec("lora", lr=1e8, steps=30, warmup=0), dense,
+                           progress=False)
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"roles": {"language": {"rank": 0}}}, "roles.language.rank"),
+    ({"roles": {"textual": {"rank": 4}}}, "roles.textual"),
+    ({"distill": {"weight": 1.5}}, "distill.weight"),
+    ({"distill": {"weight": -0.1}}, "distill.weight"),
+    ({"method": "qlora"}, "method"),
+    ({"steps": 0}, "steps"),
+])
+def test_bad_recovery_specs_fail_at_load_in_one_line(data, field):
+    with pytest.raises(UserError) as e:
+        load_spec(data, "grid.yaml")
+    msg = str(e.value)
+    assert msg.startswith("grid.yaml: ") and f"'{field}'" in msg and "\n" not in msg
