@@ -195,12 +195,12 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
         for g in opt.param_groups:
             g["lr"] = lr * g["scale"] * cosine(step, steps, 200)
         x, enc, _, cells = text_batch(tok, step, batch)
-        out = model(pixel_values=x, input_ids=enc["input_ids"],
+        res = model(pixel_values=x, input_ids=enc["input_ids"],
                     attention_mask=enc["attention_mask"], labels=enc["labels"],
                     output_attentions=grounding > 0)
-        loss = out.loss
+        loss = res.loss
         if grounding > 0:
-            loss = loss + grounding * grounding_loss(out.attentions, enc, cells, grounding_layer)
+            loss = loss + grounding * grounding_loss(res.attentions, enc, cells, grounding_layer)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
