@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 sweep: $(STAMP)
-	$(VENV)/bin/vlmprune demo --grid $(GRID)
+	$(VENV)/bin/vlmprune sweep $(GRID)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check harness tests benchmarks
@@ -46,3 +46,5 @@ bench: $(STAMP)
 	$(PY) benchmarks/prune_speed.py
 	$(PY) benchmarks/prune_memory.py
 	$(PY) benchmarks/prune_accuracy.py
+	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/recovery.py

@@ -81,11 +81,56 @@ def _eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _where(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--where {item}: expected key=value, e.g. prune.method=wanda")
+        out[key] = value
+    return out
+
+
+def _list(a: argparse.Namespace) -> int:
+    from harness.sweep import runner
+
+    return runner.list_grids()
+
+
+def _plan(a: argparse.Namespace) -> int:
+    from harness.sweep import runner
+
+    return runner.plan(a.grid, _where(a.where))
+
+
+def _sweep(a: argparse.Namespace) -> int:
+    from harness.sweep import runner
+
+    return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmprune", description="Prune vision-language models, "
                                 "recover them, evaluate them, and compare.")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sweep", help="run a grid: prune, recover, evaluate every cell")
+    s.add_argument("grid", help="a name in experiments/ or a path to a grid YAML")
+    s.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="only cells whose dotted field equals VALUE (repeatable)")
+    s.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
+    s.add_argument("--force", action="store_true",
+                   help="recompute every stage and log new runs, even for finished cells")
+    s.set_defaults(func=_sweep)
+
+    s = sub.add_parser("plan", help="a grid's cells, their shared stages and what is done")
+    s.add_argument("grid")
+    s.add_argument("--where", action="append", metavar="KEY=VALUE")
+    s.set_defaults(func=_plan)
+
+    s = sub.add_parser("list", help="the grids in experiments/ with their cell counts")
+    s.set_defaults(func=_list)
 
     s = sub.add_parser("zoo-check", help="accuracy and pruning sensitivity of an embedded model")
     s.add_argument("--model", default="shapes-llava")

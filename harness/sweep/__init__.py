@@ -1,0 +1,1 @@
+"""Declarative grids (experiments/*.yaml), shared cached stages, MLflow tracking, resume."""

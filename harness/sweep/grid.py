@@ -1,0 +1,189 @@
+"""Grid files (experiments/*.yaml): a base cell and axes, expanded into validated cells.
+
+```yaml
+name: methods
+description: every pruning method at three sparsities and two N:M patterns
+base: {prune: {method: wanda, sparsity: 0.5}, eval: {suite: shapes}}
+axes:                                   # the cartesian product of the axes ...
+  - prune.method: [magnitude, wanda]    # one dotted key and its values
+  - zip:                                # ... or keys that move together
+      prune.sparsity.vision: [0.3, 0.5]
+      prune.sparsity.language: [0.7, 0.5]
+include: [{prune: null}]                # extra cells: overrides of the base
+exclude: [{prune.method: random, prune.pattern: "2:4"}]   # drop cells matching every key
+seeds: [0]
+```
+Every cell is validated before any work: an error names the file, the cell and the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.errors import UserError, format_validation_error, unknown
+from harness.sweep.cell import CellSpec, eval_key, flat, seeded
+
+EXPERIMENTS = Path("experiments")
+
+
+class GridFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    axes: list[dict[str, Any]] = Field(default_factory=list)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("axes")
+    @classmethod
+    def _axes(cls, axes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, axis in enumerate(axes):
+            if "zip" in axis:
+                if len(axis) != 1 or not isinstance(axis["zip"], dict) or not axis["zip"]:
+                    raise ValueError(f"axes[{i}]: a zip axis is {{zip: {{key: [values]}}}}")
+                lists = axis["zip"]
+            elif len(axis) != 1:
+                raise ValueError(f"axes[{i}]: one dotted key per axis (use zip: for keys that "
+                                 f"move together), got {sorted(axis)}")
+            else:
+                lists = axis
+            for key, values in lists.items():
+                if not isinstance(values, list) or not values:
+                    raise ValueError(f"axes[{i}].{key}: needs a non-empty list of values")
+            if len({len(v) for v in lists.values()}) > 1:
+                raise ValueError(f"axes[{i}].zip: lists differ in length "
+                                 f"({', '.join(f'{k}: {len(v)}' for k, v in lists.items())})")
+        return axes
+
+
+@dataclass
+class Cell:
+    index: int
+    overrides: dict[str, Any]  # what distinguishes it from the base (for display)
+    spec: CellSpec
+    hash: str
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items()) or "base"
+
+
+def path_of(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return EXPERIMENTS / f"{name}.yaml"
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+def read(name: str) -> GridFile:
+    path = path_of(name)
+    if not path.is_file():
+        if path.parent == EXPERIMENTS and path.suffix == ".yaml":
+            raise unknown("grid", name, names())
+        raise UserError(f"{path}: no such grid file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a grid file is a mapping with name, base, axes, ...")
+    try:
+        return GridFile.model_validate(data)
+    except ValidationError as e:
+        raise UserError(f"{path}: {format_validation_error(e)}") from None
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def _combos(grid: GridFile) -> list[dict[str, Any]]:
+    options = []
+    for axis in grid.axes:
+        lists = axis["zip"] if "zip" in axis else axis
+        n = len(next(iter(lists.values())))
+        options.append([{k: v[i] for k, v in lists.items()} for i in range(n)])
+    combos = [dict(itertools.chain.from_iterable(d.items() for d in prod))
+              for prod in itertools.product(*options)] if options else [{}]
+    return combos + [flat(inc) if inc else {} for inc in grid.include]
+
+
+def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, list[Cell]]:
+    """The grid's validated, de-duplicated cells (optionally only those matching `where`)."""
+    grid = read(name)
+    path = path_of(name)
+    cells: list[Cell] = []
+    seen = set()
+    for combo in _combos(grid):
+        for seed in grid.seeds:
+            data = copy.deepcopy(grid.base)
+            for key, value in combo.items():
+                set_dotted(data, key, value)
+            data["seed"] = seed
+            overrides = combo | ({"seed": seed} if len(grid.seeds) > 1 else {})
+            try:
+                spec = seeded(CellSpec.model_validate(data))
+            except ValidationError as e:
+                label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
+                raise UserError(f"{path}: cell {len(cells)} ({label}): "
+                                f"{format_validation_error(e)}") from None
+            fields = flat(spec.model_dump())
+            if _excluded(grid, fields, path):
+                continue
+            h = eval_key(spec)
+            if h in seen:
+                continue
+            seen.add(h)
+            cells.append(Cell(len(cells), overrides, spec, h))
+    if where:
+        cells = [c for c in cells if _matches(c, where, path)]
+    return grid, cells
+
+
+def is_field(key: str) -> bool:
+    """A dotted key names a cell field (or a part of one, or a key inside a map field)."""
+    known = flat(CellSpec().model_dump())
+    return any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in known)
+
+
+def _excluded(grid: GridFile, fields: dict[str, Any], path: Path) -> bool:
+    for i, rule in enumerate(grid.exclude):
+        rule = flat(rule)
+        for key in rule:
+            if not is_field(key):
+                raise UserError(f"{path}: field 'exclude[{i}].{key}': not a cell field")
+        if all(k in fields and fields[k] == v for k, v in rule.items()):
+            return True
+    return False
+
+
+def _matches(cell: Cell, where: dict[str, str], path: Path) -> bool:
+    fields = flat(cell.spec.model_dump())
+    for key, value in where.items():
+        if not is_field(key):
+            raise UserError(f"--where {key}: not a cell field of {path} "
+                            f"(e.g. {', '.join(sorted(fields)[:4])})")
+        if str(fields.get(key)) != value:
+            return False
+    return True

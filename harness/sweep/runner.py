@@ -1,0 +1,157 @@
+"""`vlmprune sweep|plan|list`: run a grid's cells (prune -> recover -> evaluate), skipping
+the ones MLflow already holds as finished, sharing cached stages, recording failures.
+
+Cells run grouped by prune stage, so consecutive cells reuse its cache. A failing cell (NaN,
+out of memory, a missing model) becomes a FAILED run with its reason and the sweep goes on;
+the exit code is 1 if any cell failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness.sweep import cache, grid
+from harness.sweep.cell import prune_key, recover_key
+from harness.sweep.grid import Cell
+
+log = logging.getLogger(__name__)
+console = Console(width=140)
+
+
+def headline(metrics: dict[str, float]) -> list[tuple[str, float]]:
+    """The metrics a summary shows: the overall score of each task."""
+    keep = [k for k in metrics if k.endswith(("/exact_match", "/cider", "/acc"))
+            and "_exact_match" not in k.split("/")[-1]]
+    return [(k, metrics[k]) for k in (keep or list(metrics)[:2])]
+
+
+def list_grids() -> int:
+    t = Table(title="grids (experiments/)")
+    for col in ("grid", "cells", "description"):
+        t.add_column(col)
+    for name in grid.names():
+        g, cells = grid.expand(name)
+        t.add_row(name, str(len(cells)), g.description)
+    console.print(t)
+    return 0
+
+
+def plan(name: str, where: dict[str, str] | None = None) -> int:
+    from harness.sweep.tracking import Tracker
+
+    g, cells = grid.expand(name, where)
+    finished = Tracker(g.name, g.description).finished()
+    prunes = {prune_key(c.spec) for c in cells if c.spec.prune is not None}
+    recovers = {recover_key(c.spec) for c in cells if c.spec.recover.method != "none"}
+    t = Table(title=f"{g.name}: {len(cells)} cells, {len(prunes)} prune stages, "
+                    f"{len(recovers)} recovery stages")
+    for col in ("#", "cell", "prune stage", "recover stage", "status"):
+        t.add_column(col)
+    for c in cells:
+        pk = prune_key(c.spec) if c.spec.prune is not None else "-"
+        rk = recover_key(c.spec) if c.spec.recover.method != "none" else "-"
+        status = "done" if c.hash in finished else "cached" if cache.done("eval", c.hash) \
+            else "to run"
+        t.add_row(str(c.index), c.label, _mark(pk, "prune"), _mark(rk, "recover"), status)
+    console.print(t)
+    return 0
+
+
+def _mark(key: str, stage: str) -> str:
+    if key == "-":
+        return key
+    return f"{key[:8]} {'(cached)' if cache.done(stage, key) else ''}".strip()
+
+
+def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
+          force: bool = False, progress: bool = True) -> int:
+    from harness.sweep import stages
+    from harness.sweep.tracking import Tracker
+
+    g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
+    if dry_run:
+        return plan(name, where)
+    _quiet()
+    cache.sweep_stale()
+    tracker = Tracker(g.name, g.description)
+    tracker.close_stale()
+    finished = set() if force else tracker.finished()
+    todo = sorted((c for c in cells if c.hash not in finished),
+                  key=lambda c: (prune_key(c.spec), c.index))
+    console.print(f"[bold]{g.name}[/]: {len(cells)} cells, {len(cells) - len(todo)} already "
+                  f"finished, {len(todo)} to run")
+    parent = tracker.start_sweep(len(todo), where)
+    rows: list[tuple[Cell, dict | None, str | None]] = []
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=not progress,
+                  transient=False) as bar:
+        task = bar.add_task("cells", total=len(todo))
+        for cell in todo:
+            def notify(stage: str, cell: Cell = cell) -> None:
+                bar.update(task, description=f"{cell.label[:70]} [{stage}]")
+
+            notify("start")
+            try:
+                result = stages.evaluated(cell.spec, force, notify)
+                failure = None
+            except Exception as e:  # noqa: BLE001 - any cell failure is recorded, not raised
+                log.debug("cell %s failed:\n%s", cell.label, traceback.format_exc())
+                first = str(e).splitlines()[0] if str(e) else ""
+                result, failure = None, f"{type(e).__name__}: {first}"
+            tracker.log_cell(parent, cell, result, failure)
+            rows.append((cell, result, failure))
+            bar.advance(task)
+    failed = sum(1 for _, _, f in rows if f)
+    tracker.end_sweep(parent, failed, len(rows) - failed)
+    earlier = [(c, _cached(c), None) for c in cells if c.hash in finished]
+    summary(g.name, sorted(earlier + rows, key=lambda r: r[0].index), len(rows),
+            time.perf_counter() - t0)
+    return 1 if failed else 0
+
+
+def _quiet() -> None:
+    """One progress display: the sweep's. Library bars (weights loading, lmms-eval) off."""
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    hf_logging.disable_progress_bar()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
+def _cached(cell: Cell) -> dict | None:
+    import json
+
+    if not cache.done("eval", cell.hash):
+        return None
+    return json.loads((cache.path("eval", cell.hash) / "result.json").read_text())
+
+
+def summary(name: str, rows: list[tuple[Cell, dict | None, str | None]], ran: int,
+            seconds: float) -> None:
+    metric_names: list[str] = []
+    for _, r, _ in rows:
+        if r:
+            metric_names += [k for k, _ in headline(r["metrics"]) if k not in metric_names]
+    t = Table(title=f"{name}: {len(rows)} cells, {ran} run now in {seconds:.0f} s")
+    t.add_column("cell")
+    for m in metric_names:
+        t.add_column(m, justify="right")
+    t.add_column("sparsity", justify="right")
+    t.add_column("status")
+    for cell, r, failure in rows:
+        if r is None:
+            status = f"failed: {failure}" if failure else "finished earlier (not cached)"
+            t.add_row(cell.label, *["-"] * len(metric_names), "-", status)
+            continue
+        t.add_row(cell.label, *[f"{r['metrics'].get(m, float('nan')):.3f}" for m in metric_names],
+                  f"{r['sparsity']['overall']:.3f}", "ok")
+    console.print(t)

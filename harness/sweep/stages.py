@@ -1,0 +1,154 @@
+"""The three stages of a cell, each cached under its key.
+
+- prune: masks (bit-packed) and, only for Linears whose kept weights the method rewrote
+  (SparseGPT), the weights themselves; the sparsity report. Loading applies them to the
+  dense model, so a cached prune stage costs one model load.
+- recover: the weights of every Linear the merge changed; the training report.
+- evaluate: metrics and per-sample predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.models.adapter import ROLES, Adapter
+from harness.models.load import load
+from harness.pruning import persist
+from harness.pruning import stage as prune_stage
+from harness.recovery import stage as recovery_stage
+from harness.sweep import cache
+from harness.sweep.cell import CellSpec, eval_key, prune_key, recover_key
+
+Notify = Callable[[str], None]
+
+
+def _linears(adapter: Adapter) -> dict[str, torch.nn.Linear]:
+    out = {}
+    for role in ROLES:
+        out |= adapter.role_linears(role)
+    return out
+
+
+def _dense(adapter: Adapter) -> dict[str, torch.Tensor]:
+    return {p: lin.weight.detach().clone() for p, lin in _linears(adapter).items()}
+
+
+def pruned(cell: CellSpec, force: bool = False):
+    """(adapter with the pruned model, keep masks, dense weights of the masked Linears,
+    prune report); computed and cached, or read from the cache."""
+    adapter = load(cell.model)
+    dense = _dense(adapter)
+    if cell.prune is None:
+        return adapter, {}, {}, {"overall": {"sparsity": 0.0}, "seconds": {"prune": 0.0}}
+    key = prune_key(cell)
+    if force or not cache.done("prune", key):
+        t0 = time.perf_counter()
+        masks, report = prune_stage.run(adapter, cell.prune, progress=False)
+        report["seconds"]["stage"] = time.perf_counter() - t0
+        lins = _linears(adapter)
+        rewritten = {p: lins[p].weight.detach().contiguous() for p, m in masks.items()
+                     if not torch.equal(lins[p].weight, dense[p] * m)}
+        with cache.writing("prune", key) as tmp:
+            save_file({p: persist.pack(m) for p, m in masks.items()}, str(tmp / "masks"),
+                      metadata={"shapes": json.dumps({p: list(m.shape)
+                                                      for p, m in masks.items()})})
+            save_file(rewritten, str(tmp / "weights"))
+            (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        return adapter, masks, {p: dense[p] for p in masks}, report
+    root = cache.path("prune", key)
+    masks = _read_masks(root / "masks")
+    rewritten = load_file(str(root / "weights"))
+    lins = _linears(adapter)
+    with torch.no_grad():
+        for p, m in masks.items():
+            lins[p].weight.mul_(m.to(lins[p].weight.dtype))
+            if p in rewritten:
+                lins[p].weight.copy_(rewritten[p])
+    report = json.loads((root / "report.json").read_text())
+    return adapter, masks, {p: dense[p] for p in masks}, report
+
+
+def _read_masks(file: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        shapes = json.loads(f.metadata()["shapes"])
+    packed = load_file(str(file))
+    return {p: persist.unpack(packed[p], tuple(s)) for p, s in shapes.items()}
+
+
+def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None):
+    """(adapter with the recovered model, prune report, recovery report)."""
+    notify("prune")
+    adapter, masks, dense, p_report = pruned(cell, force)
+    if cell.recover.method == "none":
+        return adapter, masks, p_report, {"method": "none", "seconds": 0.0}
+    notify("recover")
+    key = recover_key(cell)
+    if force or not cache.done("recover", key):
+        before = {p: lin.weight.detach().clone() for p, lin in _linears(adapter).items()}
+        t0 = time.perf_counter()
+        report = recovery_stage.run(adapter, masks, cell.recover, dense, progress=False)
+        report["seconds"] = time.perf_counter() - t0
+        lins = _linears(adapter)
+        changed = {p: lin.weight.detach().contiguous() for p, lin in lins.items()
+                   if not torch.equal(lin.weight, before[p])}
+        with cache.writing("recover", key) as tmp:
+            save_file(changed, str(tmp / "weights"))
+            (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        return adapter, masks, p_report, report
+    root = cache.path("recover", key)
+    changed = load_file(str(root / "weights"))
+    lins = _linears(adapter)
+    with torch.no_grad():
+        for p, w in changed.items():
+            lins[p].weight.copy_(w)
+    return adapter, masks, p_report, json.loads((root / "report.json").read_text())
+
+
+def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None) -> dict:
+    """The cell's result: metrics, samples, sparsity by role, stage reports."""
+    from harness.evaluation.run import evaluate
+
+    key = eval_key(cell)
+    if not force and cache.done("eval", key):
+        root = cache.path("eval", key)
+        return json.loads((root / "result.json").read_text()) | {
+            "samples": json.loads((root / "samples.json").read_text())}
+    adapter, masks, p_report, r_report = recovered(cell, force, notify)
+    notify("evaluate")
+    t0 = time.perf_counter()
+    res = evaluate(adapter, cell.eval.suite, run_hash=key, limit=cell.eval.limit,
+                   batch_size=cell.eval.batch_size, progress=False)
+    result = {"metrics": res.metrics, "sparsity": sparsity_by_role(adapter, masks),
+              "prune": p_report, "recover": r_report,
+              "seconds": {"prune": p_report.get("seconds", {}).get("stage", 0.0),
+                          "recover": r_report.get("seconds", 0.0),
+                          "evaluate": time.perf_counter() - t0}}
+    with cache.writing("eval", key) as tmp:
+        (tmp / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        (tmp / "samples.json").write_text(json.dumps(res.samples))
+    return result | {"samples": res.samples}
+
+
+def sparsity_by_role(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Achieved sparsity per role and over the pruned roles; nonzero weights."""
+    out: dict[str, float] = {}
+    zeros = total = 0
+    for role in ROLES:
+        lins = adapter.role_linears(role)
+        z = sum(int((lin.weight == 0).sum()) for lin in lins.values())
+        n = sum(lin.weight.numel() for lin in lins.values())
+        out[role] = z / n if n else 0.0
+        if any(p in masks for p in lins):
+            zeros, total = zeros + z, total + n
+    out["overall"] = zeros / total if total else 0.0
+    out["nonzero"] = float(sum(int((lin.weight != 0).sum())
+                               for r in ROLES for lin in adapter.role_linears(r).values()))
+    return out

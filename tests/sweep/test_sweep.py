@@ -1,0 +1,110 @@
+"""Sweeps end to end on the smoke grid: MLflow contents, resume, failures, kill -9."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.sweep import cache, grid, stages
+from harness.sweep.tracking import TAG_HASH, TAG_KIND, tracking_uri
+
+
+def cell_runs(name: str = "smoke", status: str | None = None):
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name(name)
+    flt = f"tags.`{TAG_KIND}` = 'cell'"
+    if status:
+        flt += f" and attributes.status = '{status}'"
+    return client, client.search_runs([exp.experiment_id], filter_string=flt)
+
+
+def metrics_by_hash(runs) -> dict[str, dict[str, float]]:
+    return {r.data.tags[TAG_HASH]: {k: v for k, v in r.data.metrics.items()
+                                   if not k.startswith("time/")} for r in runs}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The smoke grid swept once, uninterrupted, in its own results folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VLMPRUNE_RESULTS", str(tmp_path_factory.mktemp("reference")))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["sweep", "smoke"]) == 0
+    _, runs = cell_runs(status="FINISHED")
+    out = metrics_by_hash(runs)
+    client = MlflowClient(tracking_uri())
+    run = runs[0]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    mp.undo()
+    return out, run, artifacts
+
+
+def test_sweep_logs_every_cell_with_params_metrics_tags_artifacts(reference):
+    metrics, run, artifacts = reference
+    _, cells = grid.expand("smoke")
+    assert set(metrics) == {c.hash for c in cells}
+    assert run.data.params["prune.method"] in ("wanda", "None")
+    assert "shapes_vqa/exact_match" in run.data.metrics
+    assert {"sparsity/overall", "sparsity/nonzero", "time/prune", "time/evaluate"} \
+        <= set(run.data.metrics)
+    assert run.data.tags["vlmprune.status"] == "finished"
+    assert len(run.data.tags["vlmprune.git_commit"]) >= 7
+    assert "mlflow.parentRunId" in run.data.tags
+    assert {"sparsity_report.json", "eval_samples.json"} <= artifacts
+    pruned = [m for m in metrics.values() if m["sparsity/overall"] > 0]
+    assert all(m["sparsity/overall"] == pytest.approx(0.5, abs=0.005) for m in pruned)
+
+
+def test_rerun_runs_nothing_and_same_cell_gives_identical_metrics(reference, results):
+    assert main(["sweep", "smoke", "--where", "prune.pattern=2:4",
+                 "--where", "recover.method=none"]) == 0
+    client, runs = cell_runs(status="FINISHED")
+    assert len(runs) == 1
+    first = metrics_by_hash(runs)
+    assert main(["sweep", "smoke", "--where", "prune.pattern=2:4",
+                 "--where", "recover.method=none"]) == 0
+    assert len(cell_runs(status="FINISHED")[1]) == 1  # finished cells are not run again
+    (h, m), = first.items()
+    assert m == reference[0][h]  # identical metrics from a different results folder
+    _, cells = grid.expand("smoke", {"prune.pattern": "2:4", "recover.method": "none"})
+    again = stages.evaluated(cells[0].spec, force=True)
+    assert again["metrics"] == {k: v for k, v in m.items() if "/" in k and not
+                                k.startswith(("sparsity/", "time/"))}
+
+
+def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, results, capsys):
+    p = tmp_path / "fail.yaml"
+    p.write_text("""name: failing
+base: {prune: null, eval: {suite: quick, limit: 4}}
+axes: [{model.name: [shapes-llava, no-such-model]}]
+""")
+    assert main(["sweep", str(p)]) == 1
+    client, runs = cell_runs("failing")
+    by_status = {r.info.status: r for r in runs}
+    assert set(by_status) == {"FINISHED", "FAILED"}
+    reason = by_status["FAILED"].data.tags["vlmprune.failure"]
+    assert "no-such-model" in reason and "not available offline" in reason
+
+
+def test_kill_minus_9_then_resume_finishes_each_cell_exactly_once(reference, results):
+    env = {**os.environ, "VLMPRUNE_RESULTS": str(results), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", "smoke"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    time.sleep(random.Random(os.getpid()).uniform(12, 40))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["sweep", "smoke"]) == 0
+    _, runs = cell_runs(status="FINISHED")
+    hashes = [r.data.tags[TAG_HASH] for r in runs]
+    assert sorted(hashes) == sorted(set(hashes)) and len(hashes) == 4
+    assert metrics_by_hash(runs) == reference[0]
+    assert not list(cache.path("prune", "x").parent.parent.glob("*/.tmp-*"))
+    _, stale = cell_runs(status="RUNNING")
+    assert not stale
