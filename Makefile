@@ -48,3 +48,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/prune_accuracy.py
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/recovery.py
+	$(PY) benchmarks/sweep_overhead.py
