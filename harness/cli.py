@@ -17,12 +17,6 @@ def _zoo_check(a: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(a: argparse.Namespace) -> int:
-    from harness import demo
-
-    return demo.main(a.model, a.grid, a.questions)
-
-
 def _models(a: argparse.Namespace) -> int:
     from harness.models.load import load
 
@@ -136,12 +130,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="shapes-llava")
     s.add_argument("--out", type=Path, default=Path("results/zoo_check.json"))
     s.set_defaults(func=_zoo_check)
-
-    s = sub.add_parser("demo", help="a small end-to-end prune-and-evaluate run")
-    s.add_argument("--model", default="shapes-llava")
-    s.add_argument("--grid", default="modality_ratio")
-    s.add_argument("--questions", type=int, default=500)
-    s.set_defaults(func=_demo)
 
     s = sub.add_parser("prune", help="prune a model with a spec file and save it")
     s.add_argument("spec", type=Path, help="YAML: a prune mapping (or a file with prune:)")
