@@ -43,6 +43,10 @@ def writing(stage: str, key: str) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def drop(stage: str, key: str) -> None:
+    shutil.rmtree(path(stage, key), ignore_errors=True)
+
+
 def sweep_stale() -> int:
     """Remove temporary folders left by killed runs; returns how many."""
     root = cache_dir()

@@ -81,6 +81,11 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
     cache.sweep_stale()
     tracker = Tracker(g.name, g.description)
     tracker.close_stale()
+    if force:  # recompute: drop the cells' cached stages once, then cache as usual
+        for c in cells:
+            for stage, key in (("prune", prune_key(c.spec)), ("recover", recover_key(c.spec)),
+                               ("eval", c.hash)):
+                cache.drop(stage, key)
     finished = set() if force else tracker.finished()
     todo = sorted((c for c in cells if c.hash not in finished),
                   key=lambda c: (prune_key(c.spec), c.index))
@@ -99,7 +104,7 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
 
             notify("start")
             try:
-                result = stages.evaluated(cell.spec, force, notify)
+                result = stages.evaluated(cell.spec, notify=notify)
                 failure = None
             except Exception as e:  # noqa: BLE001 - any cell failure is recorded, not raised
                 log.debug("cell %s failed:\n%s", cell.label, traceback.format_exc())
