@@ -173,9 +173,29 @@ def teacher_forced_accuracy(model, tokenizer, n: int = 512) -> float:
     return ok.float().mean().item(), by_kind
 
 
+def position_loss(heads_in: torch.Tensor, enc: dict, cells: list[list[int]],
+                  probes: nn.ModuleList, head_dim: int) -> torch.Tensor:
+    """Make the grounded heads carry *where* their object is: from head k's output at the
+    query position (the input of o_proj), linear probes read the k-th named object's row and
+    column. Without it the gathered values hold colour and shape but no position, and spatial
+    questions stay at chance (measured: row probe 0.44, column 0.31 at step 900)."""
+    query = enc["prompt_len"] - 1
+    xs, rows, cols = [], [], []
+    for b, cs in enumerate(cells):
+        for k, c in enumerate(cs):
+            xs.append(heads_in[b, query[b], k * head_dim:(k + 1) * head_dim])
+            rows.append(c // GRID)
+            cols.append(c % GRID)
+    if not xs:
+        return heads_in.new_zeros(())
+    x = torch.stack(xs)
+    return (nn.functional.cross_entropy(probes[0](x), torch.tensor(rows)) +
+            nn.functional.cross_entropy(probes[1](x), torch.tensor(cols)))
+
+
 def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: float,
           vision_lr_scale: float, eval_every: int, stop_at: int | None = None,
-          grounding: float = 0.0, grounding_layer: int = 2) -> None:
+          grounding: float = 0.0, grounding_layer: int = 2, position: float = 0.0) -> None:
     torch.manual_seed(seed)
     model, processor = build_model(seed)
     if grounding > 0:
@@ -187,7 +207,14 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
     vision = list(model.model.vision_tower.parameters())
     vis_ids = {id(p) for p in vision}
     rest = [p for p in model.parameters() if id(p) not in vis_ids]
-    opt = torch.optim.AdamW([{"params": rest, "scale": 1.0},
+    cfg = model.config.text_config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    probes = nn.ModuleList([nn.Linear(head_dim, GRID), nn.Linear(head_dim, GRID)])
+    captured: dict[str, torch.Tensor] = {}
+    if position > 0:
+        o_proj = model.model.language_model.layers[grounding_layer].self_attn.o_proj
+        o_proj.register_forward_pre_hook(lambda mod, args: captured.__setitem__("x", args[0]))
+    opt = torch.optim.AdamW([{"params": rest + list(probes.parameters()), "scale": 1.0},
                              {"params": vision, "scale": vision_lr_scale}],
                             lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     bar = tqdm(range(steps), desc="train")
@@ -201,6 +228,8 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
         loss = res.loss
         if grounding > 0:
             loss = loss + grounding * grounding_loss(res.attentions, enc, cells, grounding_layer)
+        if position > 0:
+            loss = loss + position * position_loss(captured["x"], enc, cells, probes, head_dim)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -234,11 +263,13 @@ def main() -> None:
     ap.add_argument("--grounding", type=float, default=0.0,
                     help="weight of the attention-grounding loss (0: off)")
     ap.add_argument("--grounding-layer", type=int, default=2)
+    ap.add_argument("--position", type=float, default=0.0,
+                    help="weight of the position probes on the grounded heads (0: off)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train(a.out, a.seed, a.vision_steps, a.steps, a.batch, a.lr, a.vision_lr_scale, a.eval_every,
-          a.stop_at, a.grounding, a.grounding_layer)
+          a.stop_at, a.grounding, a.grounding_layer, a.position)
 
 
 if __name__ == "__main__":
