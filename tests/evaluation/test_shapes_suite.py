@@ -126,3 +126,11 @@ def test_eval_command_bad_suite_exits_2(capsys):
     assert main(["eval", "--suite", "quik"]) == 2
     err = capsys.readouterr().err
     assert "did you mean 'quick'" in err and err.count("\n") == 1
+
+
+def test_shapes_group_and_tasks_are_found_through_the_include_path():
+    from harness.evaluation.run import task_manager
+
+    tm = task_manager(False)
+    assert {"shapes_vqa", "shapes_caption"} <= set(tm.all_tasks)
+    assert "shapes" in tm.all_groups
