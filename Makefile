@@ -33,7 +33,7 @@ lint: $(STAMP)
 
 # Retrain the embedded model (seeded; about 20 minutes on 2 cores): the committed weights.
 zoo: $(STAMP)
-	$(PY) -m harness.zoo.train --out harness/zoo/shapes-llava --stop-at 900
+	$(PY) -m harness.zoo.train --out harness/zoo/shapes-llava
 
 zoo-check: $(STAMP)
 	$(VENV)/bin/vlmprune zoo-check
