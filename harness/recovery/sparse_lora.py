@@ -34,15 +34,17 @@ class SparseLoraLinear(lora_layer.Linear):
         return delta * self.sparse_mask.to(delta.dtype)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """One GEMM with W + (s BA) * M: cheaper than base(x) + x ((s BA) * M)^T, whose
+        backward needs a second input-gradient GEMM (dropout is not applied: it would need
+        the two-GEMM form; recovery configs use lora_dropout 0)."""
         if self.disable_adapters or self.merged:
             return super().forward(x, *args, **kwargs)
-        result = self.base_layer(x, *args, **kwargs)
+        base = self.get_base_layer()
+        weight = base.weight
         for name in self.active_adapters:
-            if name not in self.lora_A:
-                continue
-            delta = self.get_delta_weight(name)
-            result = result + F.linear(self.lora_dropout[name](x).to(delta.dtype), delta)
-        return result
+            if name in self.lora_A:
+                weight = weight + self.get_delta_weight(name)
+        return F.linear(x.to(weight.dtype), weight, base.bias)
 
     def __repr__(self) -> str:
         return "sparse" + super().__repr__()
