@@ -98,6 +98,9 @@ def _plan(a: argparse.Namespace) -> int:
 
 
 def _sweep(a: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: the sweep has its bar
     from harness.sweep import runner
 
     return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force)
