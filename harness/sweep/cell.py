@@ -36,14 +36,10 @@ class CellSpec(BaseModel):
 
 
 def seeded(c: CellSpec) -> CellSpec:
-    """The cell's seed is the seed of every stochastic part: it replaces the prune, calibration
-    and recovery seeds, so `seeds: [0, 1]` in a grid repeats the whole cell."""
-    prune = None
-    if c.prune is not None:
-        cal = c.prune.calibration.model_copy(update={"seed": c.seed})
-        prune = c.prune.model_copy(update={"seed": c.seed, "calibration": cal})
-    return c.model_copy(update={"prune": prune,
-                                "recover": c.recover.model_copy(update={"seed": c.seed})})
+    """The cell's seed is the recovery seed: `seeds: [0, 1]` in a grid repeats the training,
+    and every seed shares the cell's prune stage. (Pruning and calibration have their own
+    `prune.seed` / `prune.calibration.seed`, which an axis can vary.)"""
+    return c.model_copy(update={"recover": c.recover.model_copy(update={"seed": c.seed})})
 
 
 def digest(obj) -> str:

@@ -28,13 +28,23 @@ exclude: [{prune.method: magnitude, prune.pattern: "2:4"}]
 seeds: [0, 1]
 """)
     _, cells = grid.expand(str(p))
-    assert len(cells) == (2 * 2 - 1) * 2 + 1  # the dense cell does not depend on the seed
+    # without recovery nothing depends on the seed: one cell per prune setting, plus dense
+    assert len(cells) == 2 * 2 - 1 + 1
     labels = [c.label for c in cells]
-    assert "prune.method=magnitude, prune.pattern=unstructured, prune.sparsity=0.6, seed=1" \
+    assert "prune.method=magnitude, prune.pattern=unstructured, prune.sparsity=0.6, seed=0" \
         in labels
     assert not any("magnitude" in la and "2:4" in la for la in labels)
     assert sum(c.spec.prune is None for c in cells) == 1
-    assert {c.spec.prune.calibration.seed for c in cells if c.spec.prune} == {0, 1}
+
+
+def test_seeds_repeat_recovery_and_share_the_prune_stage(tmp_path):
+    p = write(tmp_path, BASE.replace("eval:", "recover: {method: sparselora}\n  eval:") +
+              "seeds: [0, 1, 2]\n")
+    _, cells = grid.expand(str(p))
+    assert len(cells) == 3
+    assert len({prune_key(c.spec) for c in cells}) == 1
+    assert sorted(c.spec.recover.seed for c in cells) == [0, 1, 2]
+    assert len({recover_key(c.spec) for c in cells}) == 3
     assert len({c.hash for c in cells}) == len(cells)
 
 
