@@ -1,8 +1,9 @@
 """Recovery training batches: (image, request, answer) triples as model inputs + labels.
 
-The shapes train split by default (VQA and captions, deterministic in the step and seed), or
-a JSONL file of {"image": path relative to the file, "prompt": question or "" for a caption,
-"answer": text}. Labels cover the answer and its end-of-sequence token only.
+The shapes train split by default (VQA and captions, deterministic in the step and seed), a
+JSONL file of {"image": path relative to the file, "prompt": question or "" for a caption,
+"answer": text}, or an HF `datasets` folder (`save_to_disk`) with the same columns, `image`
+holding images. Labels cover the answer and its end-of-sequence token only.
 """
 
 from __future__ import annotations
@@ -35,12 +36,33 @@ def samples(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
                 s = vqa_sample("train", k)
                 out.append((render(s.scene), s.qa.question, s.qa.answer))
         return out
+    if Path(data.source).is_dir():
+        ds = _dataset(data.source)
+        order = np.random.default_rng(seed).permutation(len(ds))
+        picked = [ds[int(order[i % len(ds)])] for i in range(start, start + n)]
+        return [(r["image"].convert("RGB"), r.get("prompt") or "", r["answer"]) for r in picked]
     rows = _jsonl(data.source)
     order = np.random.default_rng(seed).permutation(len(rows))
     root = Path(data.source).parent
     picked = [rows[order[i % len(rows)]] for i in range(start, start + n)]
     return [(Image.open(root / r["image"]).convert("RGB"), r.get("prompt", ""), r["answer"])
             for r in picked]
+
+
+@cache
+def _dataset(path: str):
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(path)
+    except (OSError, ValueError, FileNotFoundError) as e:
+        raise UserError(f"recover.data.source: {path} is not a datasets folder ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    if not {"image", "answer"} <= set(ds.column_names):
+        raise UserError(f"recover.data.source: {path} needs columns 'image' and 'answer' "
+                        f"(and optional 'prompt'); it has {ds.column_names}")
+    return ds
 
 
 @cache

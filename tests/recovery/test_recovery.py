@@ -1,5 +1,6 @@
 """LoRA and SparseLoRA on shapes-llava pruned with wanda 2:4 (short trainings)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,3 +127,31 @@ def test_bad_recovery_specs_fail_at_load_in_one_line(data, field):
         load_spec(data, "grid.yaml")
     msg = str(e.value)
     assert msg.startswith("grid.yaml: ") and f"'{field}'" in msg and "\n" not in msg
+
+
+def test_training_data_from_jsonl_and_from_a_datasets_folder(tmp_path):
+    import json
+
+    import datasets
+    from PIL import Image
+
+    from harness.world.scene import render
+    from harness.world.splits import vqa_sample
+
+    rows = []
+    for i in range(3):
+        s = vqa_sample("train", i)
+        Image.fromarray(render(s.scene)).save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "prompt": s.qa.question, "answer": s.qa.answer})
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from_jsonl = samples(DataSpec(source=str(tmp_path / "data.jsonl")), 0, 0, 3)
+    ds = datasets.Dataset.from_list([{**r, "image": Image.open(tmp_path / r["image"])}
+                                     for r in rows])
+    ds.save_to_disk(str(tmp_path / "ds"))
+    from_folder = samples(DataSpec(source=str(tmp_path / "ds")), 0, 0, 3)
+    for a, b in zip(from_jsonl, from_folder, strict=True):
+        assert a[1:] == b[1:] and np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    assert {x[2] for x in from_jsonl} == {r["answer"] for r in rows}
+    adapter = load("shapes-llava")
+    batch, labels = encode(adapter, from_folder)
+    assert (labels != -100).sum() == 3 * 2  # one answer word + end of sequence each
