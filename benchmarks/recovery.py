@@ -30,11 +30,8 @@ PRUNE = PruneSpec(method="wanda", pattern="2:4")
 
 def pruned():
     adapter = load("shapes-llava")
-    dense = {}
-    for role in ("vision", "language"):
-        dense |= {p: lin.weight.detach().clone() for p, lin in adapter.role_linears(role).items()}
-    masks, _ = prune_stage.run(adapter, PRUNE, progress=False)
-    return adapter, masks, {p: w for p, w in dense.items() if p in masks}
+    masks, _, dense = prune_stage.run_keeping_dense(adapter, PRUNE, progress=False)
+    return adapter, masks, dense
 
 
 def step_times(repeats: int = 20) -> dict[str, float]:
@@ -45,9 +42,7 @@ def step_times(repeats: int = 20) -> dict[str, float]:
     setups = {}
     for method in ("lora", "sparselora"):
         adapter, masks, dense = pruned()
-        lins = {}
-        for role in ("vision", "bridge", "language"):
-            lins |= adapter.role_linears(role)
+        lins = adapter.all_linears()
         spec = load_spec({"method": method})
         teacher = Teacher(lins, masks, dense)
         model = lora.wrap(adapter, spec)

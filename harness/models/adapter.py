@@ -99,6 +99,13 @@ class Adapter:
                 out[f"{b.name}.{rel}" if rel else b.name] = lin
         return out
 
+    def all_linears(self) -> dict[str, nn.Linear]:
+        """Prunable Linears of every role, by full path."""
+        out: dict[str, nn.Linear] = {}
+        for role in ROLES:
+            out |= self.role_linears(role)
+        return out
+
     def parameter_count(self, role: str) -> int:
         return sum(lin.weight.numel() for lin in self.role_linears(role).values())
 

@@ -34,18 +34,24 @@ def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> 
     path.mkdir(parents=True, exist_ok=True)
     adapter.model.save_pretrained(path, safe_serialization=True)
     adapter.processor.save_pretrained(path)
-    tensors = {name: pack(m) for name, m in masks.items()}
-    shapes = {name: list(m.shape) for name, m in masks.items()}
-    save_file(tensors, str(path / MASKS), metadata={"shapes": json.dumps(shapes)})
+    save_masks(masks, path / MASKS)
     meta = {"family": adapter.family, "prompts": {"vqa": adapter.prompts.vqa,
                                                   "caption": adapter.prompts.caption}}
     (path / "vlmprune.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def save_masks(masks: dict[str, torch.Tensor], file: str | Path) -> None:
+    """Bit-packed masks with their shapes in the safetensors metadata."""
+    tensors = {name: pack(m) for name, m in masks.items()}
+    shapes = {name: list(m.shape) for name, m in masks.items()}
+    save_file(tensors, str(file), metadata={"shapes": json.dumps(shapes)})
+
+
 def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
+    """Masks of a saved pruned model folder (or of a masks file itself)."""
     from safetensors import safe_open
 
-    file = str(Path(path) / MASKS)
+    file = str(path if Path(path).is_file() else Path(path) / MASKS)
     with safe_open(file, "pt") as f:
         shapes = json.loads(f.metadata()["shapes"])
     packed = load_file(file)

@@ -34,3 +34,11 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
     log.info("pruned %s: sparsity %.4f over %d weights in %.1fs", spec.method,
              rep["overall"]["sparsity"], rep["overall"]["params"], t2 - t1)
     return masks, rep
+
+
+def run_keeping_dense(adapter: Adapter, spec: PruneSpec, progress: bool = True
+                      ) -> tuple[dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
+    """`run`, plus the dense weights of the Linears it masked (for a distillation teacher)."""
+    dense = {p: lin.weight.detach().clone() for p, lin in adapter.all_linears().items()}
+    masks, rep = run(adapter, spec, progress)
+    return masks, rep, {p: dense[p] for p in masks}

@@ -41,7 +41,7 @@ def config(adapter: Adapter, spec: RecoverySpec) -> LoraConfig:
     by_role: dict[str, list[str]] = {}
     for path, (role, _) in chosen.items():
         by_role.setdefault(role, []).append(path)
-    role_cfg = {role: cfg for role, cfg in (v for v in chosen.values())}
+    role_cfg = dict(chosen.values())
     pattern = {role: "|".join(re.escape(p) for p in paths) for role, paths in by_role.items()}
     first = next(iter(role_cfg.values()))
     cfg = LoraConfig(

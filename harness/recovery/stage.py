@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from harness.models.adapter import ROLES, Adapter
+from harness.models.adapter import Adapter
 from harness.pruning.apply import sparsity
 from harness.recovery import lora, sparse_lora
 from harness.recovery.spec import RecoverySpec
@@ -23,9 +23,7 @@ def run(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec,
         progress: bool = True) -> dict:
     if spec.method == "none":
         return {"method": "none", **sparsity_report(adapter, masks)}
-    linears = {}
-    for role in ROLES:
-        linears |= adapter.role_linears(role)  # before PEFT wraps them: the same objects
+    linears = adapter.all_linears()  # before PEFT wraps them: the same objects
     needs_teacher = spec.distill is not None and spec.distill.weight > 0
     if needs_teacher and dense is None:
         raise ValueError("distillation needs the dense weights of the pruned Linears")
@@ -44,10 +42,7 @@ def run(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec,
 
 def sparsity_report(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict:
     """Sparsity of the pruned Linears now, and the share of pruned positions still zero."""
-    linears = {}
-    for role in ROLES:
-        linears |= adapter.role_linears(role)
-    pruned = {p: lin for p, lin in linears.items() if p in masks}
+    pruned = {p: lin for p, lin in adapter.all_linears().items() if p in masks}
     kept_zero = total = 0
     for p, lin in pruned.items():
         removed = ~masks[p].to(lin.weight.device, torch.bool)

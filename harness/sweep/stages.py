@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,59 +27,36 @@ from harness.sweep.cell import CellSpec, eval_key, prune_key, recover_key
 Notify = Callable[[str], None]
 
 
-def _linears(adapter: Adapter) -> dict[str, torch.nn.Linear]:
-    out = {}
-    for role in ROLES:
-        out |= adapter.role_linears(role)
-    return out
-
-
-def _dense(adapter: Adapter) -> dict[str, torch.Tensor]:
-    return {p: lin.weight.detach().clone() for p, lin in _linears(adapter).items()}
-
-
 def pruned(cell: CellSpec, force: bool = False):
     """(adapter with the pruned model, keep masks, dense weights of the masked Linears,
     prune report); computed and cached, or read from the cache."""
     t0 = time.perf_counter()
     adapter = load(cell.model)
-    dense = _dense(adapter)
     if cell.prune is None:
         return adapter, {}, {}, {"overall": {"sparsity": 0.0}, "seconds": {"prune": 0.0}}
     key = prune_key(cell)
+    lins = adapter.all_linears()
     if force or not cache.done("prune", key):
-        masks, report = prune_stage.run(adapter, cell.prune, progress=False)
+        masks, report, dense = prune_stage.run_keeping_dense(adapter, cell.prune, False)
         report["seconds"]["stage"] = time.perf_counter() - t0  # model load + calibration + prune
-        lins = _linears(adapter)
         rewritten = {p: lins[p].weight.detach().contiguous() for p, m in masks.items()
                      if not torch.equal(lins[p].weight, dense[p] * m)}
         with cache.writing("prune", key) as tmp:
-            save_file({p: persist.pack(m) for p, m in masks.items()}, str(tmp / "masks"),
-                      metadata={"shapes": json.dumps({p: list(m.shape)
-                                                      for p, m in masks.items()})})
+            persist.save_masks(masks, tmp / "masks")
             save_file(rewritten, str(tmp / "weights"))
             (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        return adapter, masks, {p: dense[p] for p in masks}, report
+        return adapter, masks, dense, report
     root = cache.path("prune", key)
-    masks = _read_masks(root / "masks")
+    masks = persist.load_masks(root / "masks")
     rewritten = load_file(str(root / "weights"))
-    lins = _linears(adapter)
+    dense = {p: lins[p].weight.detach().clone() for p in masks}
     with torch.no_grad():
         for p, m in masks.items():
             lins[p].weight.mul_(m.to(lins[p].weight.dtype))
             if p in rewritten:
                 lins[p].weight.copy_(rewritten[p])
     report = json.loads((root / "report.json").read_text())
-    return adapter, masks, {p: dense[p] for p in masks}, report
-
-
-def _read_masks(file: Path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    with safe_open(str(file), "pt") as f:
-        shapes = json.loads(f.metadata()["shapes"])
-    packed = load_file(str(file))
-    return {p: persist.unpack(packed[p], tuple(s)) for p, s in shapes.items()}
+    return adapter, masks, dense, report
 
 
 def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None):
@@ -92,12 +68,12 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     notify("recover")
     key = recover_key(cell)
     if force or not cache.done("recover", key):
-        before = {p: lin.weight.detach().clone() for p, lin in _linears(adapter).items()}
+        before = {p: lin.weight.detach().clone() for p, lin in adapter.all_linears().items()}
         t0 = time.perf_counter()
         report = recovery_stage.run(adapter, masks, cell.recover, dense, progress=False)
         report["seconds"] = time.perf_counter() - t0
-        lins = _linears(adapter)
-        changed = {p: lin.weight.detach().contiguous() for p, lin in lins.items()
+        changed = {p: lin.weight.detach().contiguous()
+                   for p, lin in adapter.all_linears().items()
                    if not torch.equal(lin.weight, before[p])}
         with cache.writing("recover", key) as tmp:
             save_file(changed, str(tmp / "weights"))
@@ -105,7 +81,7 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
         return adapter, masks, p_report, report
     root = cache.path("recover", key)
     changed = load_file(str(root / "weights"))
-    lins = _linears(adapter)
+    lins = adapter.all_linears()
     with torch.no_grad():
         for p, w in changed.items():
             lins[p].weight.copy_(w)

@@ -24,11 +24,8 @@ PRUNE = PruneSpec(method="wanda", pattern="2:4",
 def pruned():
     """(adapter pruned 2:4 in vision and language, keep masks, dense weights of the masked)."""
     adapter = load("shapes-llava")
-    dense = {}
-    for role in ("vision", "language"):
-        dense |= {p: lin.weight.detach().clone() for p, lin in adapter.role_linears(role).items()}
-    masks, _ = prune_stage.run(adapter, PRUNE, progress=False)
-    return adapter, masks, {p: w for p, w in dense.items() if p in masks}
+    masks, _, dense = prune_stage.run_keeping_dense(adapter, PRUNE, progress=False)
+    return adapter, masks, dense
 
 
 def spec(method: str, **kw):
@@ -36,10 +33,7 @@ def spec(method: str, **kw):
 
 
 def linears(adapter):
-    out = {}
-    for role in ("vision", "bridge", "language"):
-        out |= adapter.role_linears(role)
-    return out
+    return adapter.all_linears()
 
 
 def probe(adapter):
