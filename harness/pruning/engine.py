@@ -15,7 +15,9 @@ Only one block's statistics exist at a time.
 propagation: dense. One pass of the dense model collects every Linear's statistics, then all
 are pruned (the paper's recovery path did this).
 
-Methods that need no statistics (magnitude, random) skip calibration entirely.
+Methods that need no statistics (magnitude, random) skip calibration entirely. Statistics
+of the language role leave out padding positions (`real_tokens`): padding is not calibration
+data, and a left-padded batch of short and long samples would otherwise weigh pad states.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
             for path in adapter.layout.paths(role):
                 blocks = [b for b in adapter.blocks(role) if _in_segment(b, path)]
                 _sequential(adapter, blocks, adapter.layout.carry_for(path), targets[role], fn,
-                            m.needs, batches, masks, bar)
+                            m.needs, batches, [_text_mask(b, role) for b in batches], masks,
+                            bar)
     bar.close()
     return masks
 
@@ -103,12 +106,27 @@ def _prune_block(block: Block, target: Target, fn: Callable,
         _prune_linear(lin, name, stats[rel] if stats else None, target, fn, masks)
 
 
-def _collect(linears: dict[str, nn.Linear], needs: str) -> tuple[dict[str, InputStats], list]:
+def real_tokens(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The inputs at real positions: a language Linear's input laid out like the batch's text
+    (batch, seq, cols) loses its padding positions; anything else is kept whole."""
+    if attention_mask is not None and x.dim() == 3 and x.shape[:2] == attention_mask.shape:
+        return x[attention_mask.bool()]
+    return x
+
+
+def _text_mask(batch: dict, role: str) -> torch.Tensor | None:
+    """Padding positions matter for the language role only (vision tokens are never padded)."""
+    return batch.get("attention_mask") if role == "language" else None
+
+
+def _collect(linears: dict[str, nn.Linear], needs: str,
+             mask: Callable[[], torch.Tensor | None]) -> tuple[dict[str, InputStats], list]:
     stats, hooks = {}, []
     for rel, lin in linears.items():
         st = InputStats(lin.in_features, needs, lin.weight.device)
         stats[rel] = st
-        hooks.append(lin.register_forward_hook(lambda mod, inp, out, st=st: st.add(inp[0])))
+        hooks.append(lin.register_forward_hook(
+            lambda mod, inp, out, st=st: st.add(real_tokens(inp[0], mask()))))
     return stats, hooks
 
 
@@ -152,14 +170,17 @@ def _advance(inputs: Inputs, output: Any, carry) -> Inputs:
 
 
 @torch.no_grad()
-def _sequential(adapter, blocks, carry, target, fn, needs, batches, masks, bar) -> None:
+def _sequential(adapter, blocks, carry, target, fn, needs, batches, text_masks, masks,
+                bar) -> None:
     """Several calibration batches: per block, statistics from one dense pass of the block
     over all batches, prune, then the pruned block's outputs feed the next block."""
     inputs = capture(adapter, blocks[0].module, batches)
+    current: list[torch.Tensor | None] = [None]
     for i, block in enumerate(blocks):
-        stats, hooks = _collect(Adapter.linears(block), needs)
+        stats, hooks = _collect(Adapter.linears(block), needs, lambda: current[0])
         try:
-            for args, kwargs in inputs:
+            for (args, kwargs), text_mask in zip(inputs, text_masks, strict=True):
+                current[0] = text_mask
                 block.module(*args, **kwargs)
         finally:
             for h in hooks:
@@ -178,26 +199,26 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar) -> No
     propagation (the language blocks read the pruned vision tower's tokens), and within a
     block later Linears see the pruned outputs of earlier ones (SparseGPT's true-sequential
     mode). q, k and v read one tensor and share its statistics."""
-    linears: dict[str, tuple[nn.Linear, Target]] = {}
+    linears: dict[str, tuple[nn.Linear, Target, torch.Tensor | None]] = {}
     left: dict[str, int] = {}  # block name -> Linears not yet pruned, for the progress bar
     owner: dict[str, str] = {}
     for role in roles:
         for block in adapter.blocks(role):
             for rel, lin in Adapter.linears(block).items():
                 name = f"{block.name}.{rel}" if rel else block.name
-                linears[name] = (lin, targets[role])
+                linears[name] = (lin, targets[role], _text_mask(batch, role))
                 owner[name] = block.name
                 left[block.name] = left.get(block.name, 0) + 1
     shared: dict[int, tuple[torch.Tensor, InputStats]] = {}
 
     def prune_now(name: str, x: torch.Tensor | None) -> None:
-        lin, target = linears[name]
+        lin, target, text_mask = linears[name]
         if x is not None and id(x) in shared and shared[id(x)][0] is x:
             st = shared[id(x)][1]
         else:
             st = InputStats(lin.in_features, needs, lin.weight.device)
             if x is not None:
-                st.add(x)
+                st.add(real_tokens(x, text_mask))
                 shared[id(x)] = (x, st)
         _prune_linear(lin, name, st, target, fn, masks)
         left[owner[name]] -= 1
@@ -206,7 +227,7 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar) -> No
 
     hooks = [lin.register_forward_pre_hook(
         lambda mod, args, name=name: None if name in masks else prune_now(name, args[0]))
-        for name, (lin, _) in linears.items()]
+        for name, (lin, _, _) in linears.items()]
     try:
         adapter.forward(batch)
     finally:
@@ -221,13 +242,16 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar) -> No
 def _dense(adapter, roles, targets, fn, needs, batches, masks, bar) -> None:
     per_block = {}
     hooks = []
+    current: dict[str, torch.Tensor | None] = {}
     for role in roles:
         for block in adapter.blocks(role):
-            stats, h = _collect(Adapter.linears(block), needs)
+            stats, h = _collect(Adapter.linears(block), needs,
+                                lambda role=role: current.get(role))
             per_block[block.name] = (block, role, stats)
             hooks += h
     try:
         for batch in batches:
+            current.update({role: _text_mask(batch, role) for role in roles})
             adapter.forward(batch)
     finally:
         for h in hooks:

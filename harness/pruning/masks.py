@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 Scope = Literal["row", "layer"]
@@ -31,9 +32,17 @@ def lowest(scores: torch.Tensor, k: int, scope: Scope = "row") -> torch.Tensor:
     flat = scores.reshape(1, -1) if scope == "layer" else scores.reshape(scores.shape[0], -1)
     mask = torch.ones_like(flat, dtype=torch.bool)
     if k:
-        idx = torch.topk(flat, k, dim=1, largest=False).indices  # (rows, k)
-        mask.scatter_(1, idx, False)
+        mask.scatter_(1, _smallest(flat, k), False)
     return mask.reshape(scores.shape)
+
+
+def _smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k smallest entries of each row, (rows, k), in no particular order.
+    On CPU numpy's introselect is several times faster than torch.topk at these widths."""
+    if flat.device.type != "cpu" or k >= flat.shape[1]:
+        return torch.topk(flat, k, dim=1, largest=False).indices
+    values = flat.detach().float().numpy()
+    return torch.from_numpy(np.argpartition(values, k - 1, axis=1)[:, :k])
 
 
 def n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

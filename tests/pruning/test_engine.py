@@ -119,3 +119,59 @@ def test_saved_pruned_model_reloads_identically(tmp_path):
     img = [np.zeros((32, 32, 3), np.uint8)]
     p = [a.prompts.question("what ?")]
     assert a.generate(img, p, max_new_tokens=3) == b.generate(img, p, max_new_tokens=3)
+
+
+
+def padded_llava():
+    """A tiny LLaVA whose pad token embeds to a non-zero vector, so padding positions carry
+    non-zero states through every block (a trained Llama's pad embedding is zero)."""
+    a = llava()
+    emb = a.model.get_input_embeddings()
+    with torch.no_grad():
+        emb.weight[a.processor.tokenizer.pad_token_id] = torch.randn(emb.weight.shape[1]) * 3
+    return a
+
+
+def test_language_statistics_skip_padding():
+    """Wanda's language masks come from the real tokens only: they equal masks computed from
+    the dense inputs at unpadded positions, not those counting the padding too."""
+    from harness.pruning.masks import Target, select
+    from harness.pruning.methods import wanda
+
+    a = padded_llava()
+    batches = calibration.batches(CAL, a)
+    assert all((b["attention_mask"] == 0).any() for b in batches)  # the batches have padding
+    name = a.blocks("language")[1].name + ".self_attn.q_proj"
+    lin = a.model.get_submodule(name)
+    seen = []
+    hook = lin.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        for b in batches:
+            a.forward(b)
+    hook.remove()
+    real = torch.cat([x[b["attention_mask"].bool()] for x, b in zip(seen, batches, strict=True)])
+    every = torch.cat([x.reshape(-1, x.shape[-1]) for x in seen])
+    w = lin.weight.detach().clone()
+    spec = PruneSpec(method="wanda", sparsity={"language": 0.5}, calibration=CAL)
+    masks = engine.prune(a, targets(spec, a), "wanda", batches, "dense", progress=False)
+    assert torch.equal(masks[name], select(wanda.scores(w, real.norm(dim=0)), Target(0.5)))
+    assert not torch.equal(masks[name], select(wanda.scores(w, every.norm(dim=0)), Target(0.5)))
+
+
+@pytest.mark.parametrize("cal", [ONE, CAL], ids=["one-pass", "two-pass"])
+def test_more_padding_leaves_sequential_masks_alone(cal):
+    """The same samples with 5 more pad positions on the left prune the same way."""
+    masks = []
+    for extra in (0, 5):
+        a = padded_llava()
+        batches = calibration.batches(cal, a)
+        pad = a.processor.tokenizer.pad_token_id
+        for b in batches:
+            n = b["input_ids"].shape[0]
+            b["input_ids"] = torch.cat([torch.full((n, extra), pad), b["input_ids"]], 1)
+            b["attention_mask"] = torch.cat([torch.zeros(n, extra, dtype=torch.long),
+                                             b["attention_mask"]], 1)
+        spec = PruneSpec(method="wanda", sparsity={"language": 0.5}, calibration=cal)
+        masks.append(engine.prune(a, targets(spec, a), "wanda", batches, progress=False))
+    same = [torch.equal(masks[0][n], masks[1][n]) for n in masks[0]]
+    assert all(same), f"{same.count(False)} of {len(same)} Linears changed"

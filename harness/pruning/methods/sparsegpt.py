@@ -23,7 +23,8 @@ from harness.pruning.registry import method
 from harness.pruning.types import Pruned
 
 BLOCK = 128
-INNER = 32
+INNER = 16  # unstructured: one batched triangular solve per inner block
+INNER_NM = 32  # N:M: column by column
 DAMP = 0.01
 
 
@@ -34,8 +35,12 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP) -> torch.T
     h[dead, dead] = 1.0
     h += damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype,
                                                         device=h.device)
-    hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))
-    return torch.linalg.cholesky(hinv, upper=True)
+    # With J the reversal permutation and J H J = L Lᵀ, U = J L⁻¹ J is upper triangular with
+    # Uᵀ U = H⁻¹: the upper Cholesky factor of H⁻¹ from one factorization and one triangular
+    # inverse, instead of factor, invert, factor again.
+    lower = torch.linalg.cholesky(h.flip(0, 1))
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    return torch.linalg.solve_triangular(lower, eye, upper=False).flip(0, 1)
 
 
 def _block_count(c0: int, c1: int, rows: int, target: Target) -> int:
@@ -47,43 +52,79 @@ def _block_count(c0: int, c1: int, rows: int, target: Target) -> int:
 
 @torch.no_grad()
 def reconstruct(weight: torch.Tensor, hessian: torch.Tensor, target: Target,
-                block: int = BLOCK, damp: float = DAMP, inner: int = INNER,
+                block: int = BLOCK, damp: float = DAMP, inner: int | None = None,
                 hinv: torch.Tensor | None = None) -> Pruned:
     """Works on Wᵀ (cols, rows) so that a column of W is a contiguous row. Masks are chosen
-    per outer block of `block` columns; OBS updates are applied column by column inside an
-    inner block of `inner` columns and pushed to the columns on the right by one GEMM per
-    inner block (exact, as the reference's lazy batch updates)."""
+    per outer block of `block` columns; inside it, inner blocks of `inner` columns get their
+    OBS errors (exactly what the column-by-column updates produce), then one GEMM pushes them
+    onto the columns to the right (the reference's lazy batch updates)."""
     wt = weight.detach().float().T.contiguous()  # (cols, rows)
     cols, rows = wt.shape
     if hinv is None:  # upper Cholesky factor of the damped inverse, (cols, cols)
         hinv = inverse_hessian_factor(hessian.to(wt.device), damp)
     keep_t = torch.ones_like(wt, dtype=torch.bool)
+    if inner is None:
+        inner = INNER_NM if target.structured else INNER
     if target.structured:  # groups never straddle blocks
         inner = max(target.m, inner - inner % target.m)
         block = max(inner, block - block % inner)
-    for c0 in range(0, cols, block):
-        c1 = min(c0 + block, cols)
-        d = torch.diag(hinv)[c0:c1]
-        if not target.structured:
-            scores = (wt[c0:c1] ** 2 / d.unsqueeze(1) ** 2).T  # (rows, width)
-            keep_t[c0:c1] = lowest(scores, _block_count(c0, c1, rows, target), target.scope).T
-        for i0 in range(c0, c1, inner):
-            i1 = min(i0 + inner, c1)
-            w1, h1 = wt[i0:i1], hinv[i0:i1, i0:i1]  # views: updated in place
-            dh = torch.diag(h1).unsqueeze(1)  # (width, 1)
-            scaled = (~keep_t[i0:i1]).float() / dh  # (width, rows); N:M fills it per group
-            err = torch.empty_like(w1)
-            for i in range(i1 - i0):
-                if target.structured and i % target.m == 0:  # on the updated weights
-                    g = slice(i, i + target.m)
-                    k = n_of_m((w1[g] ** 2 / dh[g] ** 2).T, target.n, target.m).T
-                    keep_t[i0 + i:i0 + i + target.m] = k
-                    scaled[g] = (~k).float() / dh[g]
-                torch.mul(w1[i], scaled[i], out=err[i])  # error of pruning column i, (rows,)
-                w1[i:].addr_(h1[i, i:], err[i], alpha=-1.0)  # OBS update inside the block
-            wt[i1:].addmm_(hinv[i0:i1, i1:].T, err, alpha=-1.0)  # and to its right
+    if target.structured:
+        for c0 in range(0, cols, block):
+            for i0 in range(c0, min(c0 + block, cols), inner):
+                i1 = min(i0 + inner, c0 + block, cols)
+                err = _columns_nm(wt[i0:i1], hinv[i0:i1, i0:i1], keep_t[i0:i1], target)
+                wt[i1:].addmm_(hinv[i0:i1, i1:].T, err, alpha=-1.0)  # push to the right
+    else:
+        _unstructured(wt, hinv, keep_t, target, block, inner)
     wt[~keep_t] = 0.0
     return Pruned(keep_t.T.contiguous(), wt.T.contiguous().to(weight.dtype))
+
+
+def _unstructured(wt: torch.Tensor, hinv: torch.Tensor, keep_t: torch.Tensor, target: Target,
+                  block: int, inner: int) -> None:
+    """Masks per outer block from w² / [H⁻¹]_jj², then OBS errors per inner block with one
+    batched triangular solve over rows (updates wt and keep_t in place).
+
+    Column by column, err_i = [i pruned] · (w_i − Σ_{j<i} U[j, i] err_j) / U[i, i] with U the
+    factor `hinv`: for each row, the pruned positions P of the inner block solve a unit
+    lower-triangular system A err = w / d with A[i, j] = [i ∈ P] · U[j, i] / U[i, i] (j < i).
+    So one solve does what `inner` sequential rank-1 updates did, and one GEMM then applies
+    the block's errors to its own columns and to every column on its right."""
+    cols, rows = wt.shape
+    d = torch.diag(hinv)
+    g = (hinv / d).triu(1)  # g[j, i] = U[j, i] / U[i, i] for j < i: Aᵀ before masking
+    for c0 in range(0, cols, block):
+        c1 = min(c0 + block, cols)
+        scores = (wt[c0:c1] ** 2 / d[c0:c1].unsqueeze(1) ** 2).T  # (rows, width)
+        keep_t[c0:c1] = lowest(scores, _block_count(c0, c1, rows, target), target.scope).T
+        pruned = (~keep_t[c0:c1]).float()  # (width, rows)
+        scale = pruned / d[c0:c1].unsqueeze(1)
+        pruned_t = pruned.T  # (rows, width)
+        for i0 in range(c0, c1, inner):
+            i1 = min(i0 + inner, c1)
+            s = slice(i0 - c0, i1 - c0)
+            a_t = pruned_t[:, s].unsqueeze(1) * g[i0:i1, i0:i1]  # (rows, w, w): A per row, ᵀ
+            rhs = (wt[i0:i1] * scale[s]).T.unsqueeze(2)  # (rows, w, 1)
+            err = torch.linalg.solve_triangular(a_t.mT, rhs, upper=False, unitriangular=True)
+            wt[i0:].addmm_(hinv[i0:i1, i0:].T, err.squeeze(2).T, alpha=-1.0)
+
+
+def _columns_nm(w1: torch.Tensor, h1: torch.Tensor, keep_t: torch.Tensor,
+                target: Target) -> torch.Tensor:
+    """OBS errors of one inner block, column by column, choosing each group's N:M mask on the
+    weights as updated so far (the paper's order). Updates w1 and keep_t in place."""
+    dh = torch.diag(h1).unsqueeze(1)  # (width, 1)
+    scaled = torch.empty_like(w1)
+    err = torch.empty_like(w1)
+    for i in range(w1.shape[0]):
+        if i % target.m == 0:  # on the updated weights
+            g = slice(i, i + target.m)
+            k = n_of_m((w1[g] ** 2 / dh[g] ** 2).T, target.n, target.m).T
+            keep_t[g] = k
+            scaled[g] = (~k).float() / dh[g]
+        torch.mul(w1[i], scaled[i], out=err[i])  # error of pruning column i, (rows,)
+        w1[i:].addr_(h1[i, i:], err[i], alpha=-1.0)  # OBS update inside the block
+    return err
 
 
 @method("sparsegpt", needs="hessian")
