@@ -65,7 +65,8 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
     elif propagation == "dense":
         _dense(adapter, roles, targets, fn, m.needs, batches, masks, bar)
     elif len(batches) == 1:
-        _single_forward(adapter, roles, targets, fn, m.needs, batches[0], masks, bar)
+        _single_forward(adapter, roles, targets, fn, m.needs, batches[0], masks, bar,
+                        stack=m.stack)
     else:
         for role in roles:
             for path in adapter.layout.paths(role):
@@ -99,6 +100,48 @@ def _prune_linear(lin: nn.Linear, name: str, stats: InputStats | None, target: T
     masks[name] = out.mask
 
 
+@torch.no_grad()
+def _prune_stacked(group: list[tuple[str, nn.Linear]], stats: InputStats, target: Target,
+                   fn: Callable, masks: dict) -> None:
+    """Linears reading one input, pruned by one call on their weights stacked by rows (for
+    methods whose rows are independent given the statistics, e.g. SparseGPT)."""
+    weight = torch.cat([lin.weight.data for _, lin in group])
+    out = fn(weight, stats, target, group[0][0])
+    sizes = [lin.out_features for _, lin in group]
+    weights = out.weight.split(sizes) if out.weight is not None else [None] * len(group)
+    for (name, lin), keep, w in zip(group, out.mask.split(sizes), weights, strict=True):
+        if w is not None:
+            lin.weight.data.copy_(w)
+        keep = keep.clone()  # its own storage, so that it can be saved alone
+        apply_mask(lin, keep)
+        masks[name] = keep
+
+
+def siblings(adapter: Adapter, batch: dict, names: dict[str, nn.Linear]) -> dict[str, list[str]]:
+    """Linears that read one and the same tensor (q, k, v; gate, up), found by a forward of
+    the batch's first sample: the first of each group to run -> the whole group, in order."""
+    n = batch["input_ids"].shape[0]
+    one = {k: v[:1] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v
+           for k, v in batch.items()}
+    readers: dict[int, tuple[torch.Tensor, list[str]]] = {}
+
+    def record(name: str, x: torch.Tensor) -> None:
+        if id(x) in readers and readers[id(x)][0] is x:
+            readers[id(x)][1].append(name)
+        else:
+            readers[id(x)] = (x, [name])
+
+    hooks = [lin.register_forward_pre_hook(lambda mod, args, name=name: record(name, args[0]))
+             for name, lin in names.items()]
+    try:
+        with torch.no_grad():
+            adapter.forward(one)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {group[0]: group for _, group in readers.values()}
+
+
 def _prune_block(block: Block, target: Target, fn: Callable,
                  stats: dict[str, InputStats] | None, masks: dict) -> None:
     for rel, lin in Adapter.linears(block).items():
@@ -106,12 +149,12 @@ def _prune_block(block: Block, target: Target, fn: Callable,
         _prune_linear(lin, name, stats[rel] if stats else None, target, fn, masks)
 
 
-def real_tokens(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """The inputs at real positions: a language Linear's input laid out like the batch's text
-    (batch, seq, cols) loses its padding positions; anything else is kept whole."""
+def real_tokens(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Which of x's tokens count: for a language Linear's input laid out like the batch's
+    text (batch, seq, cols), the attention mask (padding does not); otherwise None, all."""
     if attention_mask is not None and x.dim() == 3 and x.shape[:2] == attention_mask.shape:
-        return x[attention_mask.bool()]
-    return x
+        return attention_mask
+    return None
 
 
 def _text_mask(batch: dict, role: str) -> torch.Tensor | None:
@@ -126,7 +169,7 @@ def _collect(linears: dict[str, nn.Linear], needs: str,
         st = InputStats(lin.in_features, needs, lin.weight.device)
         stats[rel] = st
         hooks.append(lin.register_forward_hook(
-            lambda mod, inp, out, st=st: st.add(real_tokens(inp[0], mask()))))
+            lambda mod, inp, out, st=st: st.add(inp[0], real_tokens(inp[0], mask()))))
     return stats, hooks
 
 
@@ -193,12 +236,15 @@ def _sequential(adapter, blocks, carry, target, fn, needs, batches, text_masks, 
 
 
 @torch.no_grad()
-def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar) -> None:
+def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
+                    stack: bool = False) -> None:
     """One calibration batch: one forward of the whole model, each Linear pruned by a
     pre-hook from the batch it is about to receive. Execution order makes this sequential
     propagation (the language blocks read the pruned vision tower's tokens), and within a
     block later Linears see the pruned outputs of earlier ones (SparseGPT's true-sequential
-    mode). q, k and v read one tensor and share its statistics."""
+    mode). q, k and v read one tensor and share its statistics; with `stack` (a method whose
+    rows are independent) and a per-row or N:M target, they are pruned in one call, the
+    groups found beforehand by `siblings`."""
     linears: dict[str, tuple[nn.Linear, Target, torch.Tensor | None]] = {}
     left: dict[str, int] = {}  # block name -> Linears not yet pruned, for the progress bar
     owner: dict[str, str] = {}
@@ -209,19 +255,26 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar) -> No
                 linears[name] = (lin, targets[role], _text_mask(batch, role))
                 owner[name] = block.name
                 left[block.name] = left.get(block.name, 0) + 1
-    shared: dict[int, tuple[torch.Tensor, InputStats]] = {}
+    groups = siblings(adapter, batch, {n: lin for n, (lin, _, _) in linears.items()}) \
+        if stack else {}
+    last: list[tuple[torch.Tensor, InputStats]] = []  # the latest input and its statistics
 
     def prune_now(name: str, x: torch.Tensor | None) -> None:
         lin, target, text_mask = linears[name]
-        if x is not None and id(x) in shared and shared[id(x)][0] is x:
-            st = shared[id(x)][1]
+        if x is not None and last and last[0][0] is x:  # readers of one tensor run in a row
+            st = last[0][1]
         else:
             st = InputStats(lin.in_features, needs, lin.weight.device)
             if x is not None:
-                st.add(real_tokens(x, text_mask))
-                shared[id(x)] = (x, st)
-        _prune_linear(lin, name, st, target, fn, masks)
-        left[owner[name]] -= 1
+                st.add(x, real_tokens(x, text_mask))
+                last[:] = [(x, st)]
+        group = [n for n in groups.get(name, [name]) if n in linears and n not in masks]
+        if len(group) > 1 and (target.scope == "row" or target.structured):
+            _prune_stacked([(n, linears[n][0]) for n in group], st, target, fn, masks)
+        else:
+            group = [name]
+            _prune_linear(lin, name, st, target, fn, masks)
+        left[owner[name]] -= len(group)
         if not left[owner[name]]:
             bar.update()
 

@@ -6,6 +6,9 @@ def prune(weight, stats, target) -> Pruned: ...
 ```
 `needs` says which calibration statistics the engine collects for it: None (no calibration),
 "norms" (per-column sum of squared inputs), "hessian" (XᵀX) or "moments" (norms + means).
+`stack=True` says the method prunes rows independently given the statistics, so Linears
+reading one input (q, k, v) may be pruned by one call on their weights stacked by rows; it
+saves per-call work (SparseGPT's column loop) and never changes a result.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ class Method:
     name: str
     needs: Needs
     fn: Callable
+    stack: bool = False
 
 
 _METHODS: dict[str, Method] = {}
 
 
-def method(name: str, needs: Needs = None):
+def method(name: str, needs: Needs = None, stack: bool = False):
     def register(fn: Callable) -> Callable:
         if name in _METHODS:
             raise ValueError(f"pruning method {name!r} registered twice")
-        _METHODS[name] = Method(name, needs, fn)
+        _METHODS[name] = Method(name, needs, fn, stack)
         return fn
 
     return register

@@ -3,6 +3,13 @@
 What is kept depends on the method's `needs`: per-column sum of squares (Wanda's ‖X_j‖₂²),
 per-column sum (DSnoT's mean), or the Gram matrix XᵀX (SparseGPT's Hessian). One block's
 worth exists at a time, so memory stays bounded by the widest Linear.
+
+`add(x, keep)` counts only the tokens where `keep` is true (the engine passes the text's
+attention mask, so padding is not calibration data).
+
+(Tried: scipy's symmetric rank-k update for the Gram matrix, half the flops of XᵀX. Alone it
+was 35% faster; inside a pruning run its BLAS threads fought torch's OpenMP threads and
+SparseGPT took 3x longer.)
 """
 
 from __future__ import annotations
@@ -23,12 +30,22 @@ class InputStats:
         self.memo: dict[str, torch.Tensor] = {}  # derived tensors shared by Linears (q, k, v)
 
     @torch.no_grad()
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Accumulate x's tokens, (..., cols); `keep` (shaped like x without its last
+        dimension) selects the tokens that count."""
         x = x.reshape(-1, self.cols).float()  # (tokens, cols)
-        self.tokens += x.shape[0]
-        self.sq += (x * x).sum(0)
+        weight = None
+        if keep is not None:
+            keep = keep.reshape(-1).to(x.device)
+            if self.gram is not None:  # fewer rows make a cheaper product
+                x, keep = x[keep.bool()], None
+            else:  # a weighted sum avoids copying the kept rows
+                weight = keep.to(x.dtype)
+        self.tokens += x.shape[0] if weight is None else int(weight.sum())
+        squares = x * x
+        self.sq += squares.sum(0) if weight is None else weight @ squares
         if self.sum is not None:
-            self.sum += x.sum(0)
+            self.sum += x.sum(0) if weight is None else weight @ x
         if self.gram is not None:
             self.gram.addmm_(x.T, x)
 

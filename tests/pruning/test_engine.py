@@ -175,3 +175,44 @@ def test_more_padding_leaves_sequential_masks_alone(cal):
         masks.append(engine.prune(a, targets(spec, a), "wanda", batches, progress=False))
     same = [torch.equal(masks[0][n], masks[1][n]) for n in masks[0]]
     assert all(same), f"{same.count(False)} of {len(same)} Linears changed"
+
+
+def test_siblings_are_the_readers_of_one_tensor():
+    a = llava()
+    groups = engine.siblings(a, calibration.batches(ONE, a)[0], a.all_linears())
+    lm, vit = a.blocks("language")[0].name, a.blocks("vision")[0].name
+    assert groups[f"{lm}.self_attn.q_proj"] == [f"{lm}.self_attn.{p}_proj" for p in "qkv"]
+    assert groups[f"{lm}.mlp.gate_proj"] == [f"{lm}.mlp.gate_proj", f"{lm}.mlp.up_proj"]
+    assert groups[f"{vit}.self_attn.q_proj"] == [f"{vit}.self_attn.{p}_proj" for p in "qkv"]
+    assert groups[f"{vit}.mlp.fc1"] == [f"{vit}.mlp.fc1"]
+    members = [n for g in groups.values() for n in g]
+    assert sorted(members) == sorted(a.all_linears())  # each Linear in exactly one group
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_stacked_sparsegpt_equals_one_linear_at_a_time(pattern, monkeypatch):
+    """Stacking q, k, v (and gate, up) into one SparseGPT call changes nothing."""
+    import dataclasses
+
+    from harness.pruning import registry
+
+    out, calls = {}, {True: 0, False: 0}
+    m = registry.get("sparsegpt")
+    for stack in (True, False):
+        def counted(*args, stack=stack, **kwargs):
+            calls[stack] += 1
+            return m.fn(*args, **kwargs)
+
+        monkeypatch.setitem(registry._METHODS, "sparsegpt",
+                            dataclasses.replace(m, fn=counted, stack=stack))
+        a = llava()
+        spec = PruneSpec(method="sparsegpt", sparsity=0.5, pattern=pattern, calibration=ONE)
+        masks = engine.prune(a, targets(spec, a), "sparsegpt", calibration.batches(ONE, a),
+                             progress=False)
+        out[stack] = masks, {n: lin.weight.detach().clone() for n, lin in
+                             a.all_linears().items()}
+    assert out[True][0].keys() == out[False][0].keys()
+    assert calls[False] == len(out[False][0]) > calls[True]  # one call per group when stacked
+    for n in out[True][0]:
+        assert torch.equal(out[True][0][n], out[False][0][n]), n
+        assert torch.allclose(out[True][1][n], out[False][1][n], atol=1e-5), n

@@ -127,7 +127,7 @@ def _columns_nm(w1: torch.Tensor, h1: torch.Tensor, keep_t: torch.Tensor,
     return err
 
 
-@method("sparsegpt", needs="hessian")
+@method("sparsegpt", needs="hessian", stack=True)
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     if "hinv" not in stats.memo:  # Linears reading one input (q, k, v) share H and H⁻¹
         stats.memo["hinv"] = inverse_hessian_factor(stats.hessian.to(weight.device))
