@@ -16,7 +16,7 @@ from harness.models.load import ModelSpec
 from harness.pruning.spec import PruneSpec
 from harness.recovery.spec import RecoverySpec
 
-VERSION = 1  # bump when a stage's code changes what it produces
+VERSION = 2  # bump when a stage's code changes what it produces (2: statistics skip padding)
 
 
 class EvalSpec(BaseModel):
