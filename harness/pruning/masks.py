@@ -30,15 +30,32 @@ def unstructured(scores: torch.Tensor, sparsity: float, scope: Scope = "layer") 
 def lowest(scores: torch.Tensor, k: int, scope: Scope = "row") -> torch.Tensor:
     """Keep mask pruning exactly k entries: the k lowest of each row, or of the matrix."""
     flat = scores.reshape(1, -1) if scope == "layer" else scores.reshape(scores.shape[0], -1)
+    if not k:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if flat.device.type == "cpu" and k < flat.shape[1]:
+        # numpy's introselect finds each row's k-th smallest value several times faster than
+        # torch.topk at these widths; everything above it is kept. A tie at that value would
+        # prune more than k, so such rows are settled by indices instead.
+        values = flat.detach().float()
+        kth = torch.from_numpy(_kth_smallest(values.numpy(), k))
+        keep = values > kth
+        if ((keep.shape[1] - keep.sum(1)) == k).all():
+            return keep.reshape(scores.shape)
     mask = torch.ones_like(flat, dtype=torch.bool)
-    if k:
-        mask.scatter_(1, _smallest(flat, k), False)
+    mask.scatter_(1, _smallest(flat, k), False)
     return mask.reshape(scores.shape)
 
 
+def _kth_smallest(values: np.ndarray, k: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Each row's k-th smallest value, (rows, 1). np.partition works on a copy, so rows go
+    through in chunks of about `chunk` values: the copy stays small for large layers."""
+    step = max(1, chunk // values.shape[1])
+    return np.concatenate([np.partition(values[i:i + step], k - 1, axis=1)[:, k - 1:k]
+                           for i in range(0, values.shape[0], step)])
+
+
 def _smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k smallest entries of each row, (rows, k), in no particular order.
-    On CPU numpy's introselect is several times faster than torch.topk at these widths."""
+    """Indices of the k smallest entries of each row, (rows, k), in no particular order."""
     if flat.device.type != "cpu" or k >= flat.shape[1]:
         return torch.topk(flat, k, dim=1, largest=False).indices
     values = flat.detach().float().numpy()
