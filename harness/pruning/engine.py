@@ -268,15 +268,19 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
             if x is not None:
                 st.add(x, real_tokens(x, text_mask))
                 last[:] = [(x, st)]
-        group = [n for n in groups.get(name, [name]) if n in linears and n not in masks]
+        # a group may span blocks (a Q-Former's or a decoder's cross-attention k and v read
+        # the same encoder states in every layer); it never mixes targets
+        group = [n for n in groups.get(name, [name])
+                 if n in linears and n not in masks and linears[n][1] == target]
         if len(group) > 1 and (target.scope == "row" or target.structured):
             _prune_stacked([(n, linears[n][0]) for n in group], st, target, fn, masks)
         else:
             group = [name]
             _prune_linear(lin, name, st, target, fn, masks)
-        left[owner[name]] -= len(group)
-        if not left[owner[name]]:
-            bar.update()
+        for n in group:
+            left[owner[n]] -= 1
+            if not left[owner[n]]:
+                bar.update()
 
     hooks = [lin.register_forward_pre_hook(
         lambda mod, args, name=name: None if name in masks else prune_now(name, args[0]))

@@ -189,9 +189,12 @@ def test_siblings_are_the_readers_of_one_tensor():
     assert sorted(members) == sorted(a.all_linears())  # each Linear in exactly one group
 
 
-@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
-def test_stacked_sparsegpt_equals_one_linear_at_a_time(pattern, monkeypatch):
-    """Stacking q, k, v (and gate, up) into one SparseGPT call changes nothing."""
+@pytest.mark.parametrize("build,pattern", [(llava, "unstructured"), (llava, "2:4"),
+                                           (lambda: adapter_for(*tiny_blip2("t5")), "2:4")],
+                         ids=["llava", "llava-2:4", "blip2-t5-2:4"])
+def test_stacked_sparsegpt_equals_one_linear_at_a_time(build, pattern, monkeypatch):
+    """Stacking q, k, v (and gate, up; in T5's decoder, the cross-attention k and v of every
+    block, which read the same encoder states) into one SparseGPT call changes nothing."""
     import dataclasses
 
     from harness.pruning import registry
@@ -205,8 +208,10 @@ def test_stacked_sparsegpt_equals_one_linear_at_a_time(pattern, monkeypatch):
 
         monkeypatch.setitem(registry._METHODS, "sparsegpt",
                             dataclasses.replace(m, fn=counted, stack=stack))
-        a = llava()
-        spec = PruneSpec(method="sparsegpt", sparsity=0.5, pattern=pattern, calibration=ONE)
+        a = build()
+        spec = PruneSpec(method="sparsegpt", sparsity={"vision": 0.5, "bridge": 0.5,
+                                                       "language": 0.5},
+                         pattern=pattern, calibration=ONE)
         masks = engine.prune(a, targets(spec, a), "sparsegpt", calibration.batches(ONE, a),
                              progress=False)
         out[stack] = masks, {n: lin.weight.detach().clone() for n, lin in
