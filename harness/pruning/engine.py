@@ -23,6 +23,7 @@ data, and a left-padded batch of short and long samples would otherwise weigh pa
 from __future__ import annotations
 
 import logging
+import weakref
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -63,7 +64,7 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
                 _prune_block(block, targets[role], fn, None, masks)
                 bar.update()
     elif propagation == "dense":
-        _dense(adapter, roles, targets, fn, m.needs, batches, masks, bar)
+        _dense(adapter, roles, targets, fn, m.needs, batches, masks, bar, m.stack)
     elif len(batches) == 1:
         _single_forward(adapter, roles, targets, fn, m.needs, batches[0], masks, bar,
                         stack=m.stack)
@@ -73,7 +74,7 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
                 blocks = [b for b in adapter.blocks(role) if _in_segment(b, path)]
                 _sequential(adapter, blocks, adapter.layout.carry_for(path), targets[role], fn,
                             m.needs, batches, [_text_mask(b, role) for b in batches], masks,
-                            bar)
+                            bar, m.stack)
     bar.close()
     return masks
 
@@ -143,10 +144,23 @@ def siblings(adapter: Adapter, batch: dict, names: dict[str, nn.Linear]) -> dict
 
 
 def _prune_block(block: Block, target: Target, fn: Callable,
-                 stats: dict[str, InputStats] | None, masks: dict) -> None:
-    for rel, lin in Adapter.linears(block).items():
-        name = f"{block.name}.{rel}" if rel else block.name
-        _prune_linear(lin, name, stats[rel] if stats else None, target, fn, masks)
+                 stats: dict[str, InputStats] | None, masks: dict, stack: bool = False) -> None:
+    """Prune a block's Linears; with `stack`, those sharing one statistics object (they read
+    one tensor, see `_collect`) in one call when the target is per row or N:M."""
+    linears = Adapter.linears(block)
+    names = {rel: f"{block.name}.{rel}" if rel else block.name for rel in linears}
+    done: set[str] = set()
+    for rel, lin in linears.items():
+        if rel in done:
+            continue
+        st = stats[rel] if stats else None
+        group = [r for r in linears if st is not None and stats[r] is st] if stack else [rel]
+        if len(group) > 1 and (target.scope == "row" or target.structured):
+            _prune_stacked([(names[r], linears[r]) for r in group], st, target, fn, masks)
+        else:
+            group = [rel]
+            _prune_linear(lin, names[rel], st, target, fn, masks)
+        done.update(group)
 
 
 def real_tokens(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -164,12 +178,29 @@ def _text_mask(batch: dict, role: str) -> torch.Tensor | None:
 
 def _collect(linears: dict[str, nn.Linear], needs: str,
              mask: Callable[[], torch.Tensor | None]) -> tuple[dict[str, InputStats], list]:
-    stats, hooks = {}, []
-    for rel, lin in linears.items():
-        st = InputStats(lin.in_features, needs, lin.weight.device)
-        stats[rel] = st
-        hooks.append(lin.register_forward_hook(
-            lambda mod, inp, out, st=st: st.add(inp[0], real_tokens(inp[0], mask()))))
+    """Forward hooks accumulating each Linear's input statistics. Linears that read one
+    tensor (q, k, v; gate, up: they run in a row) share one `InputStats`, so its XᵀX is
+    computed once; the first batch shows which, and every later batch must agree."""
+    stats = {rel: InputStats(lin.in_features, needs, lin.weight.device)
+             for rel, lin in linears.items()}
+    alias: dict[str, str] = {}  # reader -> the Linear whose statistics it shares
+    last: list = [lambda: None, ""]  # weak reference to the latest input, and its first reader
+
+    def hook(rel: str, x: torch.Tensor) -> None:
+        if last[0]() is x and last[1] != rel:
+            if alias.get(rel) != last[1]:
+                if stats[rel].tokens:
+                    raise RuntimeError(f"{rel} read its own input before sharing {last[1]}'s")
+                alias[rel], stats[rel] = last[1], stats[last[1]]
+            return
+        if rel in alias:
+            raise RuntimeError(f"{rel} and {alias[rel]} read one tensor in one batch and "
+                               "different ones in another")
+        stats[rel].add(x, real_tokens(x, mask()))
+        last[:] = [weakref.ref(x), rel]
+
+    hooks = [lin.register_forward_hook(lambda mod, inp, out, rel=rel: hook(rel, inp[0]))
+             for rel, lin in linears.items()]
     return stats, hooks
 
 
@@ -214,7 +245,7 @@ def _advance(inputs: Inputs, output: Any, carry) -> Inputs:
 
 @torch.no_grad()
 def _sequential(adapter, blocks, carry, target, fn, needs, batches, text_masks, masks,
-                bar) -> None:
+                bar, stack: bool = False) -> None:
     """Several calibration batches: per block, statistics from one dense pass of the block
     over all batches, prune, then the pruned block's outputs feed the next block."""
     inputs = capture(adapter, blocks[0].module, batches)
@@ -228,7 +259,7 @@ def _sequential(adapter, blocks, carry, target, fn, needs, batches, text_masks, 
         finally:
             for h in hooks:
                 h.remove()
-        _prune_block(block, target, fn, stats, masks)
+        _prune_block(block, target, fn, stats, masks, stack)
         del stats
         if i + 1 < len(blocks):
             inputs = [_advance((a, k), block.module(*a, **k), carry) for a, k in inputs]
@@ -296,7 +327,7 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
 
 
 @torch.no_grad()
-def _dense(adapter, roles, targets, fn, needs, batches, masks, bar) -> None:
+def _dense(adapter, roles, targets, fn, needs, batches, masks, bar, stack: bool = False) -> None:
     per_block = {}
     hooks = []
     current: dict[str, torch.Tensor | None] = {}
@@ -314,5 +345,5 @@ def _dense(adapter, roles, targets, fn, needs, batches, masks, bar) -> None:
         for h in hooks:
             h.remove()
     for block, role, stats in per_block.values():
-        _prune_block(block, targets[role], fn, stats, masks)
+        _prune_block(block, targets[role], fn, stats, masks, stack)
         bar.update()

@@ -6,6 +6,7 @@ from harness.models.load import adapter_for
 from harness.models.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 from harness.pruning import calibration, engine, persist, report
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
+from harness.pruning.stats import InputStats
 
 CAL = CalibrationSpec(samples=8, batch_size=4)  # two batches: stats pass + output pass
 ONE = CalibrationSpec(samples=8, batch_size=8)  # one batch: one pass, prune on first touch
@@ -189,10 +190,13 @@ def test_siblings_are_the_readers_of_one_tensor():
     assert sorted(members) == sorted(a.all_linears())  # each Linear in exactly one group
 
 
-@pytest.mark.parametrize("build,pattern", [(llava, "unstructured"), (llava, "2:4"),
-                                           (lambda: adapter_for(*tiny_blip2("t5")), "2:4")],
-                         ids=["llava", "llava-2:4", "blip2-t5-2:4"])
-def test_stacked_sparsegpt_equals_one_linear_at_a_time(build, pattern, monkeypatch):
+@pytest.mark.parametrize("build,pattern,cal,propagation", [
+    (llava, "unstructured", ONE, "sequential"), (llava, "2:4", ONE, "sequential"),
+    (lambda: adapter_for(*tiny_blip2("t5")), "2:4", ONE, "sequential"),
+    (llava, "unstructured", CAL, "sequential"), (llava, "unstructured", CAL, "dense")],
+    ids=["llava", "llava-2:4", "blip2-t5-2:4", "llava-two-pass", "llava-dense"])
+def test_stacked_sparsegpt_equals_one_linear_at_a_time(build, pattern, cal, propagation,
+                                                        monkeypatch):
     """Stacking q, k, v (and gate, up; in T5's decoder, the cross-attention k and v of every
     block, which read the same encoder states) into one SparseGPT call changes nothing."""
     import dataclasses
@@ -211,9 +215,9 @@ def test_stacked_sparsegpt_equals_one_linear_at_a_time(build, pattern, monkeypat
         a = build()
         spec = PruneSpec(method="sparsegpt", sparsity={"vision": 0.5, "bridge": 0.5,
                                                        "language": 0.5},
-                         pattern=pattern, calibration=ONE)
-        masks = engine.prune(a, targets(spec, a), "sparsegpt", calibration.batches(ONE, a),
-                             progress=False)
+                         pattern=pattern, calibration=cal, propagation=propagation)
+        masks = engine.prune(a, targets(spec, a), "sparsegpt", calibration.batches(cal, a),
+                             propagation, progress=False)
         out[stack] = masks, {n: lin.weight.detach().clone() for n, lin in
                              a.all_linears().items()}
     assert out[True][0].keys() == out[False][0].keys()
@@ -221,3 +225,28 @@ def test_stacked_sparsegpt_equals_one_linear_at_a_time(build, pattern, monkeypat
     for n in out[True][0]:
         assert torch.equal(out[True][0][n], out[False][0][n]), n
         assert torch.allclose(out[True][1][n], out[False][1][n], atol=1e-5), n
+
+
+def test_readers_of_one_tensor_share_statistics_over_batches():
+    """With several batches, q, k and v (and gate, up) accumulate into one statistics object,
+    equal to what each would have collected alone."""
+    a = llava()
+    block = a.blocks("language")[0]
+    batches = calibration.batches(CAL, a)
+    inputs = engine.capture(a, block.module, batches)
+    linears = a.linears(block)
+    stats, hooks = engine._collect(linears, "hessian", lambda: None)
+    alone = {rel: InputStats(lin.in_features, "hessian") for rel, lin in linears.items()}
+    hooks += [lin.register_forward_hook(lambda m, i, o, rel=rel: alone[rel].add(i[0]))
+              for rel, lin in linears.items()]
+    with torch.no_grad():
+        for args, kwargs in inputs:
+            block.module(*args, **kwargs)
+    for h in hooks:
+        h.remove()
+    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] is stats["self_attn.v_proj"]
+    assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
+    assert len({id(st) for st in stats.values()}) == 4  # qkv, o, gate/up, down
+    for rel, st in stats.items():
+        assert st.tokens == alone[rel].tokens
+        assert torch.allclose(st.hessian, alone[rel].hessian, atol=1e-6), rel
