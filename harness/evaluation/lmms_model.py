@@ -71,8 +71,11 @@ class VlmpruneLM(lmms):
     def _prompt(self, context: str) -> str:
         return self.adapter.prompt_for(context)
 
-    def _image(self, doc_to_visual, task: str, split: str, doc_id: int):
-        visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+    def _doc(self, task: str, split: str, doc_id: int) -> dict:
+        return self.task_dict[task][split][doc_id]
+
+    def _image(self, doc_to_visual, doc: dict, task: str, doc_id: int):
+        visuals = doc_to_visual(doc)
         if not visuals:
             raise ValueError(f"vlmprune: task {task} doc {doc_id} has no image; "
                              "the model class evaluates image-text tasks")
@@ -110,7 +113,7 @@ class VlmpruneLM(lmms):
         bar = tqdm(total=len(requests), desc="vlmprune generate", disable=not self.progress)
         for chunk in self._batches(requests):
             args = [requests[i].args for i in chunk]
-            images = [self._image(a[2], a[4], a[5], a[3]) for a in args]
+            images = [self._image(a[2], self._doc(a[4], a[5], a[3]), a[4], a[3]) for a in args]
             texts = self._generate(images, [a[0] for a in args], args[0][1])
             for i, a, t in zip(chunk, args, texts, strict=True):
                 out[i] = t
@@ -128,9 +131,9 @@ class VlmpruneLM(lmms):
             chunk = [r.args for r in requests[s:s + self.batch_size]]
             conts, images, prompts = [], [], []
             for context, target, doc_to_visual, doc_id, task, split in chunk:
-                doc = self.task_dict[task][split][doc_id]
+                doc = self._doc(task, split, doc_id)  # fetched once: it may decode an image
                 conts.append(target if isinstance(target, str) else target(doc))
-                images.append(self._image(doc_to_visual, task, split, doc_id))
+                images.append(self._image(doc_to_visual, doc, task, doc_id))
                 prompts.append(self._prompt(context))
             cont_ids = [tok(c, add_special_tokens=False).input_ids for c in conts]
             if _is_encoder_decoder(self.adapter.model):
@@ -179,8 +182,8 @@ class VlmpruneLM(lmms):
         out = []
         for r in tqdm(requests, desc="vlmprune multi-round", disable=not self.progress):
             context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = r.args
-            doc = self.task_dict[task][split][doc_id]
-            image = self._image(doc_to_visual, task, split, doc_id)
+            doc = self._doc(task, split, doc_id)
+            image = self._image(doc_to_visual, doc, task, doc_id)
             rounds: list[str] = []
             info = None
             for k in range(MAX_ROUNDS):

@@ -102,10 +102,15 @@ def _prune_linear(lin: nn.Linear, name: str, stats: InputStats | None, target: T
 
 
 @torch.no_grad()
-def _prune_stacked(group: list[tuple[str, nn.Linear]], stats: InputStats, target: Target,
-                   fn: Callable, masks: dict) -> None:
+def _prune_group(group: list[tuple[str, nn.Linear]], stats: InputStats | None, target: Target,
+                 fn: Callable, masks: dict) -> list[str]:
     """Linears reading one input, pruned by one call on their weights stacked by rows (for
-    methods whose rows are independent given the statistics, e.g. SparseGPT)."""
+    methods whose rows are independent given the statistics, e.g. SparseGPT) when the target
+    allows it (per row or N:M); otherwise only the first. Returns the names pruned."""
+    if len(group) == 1 or not (target.scope == "row" or target.structured):
+        name, lin = group[0]
+        _prune_linear(lin, name, stats, target, fn, masks)
+        return [name]
     weight = torch.cat([lin.weight.data for _, lin in group])
     out = fn(weight, stats, target, group[0][0])
     sizes = [lin.out_features for _, lin in group]
@@ -116,6 +121,7 @@ def _prune_stacked(group: list[tuple[str, nn.Linear]], stats: InputStats, target
         keep = keep.clone()  # its own storage, so that it can be saved alone
         apply_mask(lin, keep)
         masks[name] = keep
+    return [name for name, _ in group]
 
 
 def siblings(adapter: Adapter, batch: dict, names: dict[str, nn.Linear]) -> dict[str, list[str]]:
@@ -149,18 +155,13 @@ def _prune_block(block: Block, target: Target, fn: Callable,
     one tensor, see `_collect`) in one call when the target is per row or N:M."""
     linears = Adapter.linears(block)
     names = {rel: f"{block.name}.{rel}" if rel else block.name for rel in linears}
-    done: set[str] = set()
-    for rel, lin in linears.items():
-        if rel in done:
+    for rel in linears:
+        if names[rel] in masks:
             continue
         st = stats[rel] if stats else None
-        group = [r for r in linears if st is not None and stats[r] is st] if stack else [rel]
-        if len(group) > 1 and (target.scope == "row" or target.structured):
-            _prune_stacked([(names[r], linears[r]) for r in group], st, target, fn, masks)
-        else:
-            group = [rel]
-            _prune_linear(lin, names[rel], st, target, fn, masks)
-        done.update(group)
+        group = [r for r in linears if stats[r] is st and names[r] not in masks] \
+            if stack and st is not None else [rel]
+        _prune_group([(names[r], linears[r]) for r in group], st, target, fn, masks)
 
 
 def real_tokens(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -303,12 +304,7 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
         # the same encoder states in every layer); it never mixes targets
         group = [n for n in groups.get(name, [name])
                  if n in linears and n not in masks and linears[n][1] == target]
-        if len(group) > 1 and (target.scope == "row" or target.structured):
-            _prune_stacked([(n, linears[n][0]) for n in group], st, target, fn, masks)
-        else:
-            group = [name]
-            _prune_linear(lin, name, st, target, fn, masks)
-        for n in group:
+        for n in _prune_group([(n, linears[n][0]) for n in group], st, target, fn, masks):
             left[owner[n]] -= 1
             if not left[owner[n]]:
                 bar.update()

@@ -39,6 +39,7 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
 def run_keeping_dense(adapter: Adapter, spec: PruneSpec, progress: bool = True
                       ) -> tuple[dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
     """`run`, plus the dense weights of the Linears it masked (for a distillation teacher)."""
-    dense = {p: lin.weight.detach().clone() for p, lin in adapter.all_linears().items()}
+    dense = {p: lin.weight.detach().clone() for role in targets(spec, adapter)
+             for p, lin in adapter.role_linears(role).items()}  # only the roles it prunes
     masks, rep = run(adapter, spec, progress)
     return masks, rep, {p: dense[p] for p in masks}

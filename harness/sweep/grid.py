@@ -19,6 +19,7 @@ Every cell is validated before any work: an error names the file, the cell and t
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,8 +164,13 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
 
 def is_field(key: str) -> bool:
     """A dotted key names a cell field (or a part of one, or a key inside a map field)."""
-    known = flat(CellSpec().model_dump())
-    return any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in known)
+    return any(k == key or k.startswith(key + ".") or key.startswith(k + ".")
+               for k in _known_fields())
+
+
+@functools.cache
+def _known_fields() -> tuple[str, ...]:
+    return tuple(flat(CellSpec().model_dump()))
 
 
 def _excluded(grid: GridFile, fields: dict[str, Any], path: Path) -> bool:

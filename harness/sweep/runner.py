@@ -74,9 +74,9 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
     from harness.sweep import stages
     from harness.sweep.tracking import Tracker
 
-    g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     if dry_run:
         return plan(name, where)
+    g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     _quiet()
     cache.sweep_stale()
     tracker = Tracker(g.name, g.description)

@@ -3,7 +3,8 @@
 - prune: masks (bit-packed) and, only for Linears whose kept weights the method rewrote
   (SparseGPT), the weights themselves; the sparsity report. Loading applies them to the
   dense model, so a cached prune stage costs one model load.
-- recover: the weights of every Linear the merge changed; the training report.
+- recover: the weights of every Linear that carried an adapter (what the merge changed);
+  the training report.
 - evaluate: metrics and per-sample predictions.
 """
 
@@ -19,7 +20,9 @@ from safetensors.torch import load_file, save_file
 from harness.models.adapter import ROLES, Adapter
 from harness.models.load import load
 from harness.pruning import persist
+from harness.pruning import report as sparsity_report
 from harness.pruning import stage as prune_stage
+from harness.recovery import lora
 from harness.recovery import stage as recovery_stage
 from harness.sweep import cache
 from harness.sweep.cell import CellSpec, eval_key, prune_key, recover_key
@@ -68,17 +71,16 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     notify("recover")
     key = recover_key(cell)
     if force or not cache.done("recover", key):
-        before = {p: lin.weight.detach().clone() for p, lin in adapter.all_linears().items()}
+        adapted = lora.targets(adapter, cell.recover)  # the merge changes these only
         t0 = time.perf_counter()
-        report = recovery_stage.run(adapter, masks, cell.recover, dense, progress=False)
-        report["seconds"] = time.perf_counter() - t0
-        changed = {p: lin.weight.detach().contiguous()
-                   for p, lin in adapter.all_linears().items()
-                   if not torch.equal(lin.weight, before[p])}
+        r_report = recovery_stage.run(adapter, masks, cell.recover, dense, progress=False)
+        r_report["seconds"] = time.perf_counter() - t0
+        lins = adapter.all_linears()  # the merged model's
+        changed = {p: lins[p].weight.detach().contiguous() for p in adapted}
         with cache.writing("recover", key) as tmp:
             save_file(changed, str(tmp / "weights"))
-            (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        return adapter, masks, p_report, report
+            (tmp / "report.json").write_text(json.dumps(r_report, indent=1, default=str))
+        return adapter, masks, p_report, r_report
     root = cache.path("recover", key)
     changed = load_file(str(root / "weights"))
     lins = adapter.all_linears()
@@ -114,17 +116,13 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
 
 
 def sparsity_by_role(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Achieved sparsity per role and over the pruned roles; nonzero weights."""
-    out: dict[str, float] = {}
-    zeros = total = 0
-    for role in ROLES:
-        lins = adapter.role_linears(role)
-        z = sum(int((lin.weight == 0).sum()) for lin in lins.values())
-        n = sum(lin.weight.numel() for lin in lins.values())
-        out[role] = z / n if n else 0.0
-        if any(p in masks for p in lins):
-            zeros, total = zeros + z, total + n
+    """Achieved sparsity per role and over the pruned roles (those with a mask); nonzero
+    weights over every role. Measured by the pruning report."""
+    roles = sparsity_report.measure(adapter)["roles"]
+    pruned = [r for r in ROLES if any(p in masks for p in adapter.role_linears(r))]
+    zeros = sum(roles[r]["zeros"] for r in pruned)
+    total = sum(roles[r]["params"] for r in pruned)
+    out = {r: roles[r]["sparsity"] for r in ROLES}
     out["overall"] = zeros / total if total else 0.0
-    out["nonzero"] = float(sum(int((lin.weight != 0).sum())
-                               for r in ROLES for lin in adapter.role_linears(r).values()))
+    out["nonzero"] = float(sum(roles[r]["nonzero"] for r in ROLES))
     return out

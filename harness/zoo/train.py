@@ -160,8 +160,9 @@ def encode(tokenizer, prompts: list[str], answers: list[str], n_image: int = GRI
 
 
 @torch.no_grad()
-def teacher_forced_accuracy(model, tokenizer, n: int = 512) -> float:
-    """Share of validation samples whose every answer token is the argmax (fast proxy)."""
+def teacher_forced_accuracy(model, tokenizer, n: int = 512) -> tuple[float, dict]:
+    """Share of validation samples whose every answer token is the argmax (fast proxy),
+    overall and by question kind."""
     model.eval()
     x, enc, kinds, _ = text_batch(tokenizer, 0, n, split="validation")
     logits = model(pixel_values=x, input_ids=enc["input_ids"],

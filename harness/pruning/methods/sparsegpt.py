@@ -33,8 +33,7 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP) -> torch.T
     h = hessian.float().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(h.shape[0], dtype=h.dtype,
-                                                        device=h.device)
+    h.diagonal().add_(damp * torch.mean(torch.diag(h)))
     # With J the reversal permutation and J H J = L Lᵀ, U = J L⁻¹ J is upper triangular with
     # Uᵀ U = H⁻¹: the upper Cholesky factor of H⁻¹ from one factorization and one triangular
     # inverse, instead of factor, invert, factor again.
@@ -51,7 +50,7 @@ def _block_count(c0: int, c1: int, rows: int, target: Target) -> int:
 
 
 @torch.no_grad()
-def reconstruct(weight: torch.Tensor, hessian: torch.Tensor, target: Target,
+def reconstruct(weight: torch.Tensor, hessian: torch.Tensor | None, target: Target,
                 block: int = BLOCK, damp: float = DAMP, inner: int | None = None,
                 hinv: torch.Tensor | None = None) -> Pruned:
     """Works on Wᵀ (cols, rows) so that a column of W is a contiguous row. Masks are chosen
@@ -61,6 +60,8 @@ def reconstruct(weight: torch.Tensor, hessian: torch.Tensor, target: Target,
     wt = weight.detach().float().T.contiguous()  # (cols, rows)
     cols, rows = wt.shape
     if hinv is None:  # upper Cholesky factor of the damped inverse, (cols, cols)
+        if hessian is None:
+            raise ValueError("reconstruct needs the Hessian or its inverse factor")
         hinv = inverse_hessian_factor(hessian.to(wt.device), damp)
     keep_t = torch.ones_like(wt, dtype=torch.bool)
     if inner is None:
@@ -131,4 +132,4 @@ def _columns_nm(w1: torch.Tensor, h1: torch.Tensor, keep_t: torch.Tensor,
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     if "hinv" not in stats.memo:  # Linears reading one input (q, k, v) share H and H⁻¹
         stats.memo["hinv"] = inverse_hessian_factor(stats.hessian.to(weight.device))
-    return reconstruct(weight, stats.hessian, target, hinv=stats.memo["hinv"])
+    return reconstruct(weight, None, target, hinv=stats.memo["hinv"])
