@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -98,8 +99,6 @@ def _plan(a: argparse.Namespace) -> int:
 
 
 def _sweep(a: argparse.Namespace) -> int:
-    import os
-
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: the sweep has its bar
     from harness.sweep import runner
 
@@ -156,6 +155,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No hub at run time. huggingface_hub and datasets read these once, when imported, so
+    # they are set here, before any command imports them (evaluate() sets them too, for
+    # library callers, but by then they may already have been read).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

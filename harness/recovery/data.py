@@ -91,7 +91,9 @@ def encode(adapter: Adapter, items: list[tuple]) -> tuple[dict[str, torch.Tensor
         labels = torch.full((len(items), max(map(len, answers))), -100, dtype=torch.long)
         for b, a in enumerate(answers):
             labels[b, :len(a)] = torch.tensor(a)
-        return batch, labels.to(adapter.device)
+        labels = labels.to(adapter.device)
+        # the decoder reads the answer shifted right: the model builds that from its labels
+        return {**batch, "labels": labels}, labels
     texts = [f"{p} {it[2]}{tok.eos_token}" for p, it in zip(prompts, items, strict=True)]
     batch = adapter.prepare(images, texts)  # left-padded: each answer ends its row
     labels = torch.full_like(batch["input_ids"], -100)

@@ -122,12 +122,11 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
 
 
 def _quiet() -> None:
-    """One progress display: the sweep's. Library bars (weights loading, lmms-eval) off."""
-    import os
-
+    """One progress display: the sweep's. Library bars off: transformers' here; tqdm's
+    (lmms-eval) by TQDM_DISABLE, which tqdm reads when imported, so `vlmprune sweep` sets
+    it before importing anything."""
     from transformers.utils import logging as hf_logging
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
     hf_logging.disable_progress_bar()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 

@@ -35,3 +35,14 @@ def test_bad_spec_exits_2_with_one_line_and_writes_nothing(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "spec.yaml" in lines[0] and "'pattern'" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_turns_the_hub_off_before_any_command(monkeypatch):
+    import os
+
+    from harness.cli import main
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert main(["list"]) == 0
+    assert os.environ["HF_HUB_OFFLINE"] == os.environ["HF_DATASETS_OFFLINE"] == "1"

@@ -149,3 +149,15 @@ def test_training_data_from_jsonl_and_from_a_datasets_folder(tmp_path):
     adapter = load("shapes-llava")
     batch, labels = encode(adapter, from_folder)
     assert (labels != -100).sum() == 3 * 2  # one answer word + end of sequence each
+
+
+def test_recovery_trains_an_encoder_decoder_language_model():
+    """BLIP-2 with T5: the answer is the decoder's target, so training must pass it."""
+    from harness.models.load import adapter_for
+    from harness.models.tiny import tiny_blip2
+
+    adapter = adapter_for(*tiny_blip2("t5"))
+    masks, _, dense = prune_stage.run_keeping_dense(adapter, PRUNE, progress=False)
+    rep = recovery_stage.run(adapter, masks, spec("sparselora", steps=3), dense, progress=False)
+    assert rep["pruned_still_zero"] == 1.0
+    assert all(np.isfinite(rep["loss"]))
