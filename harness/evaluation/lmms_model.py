@@ -26,7 +26,7 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 from tqdm import tqdm
 
-from harness.models.adapter import Adapter, _is_encoder_decoder
+from harness.models.adapter import Adapter
 
 MAX_ROUNDS = 32
 _GENERATE_KEYS = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
@@ -136,41 +136,21 @@ class VlmpruneLM(lmms):
                 images.append(self._image(doc_to_visual, doc, task, doc_id))
                 prompts.append(self._prompt(context))
             cont_ids = [tok(c, add_special_tokens=False).input_ids for c in conts]
-            if _is_encoder_decoder(self.adapter.model):
-                out += self._loglik_encoder_decoder(images, prompts, cont_ids)
-            else:
-                texts = [p + c for p, c in zip(prompts, conts, strict=True)]
-                out += self._loglik_decoder(images, texts, cont_ids)
+            texts = [p + c for p, c in zip(prompts, conts, strict=True)]
+            out += self._loglik(images, prompts, texts, cont_ids)
             bar.update(len(chunk))
         bar.close()
         return out
 
-    def _loglik_decoder(self, images, texts, cont_ids) -> list[tuple[float, bool]]:
-        batch = self.adapter.prepare(images, texts)  # left-padded: continuations end each row
-        logits = self.adapter.model(**batch, use_cache=False).logits.float()
-        ids = batch["input_ids"]
+    def _loglik(self, images, prompts, texts, cont_ids) -> list[tuple[float, bool]]:
+        batch, labels = self.adapter.teacher_forced(images, prompts, texts, cont_ids)
+        logits = self.adapter.model(**batch, use_cache=False).logits
+        logits, labels = self.adapter.aligned(logits, labels)
         res = []
-        for b, c in enumerate(cont_ids):
-            n = len(c)
-            lp = torch.log_softmax(logits[b, -n - 1:-1], dim=-1)
-            target = ids[b, -n:]
-            res.append((float(lp.gather(1, target[:, None]).sum()),
-                        bool((lp.argmax(-1) == target).all())))
-        return res
-
-    def _loglik_encoder_decoder(self, images, prompts, cont_ids) -> list[tuple[float, bool]]:
-        batch = self.adapter.prepare(images, prompts)
-        width = max(map(len, cont_ids))
-        labels = torch.full((len(cont_ids), width), -100, dtype=torch.long)
-        for b, c in enumerate(cont_ids):
-            labels[b, :len(c)] = torch.tensor(c)
-        labels = labels.to(self.adapter.device)
-        logits = self.adapter.model(**batch, labels=labels, use_cache=False).logits.float()
-        res = []
-        for b, c in enumerate(cont_ids):
-            n = len(c)
-            lp = torch.log_softmax(logits[b, :n], dim=-1)
-            target = labels[b, :n]
+        for row_logits, row_labels in zip(logits, labels, strict=True):
+            keep = row_labels != -100  # this row's continuation
+            lp = torch.log_softmax(row_logits[keep].float(), dim=-1)
+            target = row_labels[keep]
             res.append((float(lp.gather(1, target[:, None]).sum()),
                         bool((lp.argmax(-1) == target).all())))
         return res

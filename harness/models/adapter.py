@@ -154,6 +154,36 @@ class Adapter:
             batch = {**batch, "decoder_input_ids": torch.full((n, 1), start, device=self.device)}
         return self.model(**batch, use_cache=False)
 
+    def teacher_forced(self, images: Sequence[Any], prompts: Sequence[str],
+                       texts: Sequence[str], answers: Sequence[list[int]]
+                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Inputs and labels (-100 outside the answers) to score or train answers.
+
+        Decoder-only LMs read `texts` (each prompt and its answer as one string), left-padded
+        so that each answer ends its row: its labels are the row's last len(answer) tokens.
+        Encoder-decoder LMs read the prompts; the answer token ids are the decoder's, passed
+        as `labels` too (the model shifts them right into its decoder inputs)."""
+        if _is_encoder_decoder(self.model):
+            batch = self.prepare(images, prompts)
+            labels = torch.full((len(answers), max(map(len, answers))), -100, dtype=torch.long)
+            for b, a in enumerate(answers):
+                labels[b, :len(a)] = torch.tensor(a)
+            labels = labels.to(self.device)
+            return {**batch, "labels": labels}, labels
+        batch = self.prepare(images, texts)
+        labels = torch.full_like(batch["input_ids"], -100)
+        for b, a in enumerate(answers):
+            labels[b, -len(a):] = batch["input_ids"][b, -len(a):]
+        return batch, labels
+
+    def aligned(self, logits: torch.Tensor, labels: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) with position t's logits predicting labels[t]: a decoder-only
+        LM's are shifted by one."""
+        if _is_encoder_decoder(self.model):
+            return logits, labels
+        return logits[:, :-1], labels[:, 1:]
+
     @torch.no_grad()
     def generate(self, images: Sequence[Any], prompts: Sequence[str], max_new_tokens: int = 16,
                  batch_size: int = 32, progress: bool = False, **generate_kwargs: Any

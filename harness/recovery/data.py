@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from harness.errors import UserError
-from harness.models.adapter import Adapter, _is_encoder_decoder
+from harness.models.adapter import Adapter
 from harness.recovery.spec import DataSpec
 from harness.world.scene import render
 from harness.world.splits import caption_sample, vqa_sample
@@ -38,11 +38,11 @@ def samples(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
         return out
     if Path(data.source).is_dir():
         ds = _dataset(data.source)
-        order = np.random.default_rng(seed).permutation(len(ds))
+        order = _order(len(ds), seed)
         picked = [ds[int(order[i % len(ds)])] for i in range(start, start + n)]
         return [(r["image"].convert("RGB"), r.get("prompt") or "", r["answer"]) for r in picked]
     rows = _jsonl(data.source)
-    order = np.random.default_rng(seed).permutation(len(rows))
+    order = _order(len(rows), seed)
     root = Path(data.source).parent
     picked = [rows[order[i % len(rows)]] for i in range(start, start + n)]
     return [(Image.open(root / r["image"]).convert("RGB"), r.get("prompt", ""), r["answer"])
@@ -79,33 +79,26 @@ def _jsonl(path: str) -> list[dict]:
     return rows
 
 
+@cache
+def _order(n: int, seed: int) -> np.ndarray:
+    """The seeded order of a source's n rows (computed once, not per micro-batch)."""
+    return np.random.default_rng(seed).permutation(n)
+
+
 def encode(adapter: Adapter, items: list[tuple]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Model inputs and labels (-100 outside the answer)."""
+    """Model inputs and labels (-100 outside the answer, " answer" + end of sequence)."""
     tok = adapter.processor.tokenizer
-    images = [it[0] for it in items]
     prompts = [adapter.prompt_for(it[1]) for it in items]
-    answers = [tok(" " + it[2], add_special_tokens=False).input_ids + [tok.eos_token_id]
-               for it in items]
-    if _is_encoder_decoder(adapter.model):
-        batch = adapter.prepare(images, prompts)
-        labels = torch.full((len(items), max(map(len, answers))), -100, dtype=torch.long)
-        for b, a in enumerate(answers):
-            labels[b, :len(a)] = torch.tensor(a)
-        labels = labels.to(adapter.device)
-        # the decoder reads the answer shifted right: the model builds that from its labels
-        return {**batch, "labels": labels}, labels
-    texts = [f"{p} {it[2]}{tok.eos_token}" for p, it in zip(prompts, items, strict=True)]
-    batch = adapter.prepare(images, texts)  # left-padded: each answer ends its row
-    labels = torch.full_like(batch["input_ids"], -100)
-    for b, a in enumerate(answers):
-        labels[b, -len(a):] = batch["input_ids"][b, -len(a):]
-    return batch, labels
+    return adapter.teacher_forced(
+        [it[0] for it in items], prompts,
+        [f"{p} {it[2]}{tok.eos_token}" for p, it in zip(prompts, items, strict=True)],
+        [tok(" " + it[2], add_special_tokens=False).input_ids + [tok.eos_token_id]
+         for it in items])
 
 
 def answer_logits(adapter: Adapter, logits: torch.Tensor, labels: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, targets) at the answer tokens: decoder-only logits are shifted by one."""
-    if not _is_encoder_decoder(adapter.model):
-        logits, labels = logits[:, :-1], labels[:, 1:]
+    """(logits, targets) at the answer tokens, flattened."""
+    logits, labels = adapter.aligned(logits, labels)
     keep = labels != -100
     return logits[keep], labels[keep]
