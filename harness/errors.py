@@ -20,6 +20,17 @@ def unknown(kind: str, name: str, known: Iterable[str]) -> UserError:
     return UserError(f"unknown {kind} '{name}'{hint} (known: {', '.join(known)})")
 
 
+def validate(model: type, data: object, source: object, where: str = ""):
+    """`model.model_validate(data)`; a failure is one UserError line naming the source (and
+    `where` in it, e.g. a cell) and the field."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise UserError(f"{source}: {where}{format_validation_error(e)}") from None
+
+
 def format_validation_error(e) -> str:
     """`field 'a.b': what is wrong` for the first error of a pydantic ValidationError."""
     err = e.errors()[0]

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -14,3 +18,25 @@ def results_dir() -> Path:
 def cache_dir(*parts: str) -> Path:
     """results/cache/<parts>: stage outputs, materialized data, response caches."""
     return results_dir().joinpath("cache", *parts)
+
+
+@contextmanager
+def atomic_dir(final: Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a hidden temporary sibling of `final` to write into; when the block succeeds it
+    is renamed to `final`, whole. A `final` already there is replaced, or with
+    `replace=False` kept (another writer finished first). The temporary folder is removed
+    on failure; one a killed process left behind is named `.tmp-*`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        if replace and final.exists():
+            shutil.rmtree(final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if replace or not final.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserError, format_validation_error
+from harness.errors import UserError, validate
 from harness.models.adapter import Layout, Prompts
 
 
@@ -52,9 +52,6 @@ def load_layout(path: str | Path) -> tuple[Layout, Prompts]:
         raise UserError(f"{path}: layout file not found") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    try:
-        spec = LayoutSpec.model_validate(data)
-    except ValidationError as e:
-        raise UserError(f"{path}: {format_validation_error(e)}") from None
+    spec = validate(LayoutSpec, data, path)
     return spec.layout(), Prompts(spec.prompts.vqa, spec.prompts.caption)
 

@@ -174,11 +174,6 @@ def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
 
 def load(data: dict | None, source: str = "prune spec") -> PruneSpec:
     """Validate a `prune:` mapping; errors name the source and the field, on one line."""
-    from pydantic import ValidationError
+    from harness.errors import validate
 
-    from harness.errors import format_validation_error
-
-    try:
-        return PruneSpec.model_validate(data or {})
-    except ValidationError as e:
-        raise UserError(f"{source}: {format_validation_error(e)}") from None
+    return validate(PruneSpec, data or {}, source)

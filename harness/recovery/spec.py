@@ -25,8 +25,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserError
-
 METHODS = ("none", "lora", "sparselora")
 
 
@@ -76,11 +74,6 @@ class RecoverySpec(BaseModel):
 
 def load(data: dict | None, source: str = "recovery spec") -> RecoverySpec:
     """Validate a `recover:` mapping; errors name the source and the field, on one line."""
-    from pydantic import ValidationError
+    from harness.errors import validate
 
-    from harness.errors import format_validation_error
-
-    try:
-        return RecoverySpec.model_validate(data or {})
-    except ValidationError as e:
-        raise UserError(f"{source}: {format_validation_error(e)}") from None
+    return validate(RecoverySpec, data or {}, source)

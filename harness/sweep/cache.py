@@ -6,14 +6,12 @@ which is never read and is swept away by the next run."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.paths import cache_dir
+from harness.paths import atomic_dir, cache_dir
 
 MARKER = "DONE"
 
@@ -29,18 +27,9 @@ def done(stage: str, key: str) -> bool:
 @contextmanager
 def writing(stage: str, key: str) -> Iterator[Path]:
     """Yield a temporary folder; on success it becomes the stage's folder, whole."""
-    final = path(stage, key)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=final.parent))
-    try:
+    with atomic_dir(path(stage, key)) as tmp:  # --force or a concurrent writer: replaced
         yield tmp
         (tmp / MARKER).write_text("")
-        if final.exists():  # --force, or a concurrent writer: replace it whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def drop(stage: str, key: str) -> None:

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.errors import UserError, format_validation_error, unknown
+from harness.errors import UserError, unknown, validate
 from harness.sweep.cell import CellSpec, eval_key, flat, seeded
 
 EXPERIMENTS = Path("experiments")
@@ -103,10 +103,7 @@ def read(name: str) -> GridFile:
         raise UserError(f"{path}: invalid YAML{where}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a grid file is a mapping with name, base, axes, ...")
-    try:
-        return GridFile.model_validate(data)
-    except ValidationError as e:
-        raise UserError(f"{path}: {format_validation_error(e)}") from None
+    return validate(GridFile, data, path)
 
 
 def set_dotted(data: dict, key: str, value: Any) -> None:
@@ -143,12 +140,8 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
                 set_dotted(data, key, value)
             data["seed"] = seed
             overrides = combo | ({"seed": seed} if len(grid.seeds) > 1 else {})
-            try:
-                spec = seeded(CellSpec.model_validate(data))
-            except ValidationError as e:
-                label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
-                raise UserError(f"{path}: cell {len(cells)} ({label}): "
-                                f"{format_validation_error(e)}") from None
+            label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
+            spec = seeded(validate(CellSpec, data, path, f"cell {len(cells)} ({label}): "))
             fields = flat(spec.model_dump())
             if _excluded(grid, fields, path):
                 continue

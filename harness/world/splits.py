@@ -7,14 +7,13 @@ evaluate, and `materialize` writes PNG + JSONL for tools (lmms-eval) that read f
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from harness.paths import atomic_dir
 from harness.world.scene import Scene, render, sample_scene
 from harness.world.text import QA, QUESTION_TYPES, ask, caption
 
@@ -59,8 +58,12 @@ def materialize(split: str, out_dir: str | Path, n_vqa: int, n_caption: int) -> 
     out = Path(out_dir)
     if (out / "DONE").exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    with atomic_dir(out, replace=False) as tmp:  # another process may win the race
+        _write_split(tmp, split, n_vqa, n_caption)
+    return out
+
+
+def _write_split(tmp: Path, split: str, n_vqa: int, n_caption: int) -> None:
     (tmp / "images").mkdir()
     with open(tmp / "vqa.jsonl", "w") as f:
         for i in range(n_vqa):
@@ -78,10 +81,3 @@ def materialize(split: str, out_dir: str | Path, n_vqa: int, n_caption: int) -> 
             f.write(json.dumps({"id": i, "image": name, "caption": text}) + "\n")
     (tmp / "DONE").write_text(json.dumps({"split": split, "n_vqa": n_vqa,
                                           "n_caption": n_caption}))
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process won the race; keep its copy
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
