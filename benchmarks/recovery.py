@@ -16,7 +16,6 @@ import torch
 from harness.models.load import load
 from harness.pruning import stage as prune_stage
 from harness.pruning.spec import PruneSpec
-from harness.recovery import lora, sparse_lora
 from harness.recovery import stage as recovery_stage
 from harness.recovery.data import encode, samples
 from harness.recovery.spec import load as load_spec
@@ -37,17 +36,11 @@ def pruned():
 def step_times(repeats: int = 20) -> dict[str, float]:
     """Median time of one training step (forward, teacher, backward, optimizer) per method,
     the two methods alternating step by step on the same batches."""
-    from harness.recovery.teacher import Teacher
-
     setups = {}
     for method in ("lora", "sparselora"):
         adapter, masks, dense = pruned()
-        lins = adapter.all_linears()
         spec = load_spec({"method": method})
-        teacher = Teacher(lins, masks, dense)
-        model = lora.wrap(adapter, spec)
-        if method == "sparselora":
-            sparse_lora.set_masks(model, masks)
+        model, teacher = recovery_stage.prepare(adapter, masks, spec, dense)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         setups[method] = (adapter, model, spec, teacher, opt)
     times: dict[str, list[float]] = {m: [] for m in setups}

@@ -23,6 +23,20 @@ def run(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec,
         progress: bool = True) -> dict:
     if spec.method == "none":
         return {"method": "none", **sparsity_report(adapter, masks)}
+    model, teacher = prepare(adapter, masks, spec, dense)
+    hist = train(adapter, model, spec, teacher, progress)
+    if out is not None:
+        model.save_pretrained(str(out))
+    adapter.model = model.merge_and_unload()
+    return {"method": spec.method, "final_loss": hist["loss"][-1], "loss": hist["loss"],
+            "train_seconds": hist["seconds"], "step_seconds": hist["step_seconds"],
+            **sparsity_report(adapter, masks)}
+
+
+def prepare(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec,
+            dense: dict[str, torch.Tensor] | None = None) -> tuple[torch.nn.Module, Teacher | None]:
+    """The model wrapped in the spec's adapters (SparseLoRA: with the pruning masks), and the
+    distillation teacher if the spec asks for one."""
     linears = adapter.all_linears()  # before PEFT wraps them: the same objects
     needs_teacher = spec.distill is not None and spec.distill.weight > 0
     if needs_teacher and dense is None:
@@ -31,13 +45,7 @@ def run(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec,
     model = lora.wrap(adapter, spec)
     if spec.method == "sparselora":
         sparse_lora.set_masks(model, masks)
-    hist = train(adapter, model, spec, teacher, progress)
-    if out is not None:
-        model.save_pretrained(str(out))
-    adapter.model = model.merge_and_unload()
-    return {"method": spec.method, "final_loss": hist["loss"][-1], "loss": hist["loss"],
-            "train_seconds": hist["seconds"], "step_seconds": hist["step_seconds"],
-            **sparsity_report(adapter, masks)}
+    return model, teacher
 
 
 def sparsity_report(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict:

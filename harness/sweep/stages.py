@@ -31,8 +31,9 @@ Notify = Callable[[str], None]
 
 
 def pruned(cell: CellSpec, force: bool = False):
-    """(adapter with the pruned model, keep masks, dense weights of the masked Linears,
-    prune report); computed and cached, or read from the cache."""
+    """(adapter with the pruned model, keep masks, dense weights of the masked Linears (read
+    from the cache only when a distillation teacher needs them), prune report); computed and
+    cached, or read from the cache."""
     t0 = time.perf_counter()
     adapter = load(cell.model)
     if cell.prune is None:
@@ -52,7 +53,9 @@ def pruned(cell: CellSpec, force: bool = False):
     root = cache.path("prune", key)
     masks = persist.load_masks(root / "masks")
     rewritten = load_file(str(root / "weights"))
-    dense = {p: lins[p].weight.detach().clone() for p in masks}
+    d = cell.recover.distill  # only a distillation teacher reads the dense weights
+    teacher = cell.recover.method != "none" and d is not None and d.weight > 0
+    dense = {p: lins[p].weight.detach().clone() for p in masks} if teacher else {}
     with torch.no_grad():
         for p, m in masks.items():
             lins[p].weight.mul_(m.to(lins[p].weight.dtype))
