@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from harness.paths import results_dir
@@ -25,8 +27,42 @@ def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    results_dir().mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(results_dir() / 'mlflow.db').resolve()}"
+    db = (results_dir() / "mlflow.db").resolve()
+    if not db.exists():
+        create_store(db)
+    return f"sqlite:///{db}"
+
+
+def create_store(db: Path) -> None:
+    """Create the SQLite store whole or not at all. MLflow builds its schema in dozens of
+    steps; a sweep killed among them would leave a database that no later run can open
+    ("table ... already exists"). So the schema is built in a temporary file, which is then
+    linked into place (no-clobber: a concurrent sweep's finished store wins)."""
+    from mlflow.tracking import MlflowClient
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{db.name}-", dir=db.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        tmp.unlink()  # sqlite creates it; MLflow wants a fresh database
+        MlflowClient(f"sqlite:///{tmp}").search_experiments()  # builds the schema
+        _dispose_engine(f"sqlite:///{tmp}")
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _dispose_engine(uri: str) -> None:
+    """Close MLflow's cached connections to the temporary file before it is unlinked."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engine = SqlAlchemyStore._engine_map.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def git_commit() -> str:
