@@ -105,6 +105,12 @@ def _sweep(a: argparse.Namespace) -> int:
     return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force)
 
 
+def _cache_verify(a: argparse.Namespace) -> int:
+    from harness.sweep import verify
+
+    return verify.main(a.repair)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmprune", description="Prune vision-language models, "
                                 "recover them, evaluate them, and compare.")
@@ -124,6 +130,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("grid")
     s.add_argument("--where", action="append", metavar="KEY=VALUE")
     s.set_defaults(func=_plan)
+
+    s = sub.add_parser("cache", help="the stage cache under results/cache")
+    cache_sub = s.add_subparsers(dest="cache_command", required=True)
+    v = cache_sub.add_parser("verify", help="check every cached stage against its manifest: "
+                             "good, damaged, orphaned")
+    v.add_argument("--repair", action="store_true",
+                   help="set damaged and orphaned stages aside (renamed, not deleted)")
+    v.set_defaults(func=_cache_verify)
 
     s = sub.add_parser("list", help="the grids in experiments/ with their cell counts")
     s.set_defaults(func=_list)

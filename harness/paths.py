@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: folders made by mkdtemp (0700) get the usual mode instead
+
 
 def results_dir() -> Path:
     return Path(os.environ.get("VLMPRUNE_RESULTS", "results"))
@@ -28,6 +31,7 @@ def atomic_dir(final: Path, replace: bool = True) -> Iterator[Path]:
     on failure; one a killed process left behind is named `.tmp-*`."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # others may read a shared cache, as any folder
     try:
         yield tmp
         if replace and final.exists():

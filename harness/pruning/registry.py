@@ -8,7 +8,9 @@ def prune(weight, stats, target) -> Pruned: ...
 "norms" (per-column sum of squared inputs), "hessian" (XᵀX) or "moments" (norms + means).
 `stack=True` says the method prunes rows independently given the statistics, so Linears
 reading one input (q, k, v) may be pruned by one call on their weights stacked by rows; it
-saves per-call work (SparseGPT's column loop) and never changes a result.
+saves per-call work (SparseGPT's column loop) and never changes a result. `seeded=True` says
+the method draws random numbers from `prune.seed` (random); for the others the seed cannot
+change a mask, so a spec normalizes it away.
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ class Method:
     needs: Needs
     fn: Callable
     stack: bool = False
+    seeded: bool = False
 
 
 _METHODS: dict[str, Method] = {}
 
 
-def method(name: str, needs: Needs = None, stack: bool = False):
+def method(name: str, needs: Needs = None, stack: bool = False, seeded: bool = False):
     def register(fn: Callable) -> Callable:
         if name in _METHODS:
             raise ValueError(f"pruning method {name!r} registered twice")
-        _METHODS[name] = Method(name, needs, fn, stack)
+        _METHODS[name] = Method(name, needs, fn, stack, seeded)
         return fn
 
     return register

@@ -13,6 +13,14 @@ prune:
   calibration: {source: shapes, samples: 128, batch_size: 16, seed: 0}
 ```
 The bridge (projector, Q-Former) is unpruned unless the map names it, as in the paper.
+
+A spec is normalized when it loads: a field that cannot change what this spec prunes is set
+to one canonical value, so two specs that prune alike are equal (one stage key, one cell)
+and no label shows a setting that had no effect. N:M patterns fix the sparsity (2:4 is 0.5;
+a map keeps only which roles it names) and ignore `scope`; `vision_share` exists only for
+`budget`; a sparsity map makes `distribution` moot; `dsnot:` options belong to dsnot only;
+methods without calibration statistics (magnitude, random) have no `calibration` and no
+`propagation` choice; only random reads `seed`.
 """
 
 from __future__ import annotations
@@ -53,8 +61,8 @@ class PruneSpec(BaseModel):
     vision_share: float | None = Field(None, gt=0, lt=1)
     scope: Scope = "row"
     propagation: Literal["sequential", "dense"] = "sequential"
-    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
-    dsnot: DsnotSpec = Field(default_factory=DsnotSpec)
+    calibration: CalibrationSpec | None = Field(default_factory=CalibrationSpec)
+    dsnot: DsnotSpec | None = None  # dsnot's options; dsnot without them: the defaults
     seed: int = 0
 
     @field_validator("method")
@@ -99,6 +107,31 @@ class PruneSpec(BaseModel):
                 raise ValueError("distribution 'budget' needs vision_share in (0, 1)")
             if isinstance(self.sparsity, dict) or self.nm:
                 raise ValueError("distribution 'budget' needs a single unstructured sparsity")
+        return self._normalized()
+
+    def _normalized(self) -> PruneSpec:
+        """Canonical values for fields that cannot matter (see the module docstring)."""
+        m = registry.get(self.method)
+        if self.nm:
+            n, mm = self.nm
+            self.sparsity = ({r: n / mm for r, v in self.sparsity.items() if v > 0}
+                             if isinstance(self.sparsity, dict) else n / mm)
+            self.scope = "row"
+        if self.distribution != "budget":
+            self.vision_share = None
+        if isinstance(self.sparsity, dict):
+            self.distribution = "equal"
+        if self.method != "dsnot":
+            self.dsnot = None
+        elif self.dsnot is None:
+            self.dsnot = DsnotSpec()
+        if m.needs is None:
+            self.calibration = None
+            self.propagation = "sequential"
+        elif self.calibration is None:
+            self.calibration = CalibrationSpec()
+        if not m.seeded:
+            self.seed = 0
         return self
 
     @property

@@ -17,13 +17,17 @@ recover:
 ```
 Defaults follow the paper: language rank 8 on every projection (q, k, v, o, gate, up, down),
 vision rank 4 on the attention and MLP projections, bridge rank 2, alpha 16, lambda 0.1, T 1.
+
+A spec is normalized when it loads, so that specs that train alike are equal (one stage key)
+and no label shows a setting that had no effect: `method: none` trains nothing, so its other
+fields take their defaults; a distillation weight of 0 is no distillation (`distill: null`).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 METHODS = ("none", "lora", "sparselora")
 
@@ -70,6 +74,16 @@ class RecoverySpec(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
     data: DataSpec = Field(default_factory=DataSpec)
+
+    @model_validator(mode="after")
+    def _normalized(self) -> RecoverySpec:
+        if self.method == "none":
+            for name, f in type(self).model_fields.items():
+                if name != "method":
+                    setattr(self, name, f.get_default(call_default_factory=True))
+        elif self.distill is not None and self.distill.weight == 0:
+            self.distill = None
+        return self
 
 
 def load(data: dict | None, source: str = "recovery spec") -> RecoverySpec:

@@ -3,20 +3,29 @@ its three stages.
 
 A stage's key hashes everything that determines its output (and the keys of the stages it
 reads), so one prune stage serves every recovery method and seed that share it, and a cell's
-hash is the key of its last stage."""
+hash is the key of its last stage. "Everything" means the normalized specs (fields that
+cannot matter are canonical, see pruning/spec.py and recovery/spec.py) and the *content* of
+every file they name by path (`harness.fingerprint`): the model folder's weights and
+config, a layout file, calibration and recovery data with their images, the evaluation
+suite's definition and its task files. Nothing else: a key never holds a setting that could
+not change the output."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness import fingerprint
 from harness.models.load import ModelSpec
 from harness.pruning.spec import PruneSpec
 from harness.recovery.spec import RecoverySpec
 
-VERSION = 2  # bump when a stage's code changes what it produces (2: statistics skip padding)
+# Bump when a stage's code changes what it produces (2: statistics skip padding; 3: keys hold
+# input contents and normalized specs, stage folders a manifest).
+VERSION = 3
 
 
 class EvalSpec(BaseModel):
@@ -39,6 +48,8 @@ def seeded(c: CellSpec) -> CellSpec:
     """The cell's seed is the recovery seed: `seeds: [0, 1]` in a grid repeats the training,
     and every seed shares the cell's prune stage. (Pruning and calibration have their own
     `prune.seed` / `prune.calibration.seed`, which an axis can vary.)"""
+    if c.recover.method == "none":
+        return c  # nothing trained: the seed cannot matter
     return c.model_copy(update={"recover": c.recover.model_copy(update={"seed": c.seed})})
 
 
@@ -47,22 +58,68 @@ def digest(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def model_content(m: ModelSpec) -> dict[str, str]:
+    """Fingerprints of what a model spec names: its folder (embedded, local, or the Hugging
+    Face cache's snapshot of a hub id) and its layout file."""
+    from harness.models.load import EMBEDDED
+
+    if m.name in EMBEDDED:
+        folder: Path | None = EMBEDDED[m.name]
+    elif m.name and Path(m.name).expanduser().is_dir():
+        folder = Path(m.name).expanduser()
+    else:
+        folder = _hub_snapshot(m.name)
+    out = {"folder": fingerprint.of_folder(folder) if folder else f"missing:{m.name}"}
+    if m.layout:
+        out["layout"] = fingerprint.of_file(m.layout)
+    return out
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not in the cache (or not a hub id): the stage says so
+        return None
+
+
+def suite_content(suite: str) -> dict[str, str]:
+    """The suite's definition and its tasks' files (local suites), or lmms-eval's version
+    (built-in suites: their tasks and datasets come with lmms-eval and the hub's cache)."""
+    from importlib.metadata import version
+
+    from harness.evaluation.run import TASKS_DIR, suites
+
+    s = suites().get(suite)
+    if s is None:
+        return {"suite": f"unknown:{suite}"}
+    tasks = f"lmms-eval {version('lmms_eval')}" if s.builtin else fingerprint.of_folder(TASKS_DIR)
+    return {"suite": digest(s.model_dump()), "tasks": tasks}
+
+
 def prune_key(c: CellSpec) -> str:
     model = c.model.model_dump(exclude={"device"})
-    return digest({"v": VERSION, "stage": "prune", "model": model,
+    inputs: dict[str, object] = {"model": model_content(c.model)}
+    if c.prune and c.prune.calibration and c.prune.calibration.source != "shapes":
+        inputs["calibration"] = fingerprint.of_source(c.prune.calibration.source)
+    return digest({"v": VERSION, "stage": "prune", "model": model, "inputs": inputs,
                    "prune": c.prune.model_dump() if c.prune else None})
 
 
 def recover_key(c: CellSpec) -> str:
     if c.recover.method == "none":
         return prune_key(c)  # nothing trained: the pruned model is the recovered one
+    source = c.recover.data.source
+    data = fingerprint.of_source(source) if source != "shapes" else None
     return digest({"v": VERSION, "stage": "recover", "prune": prune_key(c),
-                   "recover": c.recover.model_dump(), "seed": c.seed})
+                   "recover": c.recover.model_dump(), "data": data})
 
 
 def eval_key(c: CellSpec) -> str:
     return digest({"v": VERSION, "stage": "eval", "recover": recover_key(c),
-                   "eval": c.eval.model_dump(exclude={"batch_size"})})
+                   "eval": c.eval.model_dump(exclude={"batch_size"}),
+                   "suite": suite_content(c.eval.suite)})
 
 
 def flat(obj, prefix: str = "") -> dict[str, object]:

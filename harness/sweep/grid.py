@@ -14,6 +14,9 @@ exclude: [{prune.method: random, prune.pattern: "2:4"}]   # drop cells matching 
 seeds: [0]
 ```
 Every cell is validated before any work: an error names the file, the cell and the field.
+Cells are normalized (a field that cannot change a cell's output takes a canonical value: an
+N:M pattern's sparsity, another method's options, ...): two combinations that differ only in
+such a field are one cell, and a label shows only the settings that take effect.
 """
 
 from __future__ import annotations
@@ -129,10 +132,13 @@ def _combos(grid: GridFile) -> list[dict[str, Any]]:
 
 def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, list[Cell]]:
     """The grid's validated, de-duplicated cells (optionally only those matching `where`)."""
+    from harness import fingerprint
+
+    fingerprint.fresh()  # input files may have changed since the last expansion
     grid = read(name)
     path = path_of(name)
     cells: list[Cell] = []
-    seen = set()
+    seen: dict[str, Cell] = {}
     for combo in _combos(grid):
         for seed in grid.seeds:
             data = copy.deepcopy(grid.base)
@@ -143,16 +149,28 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
             label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
             spec = seeded(validate(CellSpec, data, path, f"cell {len(cells)} ({label}): "))
             fields = flat(spec.model_dump())
+            overrides = {k: v for k, v in overrides.items() if _takes_effect(k, v, fields)}
             if _excluded(grid, fields, path):
                 continue
             h = eval_key(spec)
-            if h in seen:
+            if h in seen:  # the same cell again: its label keeps what all its combos agree on
+                first = seen[h]
+                first.overrides = {k: v for k, v in first.overrides.items()
+                                   if k in overrides and overrides[k] == v}
                 continue
-            seen.add(h)
-            cells.append(Cell(len(cells), overrides, spec, h))
+            seen[h] = cell = Cell(len(cells), overrides, spec, h)
+            cells.append(cell)
     if where:
         cells = [c for c in cells if _matches(c, where, path)]
     return grid, cells
+
+
+def _takes_effect(key: str, value: Any, fields: dict[str, Any]) -> bool:
+    """An override survives normalization: the cell holds that value (or, for a mapping, a
+    value under that key)."""
+    if key in fields:
+        return fields[key] == value
+    return any(k.startswith(key + ".") for k in fields) and isinstance(value, dict)
 
 
 def is_field(key: str) -> bool:

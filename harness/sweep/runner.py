@@ -43,10 +43,18 @@ def list_grids() -> int:
 
 
 def plan(name: str, where: dict[str, str] | None = None) -> int:
-    from harness.sweep.tracking import Tracker
+    """The cells and their stages; reads the store and the cache, writes nothing."""
+    from harness.sweep.tracking import store_errors
 
     g, cells = grid.expand(name, where)
-    finished = Tracker(g.name, g.description).finished()
+    with store_errors():
+        return _plan(g, cells)
+
+
+def _plan(g: grid.GridFile, cells: list[Cell]) -> int:
+    from harness.sweep.tracking import finished_readonly
+
+    finished = finished_readonly(g.name)
     prunes = {prune_key(c.spec) for c in cells if c.spec.prune is not None}
     recovers = {recover_key(c.spec) for c in cells if c.spec.recover.method != "none"}
     t = Table(title=f"{g.name}: {len(cells)} cells, {len(prunes)} prune stages, "
@@ -71,14 +79,24 @@ def _mark(key: str, stage: str) -> str:
 
 def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
           force: bool = False, progress: bool = True) -> int:
-    from harness.sweep import stages
-    from harness.sweep.tracking import Tracker
+    from harness.sweep.tracking import store_errors
 
     if dry_run:
         return plan(name, where)
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     _quiet()
+    with store_errors():
+        return _sweep(g, cells, where, force, progress)
+
+
+def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
+           progress: bool) -> int:
+    from harness import fingerprint
+    from harness.sweep import stages
+    from harness.sweep.tracking import Tracker
+
     cache.sweep_stale()
+    fingerprint.save()
     tracker = Tracker(g.name, g.description)
     tracker.close_stale()
     if force:  # recompute: drop the cells' cached stages once, then cache as usual
@@ -86,7 +104,7 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
             for stage, key in (("prune", prune_key(c.spec)), ("recover", recover_key(c.spec)),
                                ("eval", c.hash)):
                 cache.drop(stage, key)
-    finished = set() if force else tracker.finished()
+    finished = {} if force else tracker.finished()
     todo = sorted((c for c in cells if c.hash not in finished),
                   key=lambda c: (prune_key(c.spec), c.index))
     console.print(f"[bold]{g.name}[/]: {len(cells)} cells, {len(cells) - len(todo)} already "
@@ -107,6 +125,8 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
                 result = stages.evaluated(cell.spec, notify=notify)
                 failure = None
             except Exception as e:  # noqa: BLE001 - any cell failure is recorded, not raised
+                if _environmental(e):
+                    raise  # the results folder, not the cell: every later cell would fail too
                 log.debug("cell %s failed:\n%s", cell.label, traceback.format_exc())
                 first = str(e).splitlines()[0] if str(e) else ""
                 result, failure = None, f"{type(e).__name__}: {first}"
@@ -115,7 +135,7 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
             bar.advance(task)
     failed = sum(1 for _, _, f in rows if f)
     tracker.end_sweep(parent, failed, len(rows) - failed)
-    earlier = [(c, _cached(c), None) for c in cells if c.hash in finished]
+    earlier = [(c, finished[c.hash], None) for c in cells if c.hash in finished]
     summary(g.name, sorted(earlier + rows, key=lambda r: r[0].index), len(rows),
             time.perf_counter() - t0)
     return 1 if failed else 0
@@ -131,12 +151,11 @@ def _quiet() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
-def _cached(cell: Cell) -> dict | None:
-    import json
+def _environmental(e: Exception) -> bool:
+    """A full or read-only results folder: a sweep stops there (one line, exit 2)."""
+    from harness.sweep.tracking import store_problem
 
-    if not cache.done("eval", cell.hash):
-        return None
-    return json.loads((cache.path("eval", cell.hash) / "result.json").read_text())
+    return isinstance(e, OSError) and store_problem(e) is not None
 
 
 def summary(name: str, rows: list[tuple[Cell, dict | None, str | None]], ran: int,

@@ -6,6 +6,9 @@
 - recover: the weights of every Linear that carried an adapter (what the merge changed);
   the training report.
 - evaluate: metrics and per-sample predictions.
+
+A stage is read only when the cache vouches for it (`cache.open`: every file as written);
+otherwise, or when its files cannot be read, it is set aside and computed again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,6 +33,7 @@ from harness.sweep import cache
 from harness.sweep.cell import CellSpec, eval_key, prune_key, recover_key
 
 Notify = Callable[[str], None]
+T = TypeVar("T")
 
 
 def pruned(cell: CellSpec, force: bool = False):
@@ -40,7 +46,10 @@ def pruned(cell: CellSpec, force: bool = False):
         return adapter, {}, {}, {"overall": {"sparsity": 0.0}, "seconds": {"prune": 0.0}}
     key = prune_key(cell)
     lins = adapter.all_linears()
-    if force or not cache.done("prune", key):
+    stored = None if force else _read("prune", key, lambda root: (
+        persist.load_masks(root / "masks"), load_file(str(root / "weights")),
+        json.loads((root / "report.json").read_text())))
+    if stored is None:
         masks, report, dense = prune_stage.run_keeping_dense(adapter, cell.prune, False)
         report["seconds"]["stage"] = time.perf_counter() - t0  # model load + calibration + prune
         rewritten = {p: lins[p].weight.detach().contiguous() for p, m in masks.items()
@@ -50,9 +59,7 @@ def pruned(cell: CellSpec, force: bool = False):
             save_file(rewritten, str(tmp / "weights"))
             (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
         return adapter, masks, dense, report
-    root = cache.path("prune", key)
-    masks = persist.load_masks(root / "masks")
-    rewritten = load_file(str(root / "weights"))
+    masks, rewritten, report = stored
     d = cell.recover.distill  # only a distillation teacher reads the dense weights
     teacher = cell.recover.method != "none" and d is not None and d.weight > 0
     dense = {p: lins[p].weight.detach().clone() for p in masks} if teacher else {}
@@ -61,8 +68,21 @@ def pruned(cell: CellSpec, force: bool = False):
             lins[p].weight.mul_(m.to(lins[p].weight.dtype))
             if p in rewritten:
                 lins[p].weight.copy_(rewritten[p])
-    report = json.loads((root / "report.json").read_text())
     return adapter, masks, dense, report
+
+
+def _read(stage: str, key: str, read: Callable[[Path], T]) -> T | None:
+    """`read(folder)` of a cached stage that is whole; None when it must be computed. A stage
+    whose manifest holds but whose files still cannot be read (a bug, or a manifest forged
+    alongside its files) is set aside like a damaged one: nothing half-read is applied."""
+    root = cache.open(stage, key)
+    if root is None:
+        return None
+    try:
+        return read(root)
+    except Exception as e:  # noqa: BLE001 - any unreadable stage is recomputed, not served
+        cache.set_aside(stage, key, f"unreadable: {type(e).__name__}: {e}".splitlines()[0])
+        return None
 
 
 def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None):
@@ -73,7 +93,9 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
         return adapter, masks, p_report, {"method": "none", "seconds": 0.0}
     notify("recover")
     key = recover_key(cell)
-    if force or not cache.done("recover", key):
+    stored = None if force else _read("recover", key, lambda root: (
+        load_file(str(root / "weights")), json.loads((root / "report.json").read_text())))
+    if stored is None:
         adapted = lora.targets(adapter, cell.recover)  # the merge changes these only
         t0 = time.perf_counter()
         r_report = recovery_stage.run(adapter, masks, cell.recover, dense, progress=False)
@@ -84,13 +106,12 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
             save_file(changed, str(tmp / "weights"))
             (tmp / "report.json").write_text(json.dumps(r_report, indent=1, default=str))
         return adapter, masks, p_report, r_report
-    root = cache.path("recover", key)
-    changed = load_file(str(root / "weights"))
+    changed, r_report = stored
     lins = adapter.all_linears()
     with torch.no_grad():
         for p, w in changed.items():
             lins[p].weight.copy_(w)
-    return adapter, masks, p_report, json.loads((root / "report.json").read_text())
+    return adapter, masks, p_report, r_report
 
 
 def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None) -> dict:
@@ -98,10 +119,9 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     from harness.evaluation.run import evaluate
 
     key = eval_key(cell)
-    if not force and cache.done("eval", key):
-        root = cache.path("eval", key)
-        return json.loads((root / "result.json").read_text()) | {
-            "samples": json.loads((root / "samples.json").read_text())}
+    stored = None if force else cached_result(key)
+    if stored is not None:
+        return stored
     adapter, masks, p_report, r_report = recovered(cell, force, notify)
     notify("evaluate")
     t0 = time.perf_counter()
@@ -116,6 +136,12 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
         (tmp / "result.json").write_text(json.dumps(result, indent=1, default=str))
         (tmp / "samples.json").write_text(json.dumps(res.samples))
     return result | {"samples": res.samples}
+
+
+def cached_result(key: str) -> dict | None:
+    """A cell's stored result (metrics, samples, reports) if its eval stage is whole."""
+    return _read("eval", key, lambda root: json.loads((root / "result.json").read_text()) | {
+        "samples": json.loads((root / "samples.json").read_text())})
 
 
 def sparsity_by_role(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict[str, float]:

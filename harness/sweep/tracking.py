@@ -4,17 +4,26 @@ The store is SQLite at results/mlflow.db unless MLFLOW_TRACKING_URI names anothe
 store, a database, a tracking server). A cell counts as done when a FINISHED child run carries
 its hash; a run left RUNNING by a killed sweep is marked KILLED on the next one, whose new run
 for that cell is then the only FINISHED one.
+
+A store that cannot be read or written (a damaged or foreign `mlflow.db`, a read-only or full
+results folder, an unreachable server) is the user's to fix: `store_errors()` turns it into
+one line naming the file and what to do, exit 2. Nothing in the store is needed to recompute:
+cells live in the stage cache, so a sweep pointed at a fresh store re-logs them unrecomputed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UserError
 from harness.paths import results_dir
 from harness.sweep.cell import flat
 from harness.sweep.grid import Cell
@@ -23,14 +32,85 @@ TAG_HASH = "vlmprune.cell_hash"
 TAG_KIND = "vlmprune.kind"
 
 
-def tracking_uri() -> str:
+def tracking_uri(create: bool = True) -> str | None:
+    """The tracking URI in force; the default SQLite store is created on first use, or with
+    `create=False` (plan, dry runs: they write nothing) None is returned when it is absent."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     db = (results_dir() / "mlflow.db").resolve()
     if not db.exists():
+        if not create:
+            return None
         create_store(db)
     return f"sqlite:///{db}"
+
+
+def store_name() -> str:
+    """The store as a user would name it: the database file, or the URI."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return uri if uri else str(results_dir() / "mlflow.db")
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def store_problem(e: BaseException) -> str | None:
+    """One line for a failure of the results folder or the MLflow store, or None when `e`
+    is something else. Looks through the exception's causes (MLflow wraps SQLAlchemy, which
+    wraps sqlite3)."""
+    seen: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in seen and len(seen) < 10:
+        seen.append(x)
+        x = x.__cause__ or x.__context__
+    text = " | ".join(str(x).lower() for x in seen)
+    for x in seen:
+        if isinstance(x, OSError) and x.errno in _FULL + _DENIED:
+            where = x.filename or results_dir()
+            return _full(where) if x.errno in _FULL else _denied(where)
+    if "disk is full" in text or "no space left" in text:
+        return _full(store_name())
+    if "readonly database" in text or "read-only" in text or "unable to open database" in text:
+        return _denied(store_name())
+    names = {type(x).__name__ for x in seen}
+    if names & {"DatabaseError", "OperationalError", "IntegrityError", "ProgrammingError"} \
+            or "not a database" in text or "malformed" in text:
+        first = next((str(x).splitlines()[0] for x in reversed(seen) if str(x)), "unreadable")
+        db = store_name()
+        return (f"{db}: not a readable MLflow store ({first[:120]}); move it aside "
+                f"(mv {db} {db}.bad) and run again: a fresh store re-logs the cells already in "
+                "the stage cache without recomputing them; or set MLFLOW_TRACKING_URI to "
+                "another store")
+    if "connection" in text and os.environ.get("MLFLOW_TRACKING_URI", "").startswith("http"):
+        return (f"{store_name()}: the MLflow tracking server does not answer; start it "
+                "(vlmprune docs: `mlflow server`), or unset MLFLOW_TRACKING_URI")
+    return None
+
+
+def _full(where: object) -> str:
+    return (f"{where}: no space left on the device; free some, or set VLMPRUNE_RESULTS to a "
+            "folder on another disk (MLFLOW_TRACKING_URI for the store alone)")
+
+
+def _denied(where: object) -> str:
+    return (f"{where}: cannot write there (read-only); make it writable, or set "
+            "VLMPRUNE_RESULTS to a writable folder (MLFLOW_TRACKING_URI for the store alone)")
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Failures of the results folder or the store become one-line `UserError`s."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:
+        msg = store_problem(e)
+        if msg is None:
+            raise
+        raise UserError(msg) from None
 
 
 def create_store(db: Path) -> None:
@@ -65,6 +145,42 @@ def _dispose_engine(uri: str) -> None:
         engine.dispose()
 
 
+def logged(metrics: dict[str, float]) -> dict[str, Any]:
+    """A run's metrics split back into the result's parts (task metrics, sparsity)."""
+    return {"metrics": {k: v for k, v in metrics.items()
+                        if not k.startswith(("sparsity/", "time/"))},
+            "sparsity": {k.removeprefix("sparsity/"): v for k, v in metrics.items()
+                         if k.startswith("sparsity/")}}
+
+
+def finished_readonly(grid: str) -> dict[str, dict[str, Any]]:
+    """`Tracker(grid).finished()` without creating anything: an absent store or experiment
+    has finished nothing (plan and dry runs write no file)."""
+    uri = tracking_uri(create=False)
+    if uri is None:
+        return {}
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(grid)
+    if exp is None:
+        return {}
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'cell' "
+                              "and attributes.status = 'FINISHED'", max_results=50000)
+    return {r.data.tags[TAG_HASH]: logged(r.data.metrics) for r in runs}
+
+
+def quiet_mlflow() -> None:
+    """No INFO lines from MLflow or its migrations, and no logged traceback of a database
+    error that `store_errors` reports in one line anyway."""
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -75,9 +191,7 @@ def git_commit() -> str:
 
 class Tracker:
     def __init__(self, grid: str, description: str = "") -> None:
-        import logging
-
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri())
@@ -95,8 +209,10 @@ class Tracker:
             filter_string=f"tags.`{TAG_KIND}` = 'cell' and attributes.status = '{status}'",
             max_results=50000)
 
-    def finished(self) -> set[str]:
-        return {r.data.tags[TAG_HASH] for r in self._cell_runs("FINISHED")}
+    def finished(self) -> dict[str, dict[str, Any]]:
+        """hash -> what the FINISHED run of that cell logged: {"metrics", "sparsity"}."""
+        return {r.data.tags[TAG_HASH]: logged(r.data.metrics)
+                for r in self._cell_runs("FINISHED")}
 
     def close_stale(self) -> int:
         """Mark runs a killed sweep left RUNNING as KILLED; returns how many."""

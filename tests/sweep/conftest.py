@@ -1,4 +1,9 @@
 import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.sweep.tracking import tracking_uri
+from tests.sweep.runs import cell_runs, metrics_by_hash
 
 
 @pytest.fixture
@@ -8,3 +13,21 @@ def results(tmp_path, monkeypatch):
     monkeypatch.setenv("VLMPRUNE_RESULTS", str(out))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """The smoke grid swept once, uninterrupted, in its own results folder: (metrics by cell
+    hash, one run, its artifact names, the folder, metrics with stage times)."""
+    mp = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("reference")
+    mp.setenv("VLMPRUNE_RESULTS", str(folder))
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["sweep", "smoke"]) == 0
+    _, runs = cell_runs(status="FINISHED")
+    out = metrics_by_hash(runs)
+    client = MlflowClient(tracking_uri())
+    run = next(r for r in runs if r.data.params.get("prune.method") == "wanda")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    mp.undo()
+    return out, run, artifacts, folder, metrics_by_hash(runs, times=True)

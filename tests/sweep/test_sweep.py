@@ -8,48 +8,18 @@ import sys
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness.sweep import cache, grid, stages
-from harness.sweep.tracking import TAG_HASH, TAG_KIND, tracking_uri
-
-
-def cell_runs(name: str = "smoke", status: str | None = None):
-    client = MlflowClient(tracking_uri())
-    exp = client.get_experiment_by_name(name)
-    flt = f"tags.`{TAG_KIND}` = 'cell'"
-    if status:
-        flt += f" and attributes.status = '{status}'"
-    return client, client.search_runs([exp.experiment_id], filter_string=flt)
-
-
-def metrics_by_hash(runs) -> dict[str, dict[str, float]]:
-    return {r.data.tags[TAG_HASH]: {k: v for k, v in r.data.metrics.items()
-                                   if not k.startswith("time/")} for r in runs}
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The smoke grid swept once, uninterrupted, in its own results folder."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VLMPRUNE_RESULTS", str(tmp_path_factory.mktemp("reference")))
-    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert main(["sweep", "smoke"]) == 0
-    _, runs = cell_runs(status="FINISHED")
-    out = metrics_by_hash(runs)
-    client = MlflowClient(tracking_uri())
-    run = runs[0]
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    mp.undo()
-    return out, run, artifacts
+from harness.sweep.tracking import TAG_HASH
+from tests.sweep.runs import cell_runs, metrics_by_hash
 
 
 def test_sweep_logs_every_cell_with_params_metrics_tags_artifacts(reference):
-    metrics, run, artifacts = reference
+    metrics, run, artifacts, *_ = reference
     _, cells = grid.expand("smoke")
     assert set(metrics) == {c.hash for c in cells}
-    assert run.data.params["prune.method"] in ("wanda", "None")
+    assert run.data.params["prune.method"] == "wanda"
     assert "shapes_vqa/exact_match" in run.data.metrics
     assert {"sparsity/overall", "sparsity/nonzero", "time/prune", "time/evaluate"} \
         <= set(run.data.metrics)

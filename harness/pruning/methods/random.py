@@ -14,7 +14,7 @@ from harness.pruning.registry import method
 from harness.pruning.types import Pruned
 
 
-@method("random")
+@method("random", seeded=True)
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     g = torch.Generator().manual_seed(seed)
     return Pruned(select(torch.rand(weight.shape, generator=g), target))
