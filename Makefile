@@ -52,3 +52,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/eval_speed.py
 	$(PY) benchmarks/recovery.py
 	$(PY) benchmarks/sweep_overhead.py
+	$(PY) benchmarks/cache_verify.py

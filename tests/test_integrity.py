@@ -14,6 +14,11 @@ def damage(path, how: str) -> None:
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0xFF
         path.write_bytes(bytes(data))
+    elif how == "digit":  # a quiet edit: one digit of a number changed, same size
+        data = bytearray(path.read_bytes())
+        i = max(i for i, b in enumerate(data) if chr(b).isdigit())
+        data[i] = ord("1") if data[i] != ord("1") else ord("2")
+        path.write_bytes(bytes(data))
     elif how == "fill":
         path.write_bytes(b"\xff" * path.stat().st_size)
     elif how == "truncate":
@@ -41,13 +46,13 @@ def test_sealed_folder_checks_whole_and_lists_every_file(folder):
     assert body["files"]["a.bin"]["size"] == 3000
 
 
-@pytest.mark.parametrize("how", ["flip", "fill", "truncate", "delete"])
+@pytest.mark.parametrize("how", ["flip", "digit", "fill", "truncate", "delete"])
 @pytest.mark.parametrize("name", ["a.bin", "sub/b.json"])
 def test_every_damage_is_named(folder, name, how):
     damage(folder / name, how)
     problem = integrity.check(folder, "DONE")
     assert problem is not None and problem.startswith(name)
-    same_size = how in ("flip", "fill")
+    same_size = how in ("flip", "digit", "fill")
     # the cheap check (sizes) misses same-size damage; the full check never does
     assert (integrity.check(folder, "DONE", deep=False) is None) == same_size
 
