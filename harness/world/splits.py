@@ -7,15 +7,21 @@ evaluate, and `materialize` writes PNG + JSONL for tools (lmms-eval) that read f
 from __future__ import annotations
 
 import json
+import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from harness import integrity
 from harness.paths import atomic_dir
 from harness.world.scene import Scene, render, sample_scene
 from harness.world.text import QA, QUESTION_TYPES, ask, caption
+
+log = logging.getLogger(__name__)
 
 SPLIT_SEEDS = {"train": 1000, "validation": 2000, "test": 3000}
 TASK_SEEDS = {"vqa": 1, "caption": 2}
@@ -53,13 +59,26 @@ def caption_sample(split: str, i: int) -> tuple[Scene, str]:
 def materialize(split: str, out_dir: str | Path, n_vqa: int, n_caption: int) -> Path:
     """Write images/*.png, vqa.jsonl and caption.jsonl for a split prefix; atomic.
 
-    The folder appears complete or not at all (written to a temporary sibling, then renamed).
+    The folder appears complete or not at all (written to a temporary sibling, then renamed),
+    sealed with a manifest of its files. A folder that no longer matches its manifest (an
+    image or a JSONL edited, truncated, deleted) is set aside as `<name>.damaged-<time>` with
+    a warning, and written again: evaluation never reads damaged data.
     """
     out = Path(out_dir)
-    if (out / "DONE").exists():
-        return out
+    if integrity.sealed(out, "DONE"):
+        problem = integrity.check(out, "DONE")
+        if problem is None:
+            return out
+        aside = out.with_name(f"{out.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        try:
+            os.replace(out, aside)
+            log.warning("materialized data %s is damaged (%s): set aside to %s, writing it "
+                        "again", out, problem, aside)
+        except FileNotFoundError:
+            pass  # another process set it aside first
     with atomic_dir(out, replace=False) as tmp:  # another process may win the race
         _write_split(tmp, split, n_vqa, n_caption)
+        integrity.seal(tmp, "DONE", split=split, n_vqa=n_vqa, n_caption=n_caption)
     return out
 
 
@@ -79,5 +98,3 @@ def _write_split(tmp: Path, split: str, n_vqa: int, n_caption: int) -> None:
             name = f"images/caption_{i:06d}.png"
             Image.fromarray(render(scene)).save(tmp / name)
             f.write(json.dumps({"id": i, "image": name, "caption": text}) + "\n")
-    (tmp / "DONE").write_text(json.dumps({"split": split, "n_vqa": n_vqa,
-                                          "n_caption": n_caption}))

@@ -21,3 +21,15 @@ def test_materialize_writes_pngs_and_jsonl(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp left"
     # second call reuses the finished folder
     assert materialize("test", tmp_path / "shapes_test", 6, 3) == out
+
+
+def test_damaged_materialized_data_is_set_aside_and_written_again(tmp_path, caplog):
+    out = materialize("test", tmp_path / "shapes_test", n_vqa=6, n_caption=3)
+    png = out / "images" / "vqa_000002.png"
+    good = png.read_bytes()
+    png.write_bytes(good[:-10] + bytes(10))  # same size, last bytes zeroed
+    assert materialize("test", tmp_path / "shapes_test", 6, 3) == out
+    assert png.read_bytes() == good
+    (aside,) = tmp_path.glob("shapes_test.damaged-*")
+    assert (aside / "images" / "vqa_000002.png").read_bytes() != good
+    assert "vqa_000002.png" in caplog.text
