@@ -102,7 +102,22 @@ def _sweep(a: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: the sweep has its bar
     from harness.sweep import runner
 
-    return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force)
+    return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force,
+                        report=not a.no_report)
+
+
+def _report(a: argparse.Namespace) -> int:
+    from harness.report import build, compare
+
+    if a.compare:
+        out = compare.write(a.compare[0], a.compare[1], a.out)
+    elif a.grid:
+        out = build.write(a.grid, a.out, a.experiment)
+    else:
+        raise UserError("report: name a grid (vlmprune report GRID) or two to compare "
+                        "(--compare A B)")
+    print(f"report written to {out}/index.html")
+    return 0
 
 
 def _cache_verify(a: argparse.Namespace) -> int:
@@ -124,12 +139,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     s.add_argument("--force", action="store_true",
                    help="recompute every stage and log new runs, even for finished cells")
+    s.add_argument("--no-report", action="store_true",
+                   help="do not write reports/GRID at the end")
     s.set_defaults(func=_sweep)
 
     s = sub.add_parser("plan", help="a grid's cells, their shared stages and what is done")
     s.add_argument("grid")
     s.add_argument("--where", action="append", metavar="KEY=VALUE")
     s.set_defaults(func=_plan)
+
+    s = sub.add_parser("report", help="HTML/LaTeX tables and figures of a grid, from MLflow")
+    s.add_argument("grid", nargs="?", help="the grid (its MLflow experiment)")
+    s.add_argument("--out", type=Path, default=None, help="folder (default reports/GRID)")
+    s.add_argument("--experiment", default=None,
+                   help="MLflow experiment to read (default: the grid's name)")
+    s.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="two grids or experiments side by side, with the difference")
+    s.set_defaults(func=_report)
 
     s = sub.add_parser("cache", help="the stage cache under results/cache")
     cache_sub = s.add_subparsers(dest="cache_command", required=True)

@@ -45,6 +45,7 @@ def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
         zeros = sum(x.zeros for x in rows)
         roles[role] = {"params": params, "zeros": zeros, "nonzero": params - zeros,
                        "sparsity": zeros / params if params else 0.0,
+                       "target": targets[role].sparsity if role in targets else 0.0,
                        "nm_valid": (all(x.nm_valid for x in rows)
                                     if rows and rows[0].nm_valid is not None else None)}
     pruned = [r for r in ROLES if r in targets]

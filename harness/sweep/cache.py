@@ -91,9 +91,13 @@ def sweep_stale() -> int:
 
 
 def stale() -> list[Path]:
+    """Temporary folders of killed writers: in the stage folders and in the others (the
+    materialized data), never read, safe to remove when no sweep is writing."""
     root = cache_dir()
-    return [tmp for stage in STAGES if (root / stage).is_dir()
-            for tmp in sorted((root / stage).glob(".tmp-*"))]
+    if not root.is_dir():
+        return []
+    return [tmp for sub in sorted(root.iterdir()) if sub.is_dir()
+            for tmp in sorted(sub.glob(".tmp-*"))]
 
 
 @dataclass

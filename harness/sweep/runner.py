@@ -78,7 +78,7 @@ def _mark(key: str, stage: str) -> str:
 
 
 def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
-          force: bool = False, progress: bool = True) -> int:
+          force: bool = False, progress: bool = True, report: bool = True) -> int:
     from harness.sweep.tracking import store_errors
 
     if dry_run:
@@ -86,7 +86,29 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     _quiet()
     with store_errors():
-        return _sweep(g, cells, where, force, progress)
+        code = _sweep(g, cells, where, force, progress)
+    if report:
+        write_report(g.name)
+    return code
+
+
+def write_report(name: str) -> None:
+    """The grid's report at the end of a sweep; a failure to write it is a warning, since
+    every result is safe in MLflow and `vlmprune report` can try again."""
+    from harness.errors import UserError
+    from harness.report import build
+
+    try:
+        out = build.write(name)
+    except UserError as e:
+        log.warning("report not written: %s", e)
+        return
+    except Exception as e:  # noqa: BLE001 - the sweep's results stand without a report
+        log.debug("report failed:\n%s", traceback.format_exc())
+        log.warning("report not written (%s: %s); retry with `vlmprune report %s`",
+                    type(e).__name__, str(e).splitlines()[0] if str(e) else "", name)
+        return
+    console.print(f"report: {out}/index.html")
 
 
 def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,

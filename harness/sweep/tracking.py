@@ -148,7 +148,7 @@ def _dispose_engine(uri: str) -> None:
 def logged(metrics: dict[str, float]) -> dict[str, Any]:
     """A run's metrics split back into the result's parts (task metrics, sparsity)."""
     return {"metrics": {k: v for k, v in metrics.items()
-                        if not k.startswith(("sparsity/", "time/"))},
+                        if not k.startswith(("sparsity/", "time/", "target/"))},
             "sparsity": {k.removeprefix("sparsity/"): v for k, v in metrics.items()
                          if k.startswith("sparsity/")}}
 
@@ -179,6 +179,20 @@ def quiet_mlflow() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
+def versions() -> dict[str, str]:
+    """Tags for what produced a run: the libraries whose behaviour shapes its numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for tag, dist in (("torch", "torch"), ("transformers", "transformers"),
+                      ("lmms_eval", "lmms_eval"), ("peft", "peft")):
+        try:
+            out[f"vlmprune.version.{tag}"] = version(dist)
+        except PackageNotFoundError:
+            out[f"vlmprune.version.{tag}"] = "absent"
+    return out
 
 
 def git_commit() -> str:
@@ -236,12 +250,12 @@ class Tracker:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
     def log_cell(self, parent: str, cell: Cell, result: dict[str, Any] | None,
-                 failure: str | None = None) -> str:
+                 failure: str | None = None, artifacts: bool = True) -> str:
         from mlflow.entities import Metric, Param
 
         tags = {"mlflow.parentRunId": parent, TAG_KIND: "cell", TAG_HASH: cell.hash,
                 "vlmprune.git_commit": self.commit,
-                "vlmprune.status": "failed" if failure else "finished"}
+                "vlmprune.status": "failed" if failure else "finished", **versions()}
         if failure:
             tags["vlmprune.failure"] = failure[:5000]
         run_id = self.client.create_run(self.experiment_id, run_name=cell.label,
@@ -253,10 +267,13 @@ class Tracker:
             now = int(time.time() * 1000)
             values = dict(result["metrics"])
             values |= {f"sparsity/{k}": v for k, v in result["sparsity"].items()}
+            values |= {f"target/{k}": v.get("target", 0.0)
+                       for k, v in result["prune"].get("roles", {}).items()}
             values |= {f"time/{k}": v for k, v in result["seconds"].items()}
             metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
             for i in range(0, len(metrics), 500):
                 self.client.log_batch(run_id, metrics=metrics[i:i + 500])
+        if result is not None and artifacts:
             self.client.log_dict(run_id, result["prune"], "sparsity_report.json")
             self.client.log_dict(run_id, {k: v for k, v in result["recover"].items()},
                                  "recovery_report.json")

@@ -44,12 +44,15 @@ def test_cache_verify_reports_and_repairs(results, capsys):
     (cache.path("prune", "old") / "DONE").write_text("")  # no manifest: an older version's
     (results / "cache" / "eval" / "half").mkdir(parents=True)  # never finished
     (results / "cache" / "eval" / ".tmp-x-1").mkdir()  # left by a killed run
+    (results / "cache" / "data" / ".tmp-shapes-1").mkdir(parents=True)  # a killed data write
+    assert len(cache.stale()) == 2
     assert main(["cache", "verify"]) == 1
     out = capsys.readouterr().out
     assert "bad" in out and "masks: content differs" in out and "no manifest" in out
     assert "never finished" in out and "killed run" in out
     assert cache.path("prune", "bad").exists()  # verify alone changes nothing
     assert main(["cache", "verify", "--repair"]) == 0
+    assert cache.sweep_stale() == 1 and not cache.stale()  # the data one: sweeps remove it
     assert {p.name for p in (results / "cache" / "prune").iterdir()} == {"good"}
     assert not (results / "cache" / "eval").exists() or not any(
         (results / "cache" / "eval").iterdir())

@@ -1,0 +1,119 @@
+"""`vlmprune report GRID`: read MLflow, write reports/<grid>/ and results/<grid>.parquet.
+
+Files (each written whole: a temporary file renamed into place):
+- `index.html`: the self-contained page (page.py);
+- `tables.tex`: booktabs tables (headline metrics; every metric), `report.tex`: a wrapper
+  that compiles alone with pdflatex, figures included;
+- `results.md`: the main table as Markdown; `figures/<name>.svg|.pdf|.png`;
+- `results/<grid>.parquet`: one row per cell, every column (data.py).
+A folder given with `--out` that holds something other than a report is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.paths import results_dir
+from harness.report import data, figures, page, tables
+
+MARKER = ".vlmprune-report"
+
+
+def reports_dir() -> Path:
+    return Path(os.environ.get("VLMPRUNE_REPORTS", "reports"))
+
+
+def write(grid: str, out: Path | None = None, experiment: str | None = None) -> Path:
+    """Build the report of a grid from the tracking store; returns its folder."""
+    from harness.sweep.grid import path_of
+
+    name = path_of(grid).stem if grid.endswith((".yaml", ".yml")) else grid
+    report = data.load(name, experiment)
+    out = Path(out) if out else reports_dir() / name
+    _claim(out)
+    t0 = time.perf_counter()
+    parquet = results_dir() / f"{name}.parquet"
+    _atomic(parquet, lambda f: report.cells.write_parquet(f))
+    full = tables.build(report)
+    head = tables.build(report, tables.headline_metrics(report))
+    agg = data.aggregate(report)
+    metric = (tables.headline_metrics(report) or report.metrics or [None])[0]
+    drawn = figures.draw(agg, metric) if metric and not agg.is_empty() else []
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    inline = []
+    for fig_name, caption, fig in drawn:
+        svg = io.StringIO()
+        fig.savefig(svg, format="svg")
+        _atomic(out / "figures" / f"{fig_name}.svg", lambda f, s=svg: Path(f).write_text(
+            s.getvalue()))
+        _atomic(out / "figures" / f"{fig_name}.pdf",
+                lambda f, fig=fig: fig.savefig(f, format="pdf"))
+        _atomic(out / "figures" / f"{fig_name}.png",
+                lambda f, fig=fig: fig.savefig(f, format="png", dpi=150))
+        inline.append((fig_name, caption, page.inline_svg(svg.getvalue())))
+        figures.plt.close(fig)
+    _drop_stale(out / "figures", {n for n, _, _ in drawn})
+    files = ["index.html", "tables.tex", "report.tex", "results.md", str(parquet),
+             *[f"figures/{n}.{ext}" for n, _, _ in drawn for ext in ("svg", "pdf", "png")]]
+    _text(out / "index.html", page.render(report, tables.html(full), inline, files))
+    _text(out / "tables.tex", _tex_tables(name, report, head, full))
+    _text(out / "report.tex", _wrapper(name, [n for n, _, _ in drawn]))
+    _text(out / "results.md", f"# {name}\n\n{report.description}\n\n{tables.markdown(head)}")
+    (out / MARKER).write_text(f"{time.strftime('%F %T')} {time.perf_counter() - t0:.1f}s\n")
+    return out
+
+
+def _claim(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; name a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise UserError(f"--out {out}: holds files that are not a vlmprune report; name an "
+                        "empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _atomic(path: Path, write_to) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write_to(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _text(path: Path, text: str) -> None:
+    _atomic(path, lambda f: Path(f).write_text(text))
+
+
+def _drop_stale(folder: Path, keep: set[str]) -> None:
+    for f in folder.iterdir():
+        if f.is_file() and f.stem not in keep:
+            f.unlink()
+
+
+def _tex_tables(name: str, report: data.Report, head: tables.Table, full: tables.Table) -> str:
+    label = "".join(ch if ch.isalnum() else "-" for ch in name)
+    parts = [f"% vlmprune report {name}: generated from MLflow, do not edit by hand.\n",
+             "% Needs \\usepackage{booktabs} and \\usepackage{graphicx} (for wide tables).\n",
+             tables.latex(head, f"{name}: {report.description}".rstrip(": "), f"tab:{label}")]
+    if full.metric_keys != head.metric_keys:
+        parts.append(tables.latex(full, f"{name}: every metric", f"tab:{label}-all"))
+    return "\n".join(parts)
+
+
+def _wrapper(name: str, figs: list[str]) -> str:
+    body = "\n".join(
+        "\\begin{figure}[ht]\\centering\n"
+        f"\\includegraphics[width=0.85\\linewidth]{{figures/{f}.pdf}}\n"
+        f"\\caption{{{tables.tex_escape(figures.FIGURES[f][1])}}}\n\\end{{figure}}"
+        for f in figs)
+    return ("\\documentclass[10pt]{article}\n\\usepackage[margin=2cm,landscape]{geometry}\n"
+            "\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage[T1]{fontenc}\n"
+            "\\begin{document}\n"
+            f"\\section*{{vlmprune report: {tables.tex_escape(name)}}}\n"
+            "\\input{tables.tex}\n" + body + "\n\\clearpage\n\\end{document}\n")

@@ -1,0 +1,162 @@
+"""A grid's cells as a polars DataFrame, read from MLflow only (any tracking URI in force).
+
+One row per cell (per cell hash: its FINISHED run if it has one, else its latest run, so a
+failed, killed or still running cell shows with its status). Columns:
+- `hash`, `cell` (the sweep's label), `status` (finished / failed / running / killed),
+  `failure` (the reason of a failed cell), `commit` and library versions (tags);
+- `p.<param>` for every cell parameter (`p.prune.method`, `p.prune.sparsity.vision`, ...);
+- `target.<role>` and `sparsity.<role>` (target and achieved sparsity by role, and
+  `sparsity.overall` over the pruned roles), `time.<stage>` (seconds);
+- one column per task metric (`shapes_vqa/exact_match`, ...).
+
+`aggregate()` folds cells that differ only by seed (the cell seed and the calibration seed)
+into one row with mean, std and n per metric, so a table shows `0.912 ± 0.004 (n=3)`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from harness.errors import UserError
+from harness.sweep.tracking import TAG_HASH, TAG_KIND, quiet_mlflow, store_errors, tracking_uri
+
+SEED_PARAMS = ("p.seed", "p.prune.calibration.seed", "p.recover.seed")
+STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "KILLED": "killed",
+          "SCHEDULED": "running"}
+_RANK = {"finished": 0, "running": 1, "failed": 2, "killed": 3}
+
+
+@dataclass
+class Report:
+    """What a report is made of: the grid's cells and what MLflow says about the grid."""
+
+    grid: str
+    description: str
+    cells: pl.DataFrame  # one row per cell
+    metrics: list[str]  # task metric columns, in first-seen order
+    params: list[str]  # parameter columns that vary between cells (the grid's axes)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> pl.DataFrame:
+        return self.cells.filter(pl.col("status") == "finished")
+
+
+def load(grid: str, experiment: str | None = None) -> Report:
+    """The grid's cells from the tracking store (read-only: nothing is created)."""
+    with store_errors():
+        return _load(grid, experiment or grid)
+
+
+def _load(grid: str, experiment: str) -> Report:
+    uri = tracking_uri(create=False)
+    if uri is None:
+        raise UserError(f"no MLflow store at {os.environ.get('VLMPRUNE_RESULTS', 'results')}/"
+                        f"mlflow.db: run `vlmprune sweep {grid}` first, or set "
+                        "MLFLOW_TRACKING_URI to the store that holds it")
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        known = sorted(e.name for e in client.search_experiments())
+        from harness.errors import unknown
+
+        raise unknown(f"experiment in {uri}", experiment, known)
+    runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'cell'",
+                              max_results=50000)
+    rows = _rows(runs)
+    if not rows:
+        raise UserError(f"experiment '{experiment}' holds no cells yet: run `vlmprune sweep "
+                        f"{grid}` first")
+    return frame(grid, exp.tags.get("mlflow.note.content", ""), rows)
+
+
+def _rows(runs) -> list[dict[str, Any]]:
+    best: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+    for r in runs:
+        tags, data = r.data.tags, r.data
+        status = STATUS.get(r.info.status, r.info.status.lower())
+        row: dict[str, Any] = {
+            "hash": tags.get(TAG_HASH, r.info.run_id), "cell": r.info.run_name or "",
+            "status": status, "failure": tags.get("vlmprune.failure", ""),
+            "commit": tags.get("vlmprune.git_commit", "unknown"),
+            "versions": ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in sorted(tags.items())
+                                  if k.startswith("vlmprune.version.")),
+            "run_id": r.info.run_id}
+        row |= {f"p.{k}": v for k, v in data.params.items()}
+        for k, v in data.metrics.items():
+            head, _, rest = k.partition("/")
+            row[f"{head}.{rest}" if head in ("sparsity", "target", "time") else k] = v
+        rank = (_RANK.get(status, 9), -(r.info.start_time or 0))
+        if row["hash"] not in best or rank < best[row["hash"]][0]:
+            best[row["hash"]] = (rank, row)
+    return [row for _, row in best.values()]
+
+
+def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
+    """A Report from row dicts (as `_rows` makes them), in a stable cell order."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    data = {k: [row.get(k) for row in rows] for k in keys}
+    for k in keys:
+        if k.startswith(("sparsity.", "target.", "time.")) or "/" in k:
+            data[k] = [None if v is None else float(v) for v in data[k]]
+        elif k.startswith("p."):
+            data[k] = [None if v is None else str(v) for v in data[k]]
+    cells = pl.DataFrame(data)
+    metrics = [k for k in keys if "/" in k]
+    params = [k for k in keys if k.startswith("p.") and k not in SEED_PARAMS
+              and k != "p.prune" and _varies(cells, k)]
+    cells = cells.sort([*params, "cell"], nulls_last=False) if params else cells.sort("cell")
+    return Report(grid, description, cells, metrics, params)
+
+
+def _varies(cells: pl.DataFrame, key: str) -> bool:
+    """A parameter is one of the grid's axes if it takes two values among the cells where it
+    has an effect: pruned cells for `prune.*`, training cells for `recover.*`."""
+    values = cells
+    if key.startswith("p.recover.") and key != "p.recover.method" \
+            and "p.recover.method" in cells.columns:
+        values = cells.filter(pl.col("p.recover.method") != "none")
+    return values[key].drop_nulls().n_unique() > 1
+
+
+def takes_effect(row: dict, key: str) -> bool:
+    """Whether a parameter means anything for this row (see `_varies`)."""
+    if key.startswith("p.recover.") and key != "p.recover.method":
+        return row.get("p.recover.method") not in ("none", None)
+    return row.get(key) is not None
+
+
+def setting_columns(report: Report) -> list[str]:
+    """Every parameter but the seeds: cells equal in these are repeats of one setting."""
+    return [c for c in report.cells.columns if c.startswith("p.") and c not in SEED_PARAMS]
+
+
+def aggregate(report: Report) -> pl.DataFrame:
+    """Finished cells folded over seeds: per setting, `<metric>`, `<metric>.std`, `n`; the
+    sparsity and time columns averaged too (they differ only through recovery)."""
+    done = report.finished
+    if done.is_empty():
+        return done.with_columns(pl.lit(0).alias("n"))
+    keys = [c for c in setting_columns(report) if c in done.columns]
+    numeric = [c for c in done.columns
+               if c in report.metrics or c.startswith(("sparsity.", "target.", "time."))]
+    aggs = [pl.len().alias("n"), pl.col("cell").first(), pl.col("hash").first()]
+    aggs += [pl.col(c).mean() for c in numeric]
+    aggs += [pl.col(c).std(ddof=1).alias(f"{c}.std") for c in report.metrics]
+    seeds = [c for c in SEED_PARAMS if c in done.columns]
+    aggs += [pl.col(c).unique().sort().str.join(",").alias(c) for c in seeds]
+    out = done.group_by(keys, maintain_order=True).agg(aggs)
+    return out.with_columns(pl.col("cell").map_elements(_without_seed, return_dtype=pl.String))
+
+
+def _without_seed(label: str) -> str:
+    return ", ".join(p for p in label.split(", ") if not p.startswith("seed=")) or "base"

@@ -1,0 +1,217 @@
+"""Paper-style figures, drawn when a grid's cells allow them (matplotlib, SVG + PDF + PNG).
+
+- `modality_split`: score vs vision sparsity, one line per vision+language total (the
+  paper's 100% and 120% figure), dense reference as a dashed line;
+- `modality_choice`: vision+language vs language-only vs vision-only, bars per level;
+- `recovery`: none vs LoRA vs SparseLoRA per level, achieved sparsity written on each bar;
+- `methods`: score vs unstructured sparsity, one line per method;
+- `question_types`: per-question-type scores of every setting as a heat map.
+Each takes the seed-aggregated frame (mean, std) and returns a Figure, or None when the
+cells do not span what it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from harness.report.tables import metric_label  # noqa: E402
+
+plt.rcParams.update({"svg.hashsalt": "vlmprune", "font.size": 9, "axes.grid": True,
+                     "grid.alpha": 0.3, "figure.dpi": 120})
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _col(df: pl.DataFrame, name: str) -> pl.Series | None:
+    return df[name] if name in df.columns else None
+
+
+def _dense(df: pl.DataFrame, metric: str) -> float | None:
+    if "p.prune" not in df.columns:
+        return None
+    d = df.filter(pl.col("p.prune") == "None")
+    return None if d.is_empty() else float(d[metric][0])
+
+
+def _pruned(df: pl.DataFrame) -> pl.DataFrame:
+    return df.filter(pl.col("p.prune").ne_missing("None")) if "p.prune" in df.columns else df
+
+
+def _std(df: pl.DataFrame, metric: str) -> list[float] | None:
+    if f"{metric}.std" not in df.columns or df["n"].max() < 2:
+        return None
+    return [0.0 if v is None else v for v in df[f"{metric}.std"].to_list()]
+
+
+def _level(row: dict) -> str:
+    pattern = row.get("p.prune.pattern") or "unstructured"
+    if pattern != "unstructured":
+        return pattern
+    s = row.get("p.prune.sparsity")
+    try:
+        return f"{float(s):.0%}"
+    except (TypeError, ValueError):
+        return "map"
+
+
+def _dense_line(ax, value: float | None) -> None:
+    if value is not None:
+        ax.axhline(value, ls="--", color="0.35", lw=1, label=f"dense ({value:.3f})")
+
+
+def modality_split(df: pl.DataFrame, metric: str) -> Figure | None:
+    v, lang = _col(df, "p.prune.sparsity.vision"), _col(df, "p.prune.sparsity.language")
+    if v is None or lang is None:
+        return None
+    d = _pruned(df).filter(pl.col("p.prune.sparsity.vision").is_not_null()
+                           & pl.col("p.prune.sparsity.language").is_not_null())
+    if d.height < 3:
+        return None
+    d = d.with_columns(pl.col("p.prune.sparsity.vision").cast(pl.Float64).alias("v"),
+                       pl.col("p.prune.sparsity.language").cast(pl.Float64).alias("l"))
+    d = d.with_columns((pl.col("v") + pl.col("l")).round(3).alias("total")).sort("v")
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (total,) in enumerate(sorted(d.select("total").unique().rows())):
+        g = d.filter(pl.col("total") == total)
+        ax.errorbar(g["v"].to_list(), g[metric].to_list(), yerr=_std(g, metric), marker="o",
+                    capsize=3, color=COLORS[i % len(COLORS)],
+                    label=f"vision + language = {total:.0%}")
+        for x, lv, y in zip(g["v"], g["l"], g[metric], strict=True):
+            ax.annotate(f"{x * 100:.0f}:{lv * 100:.0f}", (x, y), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=7, color="0.3")
+    _dense_line(ax, _dense(df, metric))
+    ax.set(xlabel="vision sparsity (labels: vision:language %)", ylabel=metric_label(metric),
+           title="Sparsity split between vision and language")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _bars(df: pl.DataFrame, metric: str, key: str, order: list[str], title: str,
+          annotate: Callable[[dict], str] | None = None) -> Figure | None:
+    if key not in df.columns:
+        return None
+    d = _pruned(df).filter(pl.col(key).is_in(order))
+    kinds = [k for k in order if k in set(d[key].to_list())]
+    if len(kinds) < 2:
+        return None
+    rows = d.to_dicts()
+    levels = sorted({_level(r) for r in rows}, key=lambda s: (not s.endswith("%"), s))
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(levels) * len(kinds) / 2), 3.8))
+    width = 0.8 / len(kinds)
+    for k, kind in enumerate(kinds):
+        xs, ys, errs, notes = [], [], [], []
+        for i, lev in enumerate(levels):
+            match = [r for r in rows if r[key] == kind and _level(r) == lev]
+            if match:
+                r = match[0]
+                xs.append(i + (k - (len(kinds) - 1) / 2) * width)
+                ys.append(r[metric])
+                errs.append(r.get(f"{metric}.std") or 0.0 if r.get("n", 1) > 1 else 0.0)
+                notes.append(annotate(r) if annotate else "")
+        bars = ax.bar(xs, ys, width, yerr=errs if any(errs) else None, capsize=3,
+                      label=kind.replace("_", "-"), color=COLORS[k % len(COLORS)])
+        if annotate:
+            for b, note in zip(bars, notes, strict=True):
+                ax.annotate(note, (b.get_x() + b.get_width() / 2, b.get_height()),
+                            textcoords="offset points", xytext=(0, 3), ha="center",
+                            fontsize=7)
+    _dense_line(ax, _dense(df, metric))
+    ax.set_xticks(range(len(levels)), levels)
+    ax.set(xlabel="sparsity or N:M pattern", ylabel=metric_label(metric), title=title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4,
+              frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def modality_choice(df: pl.DataFrame, metric: str) -> Figure | None:
+    if "p.prune.sparsity.vision" in df.columns:
+        df = df.filter(pl.col("p.prune.sparsity.vision").is_null())
+    return _bars(df, metric, "p.prune.distribution", ["equal", "language_only", "vision_only"],
+                 "Which model to prune")
+
+
+def recovery(df: pl.DataFrame, metric: str) -> Figure | None:
+    return _bars(df, metric, "p.recover.method", ["none", "lora", "sparselora"],
+                 "Recovery after pruning (bar label: sparsity after recovery)",
+                 annotate=lambda r: f"s={r.get('sparsity.overall', 0.0):.2f}")
+
+
+def methods(df: pl.DataFrame, metric: str) -> Figure | None:
+    if "p.prune.method" not in df.columns or "p.prune.sparsity" not in df.columns:
+        return None
+    d = _pruned(df).filter((pl.col("p.prune.pattern") == "unstructured")
+                           & pl.col("p.prune.sparsity").is_not_null())
+    d = d.with_columns(pl.col("p.prune.sparsity").cast(pl.Float64, strict=False).alias("s"))
+    d = d.filter(pl.col("s").is_not_null())
+    names = sorted(set(d["p.prune.method"].to_list()))
+    if len(names) < 2 or d["s"].n_unique() < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, name in enumerate(names):
+        g = d.filter(pl.col("p.prune.method") == name).sort("s")
+        ax.errorbar(g["s"].to_list(), g[metric].to_list(), yerr=_std(g, metric), marker="o",
+                    capsize=3, label=name, color=COLORS[i % len(COLORS)])
+    _dense_line(ax, _dense(df, metric))
+    ax.set(xlabel="unstructured sparsity", ylabel=metric_label(metric),
+           title="Score vs sparsity by method")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def question_types(df: pl.DataFrame, metric: str) -> Figure | None:
+    task = metric.split("/")[0]
+    cols = [c for c in df.columns if re.fullmatch(rf"{re.escape(task)}/\w+_exact_match", c)]
+    if len(cols) < 2 or df.is_empty():
+        return None
+    dense_first = pl.col("p.prune").ne_missing("None")
+    d = df.sort(dense_first) if "p.prune" in df.columns else df
+    values = d.select(cols).to_numpy()
+    labels = ["dense (not pruned)" if r.get("p.prune") == "None" else
+              r["cell"] if len(r["cell"]) < 60 else r["cell"][:57] + "..." for r in d.to_dicts()]
+    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 4, 0.28 * len(labels) + 1.6))
+    im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(cols)), [c.split("/")[1].removesuffix("_exact_match")
+                                     for c in cols])
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.grid(False)
+    if len(labels) <= 40:
+        for (r, c), v in np.ndenumerate(values):
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if v < 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    ax.set_title(f"{task}: exact match by question type")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES: dict[str, tuple[Callable[[pl.DataFrame, str], Figure | None], str]] = {
+    "modality_split": (modality_split, "Score vs the split of sparsity between vision and "
+                       "language; one line per total, dense reference dashed."),
+    "modality_choice": (modality_choice, "Pruning both models, only the language model or "
+                        "only the vision model, at each sparsity or pattern."),
+    "recovery": (recovery, "No recovery, LoRA and SparseLoRA at each sparsity or pattern; "
+                 "the label is the sparsity after recovery (LoRA's merge makes weights dense)."),
+    "methods": (methods, "Score vs unstructured sparsity, one line per pruning method."),
+    "question_types": (question_types, "Exact match per question type for every setting."),
+}
+
+
+def draw(df: pl.DataFrame, metric: str) -> list[tuple[str, str, Figure]]:
+    """(name, caption, figure) for every figure the cells allow."""
+    out = []
+    for name, (fn, caption) in FIGURES.items():
+        fig = fn(df, metric)
+        if fig is not None:
+            out.append((name, caption, fig))
+    return out

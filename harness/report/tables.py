@@ -1,0 +1,170 @@
+"""The main table of a report, as HTML (great-tables), LaTeX (booktabs) and Markdown.
+
+One row per setting (cells that differ only by seed are one row: mean ± std, and n), the
+dense reference first; columns: the cell, the grid's varying parameters, achieved sparsity
+by role, then the metrics. The best value of each metric column among pruned settings is
+bold. great-tables renders the HTML (styles, labels, no external resources); its LaTeX output
+drops styles (bold) and needs the `caption` package, so the LaTeX is written here, plain
+booktabs with numbers as text, which compiles with a minimal TeX install.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from harness.report.data import Report, aggregate, takes_effect
+from harness.sweep.runner import headline
+
+ROLES_SHOWN = ("vision", "language", "overall")
+
+
+@dataclass
+class Table:
+    """Display strings, column labels and which cells are best, shared by all renderings."""
+
+    columns: list[str]  # keys
+    labels: dict[str, str]  # key -> header
+    rows: list[dict[str, str]]  # key -> display text
+    best: dict[str, set[int]]  # metric key -> row indices holding its best mean
+    dense: set[int]  # row indices of the dense reference
+    metric_keys: list[str]
+
+
+def short(param: str) -> str:
+    """`p.prune.sparsity.vision` -> `sparsity.vision`; `p.recover.method` -> `recover`."""
+    name = param.removeprefix("p.")
+    return {"recover.method": "recover", "prune.method": "method", "prune.pattern": "pattern",
+            "prune.distribution": "distribution", "model.name": "model"}.get(
+        name, name.removeprefix("prune."))
+
+
+def metric_label(key: str) -> str:
+    task, _, metric = key.partition("/")
+    return f"{task.removeprefix('shapes_')} {metric.replace('_', ' ')}"
+
+
+def is_dense(row: dict) -> bool:
+    return row.get("p.prune") == "None"
+
+
+def build(report: Report, metrics: list[str] | None = None) -> Table:
+    """The table over the given metric columns (all the grid's metrics by default)."""
+    agg = aggregate(report)
+    metric_keys = [m for m in (metrics or report.metrics) if m in agg.columns]
+    sparsity = [f"sparsity.{r}" for r in ROLES_SHOWN if f"sparsity.{r}" in agg.columns]
+    seeds = agg["n"].max() if not agg.is_empty() else 0
+    columns = ["cell", *report.params, *sparsity, *metric_keys] + (["n"] if seeds and
+                                                                   seeds > 1 else [])
+    labels = {"cell": "cell", "n": "n"} | {p: short(p) for p in report.params}
+    labels |= {s: f"sparsity {s.split('.')[1]}" for s in sparsity}
+    labels |= {m: metric_label(m) for m in metric_keys}
+    records = agg.to_dicts()
+    order = sorted(range(len(records)), key=lambda i: not is_dense(records[i]))
+    records = [records[i] for i in order]
+    rows = [{c: _text(r, c) for c in columns} for r in records]
+    dense = {i for i, r in enumerate(records) if is_dense(r)}
+    for i in dense:
+        rows[i]["cell"] = "dense (not pruned)"
+    best = {}
+    for m in metric_keys:
+        vals = [(r[m], i) for i, r in enumerate(records) if i not in dense and r[m] is not None]
+        if vals:
+            top = max(v for v, _ in vals)
+            best[m] = {i for v, i in vals if v == top}
+    return Table(columns, labels, rows, best, dense, metric_keys)
+
+
+def _text(row: dict, col: str) -> str:
+    v = row.get(col)
+    if col == "n":
+        return str(v)
+    if v is None or (col.startswith("p.") and not takes_effect(row, col)):
+        return "-"
+    if isinstance(v, float):
+        std = row.get(f"{col}.std")
+        return f"{v:.3f}" if std is None or row.get("n", 1) < 2 else f"{v:.3f} ± {std:.3f}"
+    return str(v)
+
+
+def html(table: Table) -> str:
+    """The table as great-tables HTML (no external resources), best values bold."""
+    from great_tables import GT, loc, style
+
+    df = pl.DataFrame({c: [r[c] for r in table.rows] for c in table.columns},
+                      schema={c: pl.String for c in table.columns})
+    gt = GT(df, id="cells").cols_label(
+        **{c: table.labels[c] for c in table.columns})
+    gt = gt.cols_align("right", columns=[c for c in table.columns if c != "cell"])
+    for m, rows in table.best.items():
+        gt = gt.tab_style(style.text(weight="bold"), loc.body(columns=m, rows=sorted(rows)))
+    if table.dense:
+        gt = gt.tab_style([style.fill("#eef2f7"), style.text(style="italic")],
+                          loc.body(rows=sorted(table.dense)))
+    return gt.as_raw_html()
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in s)
+
+
+def paper_columns(table: Table) -> list[str]:
+    """For LaTeX and Markdown: the axes as columns instead of the long cell label (the dense
+    row says "dense" in the first), when the grid has axes."""
+    params = [c for c in table.columns if c.startswith("p.")]
+    return [c for c in table.columns if c != "cell"] if params else table.columns
+
+
+def _paper_text(table: Table, i: int, col: str) -> str:
+    first = next(c for c in paper_columns(table))
+    if i in table.dense and col == first and col.startswith("p."):
+        return "dense"
+    return table.rows[i][col]
+
+
+def latex(table: Table, caption: str, label: str) -> str:
+    """A booktabs table: \\toprule ... \\bottomrule, best per column bold, mean $\\pm$ std."""
+    cols = paper_columns(table)
+    spec = "l" + "r" * (len(cols) - 1)
+    lines = [r"\begin{table}[ht]", r"\centering", r"\small",
+             rf"\caption{{{tex_escape(caption)}}}", rf"\label{{{label}}}"]
+    wide = len(cols) > 8
+    if wide:
+        lines.append(r"\resizebox{\linewidth}{!}{%")
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+              " & ".join(tex_escape(table.labels[c]) for c in cols) + r" \\", r"\midrule"]
+    for i in range(len(table.rows)):
+        cells = []
+        for c in cols:
+            text = tex_escape(_paper_text(table, i, c)).replace("±", r"$\pm$")
+            if i in table.best.get(c, ()):
+                text = rf"\textbf{{{text}}}"
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+        if i in table.dense and i + 1 < len(table.rows) and i + 1 not in table.dense:
+            lines.append(r"\midrule")
+    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else ""), r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(table: Table) -> str:
+    """A pipe table in lmms-eval's style (`|Tasks|...|`), best values in bold."""
+    cols = paper_columns(table)
+    head = "|" + "|".join(table.labels[c] for c in cols) + "|"
+    rule = "|" + "|".join("-" if c == cols[0] else "-:" for c in cols) + "|"
+    body = []
+    for i in range(len(table.rows)):
+        text = {c: _paper_text(table, i, c) for c in cols}
+        cells = [f"**{text[c]}**" if i in table.best.get(c, ()) else text[c] for c in cols]
+        body.append("|" + "|".join(x.replace("|", "\\|") for x in cells) + "|")
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def headline_metrics(report: Report) -> list[str]:
+    """The suite's overall scores (exact match, CIDEr, accuracy), for paper-width tables."""
+    return [k for k, _ in headline(dict.fromkeys(report.metrics, 0.0))]
