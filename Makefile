@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 GRID ?= modality_ratio
 PYTEST_FLAGS ?=
 
-.PHONY: install sweep test check-slow lint zoo zoo-check bench clean
+.PHONY: install sweep report test check-slow lint zoo zoo-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(STAMP)
 
 sweep: $(STAMP)
 	$(VENV)/bin/vlmprune sweep $(GRID)
+
+report: $(STAMP)
+	$(VENV)/bin/vlmprune report $(GRID)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check harness tests benchmarks
@@ -53,3 +56,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/recovery.py
 	$(PY) benchmarks/sweep_overhead.py
 	$(PY) benchmarks/cache_verify.py
+	$(PY) benchmarks/report_speed.py

@@ -86,7 +86,8 @@ def modality_split(df: pl.DataFrame, metric: str) -> Figure | None:
                     label=f"vision + language = {total:.0%}")
         for x, lv, y in zip(g["v"], g["l"], g[metric], strict=True):
             ax.annotate(f"{x * 100:.0f}:{lv * 100:.0f}", (x, y), textcoords="offset points",
-                        xytext=(0, 6), ha="center", fontsize=7, color="0.3")
+                        xytext=(0, 6 if i % 2 == 0 else -12), ha="center", fontsize=7,
+                        color=COLORS[i % len(COLORS)])
     _dense_line(ax, _dense(df, metric))
     ax.set(xlabel="vision sparsity (labels: vision:language %)", ylabel=metric_label(metric),
            title="Sparsity split between vision and language")
@@ -170,9 +171,13 @@ def methods(df: pl.DataFrame, metric: str) -> Figure | None:
 
 
 def question_types(df: pl.DataFrame, metric: str) -> Figure | None:
-    task = metric.split("/")[0]
-    cols = [c for c in df.columns if re.fullmatch(rf"{re.escape(task)}/\w+_exact_match", c)]
-    if len(cols) < 2 or df.is_empty():
+    typed = [c for c in df.columns if re.fullmatch(r"[\w-]+/\w+_exact_match", c)]
+    if not typed or df.is_empty():
+        return None
+    task = metric.split("/")[0] if any(c.startswith(metric.split("/")[0] + "/")
+                                       for c in typed) else typed[0].split("/")[0]
+    cols = [c for c in typed if c.startswith(task + "/")]
+    if len(cols) < 2:
         return None
     dense_first = pl.col("p.prune").ne_missing("None")
     d = df.sort(dense_first) if "p.prune" in df.columns else df

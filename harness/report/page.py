@@ -23,7 +23,7 @@ code { background: #f2f4f7; padding: 0 .3em; border-radius: 3px; }
 .gt_table th.gt_col_heading { cursor: pointer; white-space: nowrap; }
 .gt_table th.sorted-asc::after { content: " \\25B2"; font-size: .7em; }
 .gt_table th.sorted-desc::after { content: " \\25BC"; font-size: .7em; }
-figure { margin: 1.5em 0; } figure svg { max-width: 100%; height: auto; }
+figure { margin: 1.5em 0; } figure svg { width: 100%; max-width: 900px; height: auto; }
 figcaption { color: #4a5263; font-size: .9em; }
 ul.failed li { margin-bottom: .3em; } .status { font-weight: 600; }
 table.versions td { padding: .1em 1em .1em 0; }

@@ -33,11 +33,13 @@ class Table:
 
 
 def short(param: str) -> str:
-    """`p.prune.sparsity.vision` -> `sparsity.vision`; `p.recover.method` -> `recover`."""
+    """`p.prune.sparsity.vision` -> `vision target`; `p.recover.method` -> `recover`."""
     name = param.removeprefix("p.")
+    if name.startswith("prune.sparsity."):
+        return f"{name.rsplit('.', 1)[1]} target"
     return {"recover.method": "recover", "prune.method": "method", "prune.pattern": "pattern",
-            "prune.distribution": "distribution", "model.name": "model"}.get(
-        name, name.removeprefix("prune."))
+            "prune.sparsity": "target", "prune.distribution": "distribution",
+            "model.name": "model"}.get(name, name.removeprefix("prune."))
 
 
 def metric_label(key: str) -> str:
@@ -52,13 +54,15 @@ def is_dense(row: dict) -> bool:
 def build(report: Report, metrics: list[str] | None = None) -> Table:
     """The table over the given metric columns (all the grid's metrics by default)."""
     agg = aggregate(report)
-    metric_keys = [m for m in (metrics or report.metrics) if m in agg.columns]
+    wanted = metrics or report.metrics
+    first = [m for m in headline_metrics(report) if m in wanted]  # headline scores lead
+    metric_keys = [m for m in first + [m for m in wanted if m not in first] if m in agg.columns]
     sparsity = [f"sparsity.{r}" for r in ROLES_SHOWN if f"sparsity.{r}" in agg.columns]
     seeds = agg["n"].max() if not agg.is_empty() else 0
     columns = ["cell", *report.params, *sparsity, *metric_keys] + (["n"] if seeds and
                                                                    seeds > 1 else [])
     labels = {"cell": "cell", "n": "n"} | {p: short(p) for p in report.params}
-    labels |= {s: f"sparsity {s.split('.')[1]}" for s in sparsity}
+    labels |= {s: f"{s.split('.')[1]} sparsity" for s in sparsity}
     labels |= {m: metric_label(m) for m in metric_keys}
     records = agg.to_dicts()
     order = sorted(range(len(records)), key=lambda i: not is_dense(records[i]))
@@ -92,11 +96,11 @@ def html(table: Table) -> str:
     """The table as great-tables HTML (no external resources), best values bold."""
     from great_tables import GT, loc, style
 
-    df = pl.DataFrame({c: [r[c] for r in table.rows] for c in table.columns},
-                      schema={c: pl.String for c in table.columns})
-    gt = GT(df, id="cells").cols_label(
-        **{c: table.labels[c] for c in table.columns})
-    gt = gt.cols_align("right", columns=[c for c in table.columns if c != "cell"])
+    cols = paper_columns(table)
+    df = pl.DataFrame({c: [_paper_text(table, i, c) for i in range(len(table.rows))]
+                       for c in cols}, schema={c: pl.String for c in cols})
+    gt = GT(df, id="cells").cols_label(**{c: table.labels[c] for c in cols})
+    gt = gt.cols_align("right", columns=cols[1:])
     for m, rows in table.best.items():
         gt = gt.tab_style(style.text(weight="bold"), loc.body(columns=m, rows=sorted(rows)))
     if table.dense:
@@ -114,8 +118,8 @@ def tex_escape(s: str) -> str:
 
 
 def paper_columns(table: Table) -> list[str]:
-    """For LaTeX and Markdown: the axes as columns instead of the long cell label (the dense
-    row says "dense" in the first), when the grid has axes."""
+    """The axes as columns instead of the long cell label (the dense row says "dense" in
+    the first), when the grid has axes."""
     params = [c for c in table.columns if c.startswith("p.")]
     return [c for c in table.columns if c != "cell"] if params else table.columns
 
@@ -166,5 +170,7 @@ def markdown(table: Table) -> str:
 
 
 def headline_metrics(report: Report) -> list[str]:
-    """The suite's overall scores (exact match, CIDEr, accuracy), for paper-width tables."""
-    return [k for k, _ in headline(dict.fromkeys(report.metrics, 0.0))]
+    """The suite's overall scores, for paper-width tables: accuracies (exact match, acc)
+    before caption scores (CIDEr), so the first is the figures' y-axis."""
+    keys = [k for k, _ in headline(dict.fromkeys(report.metrics, 0.0))]
+    return sorted(keys, key=lambda k: k.endswith("/cider"))
