@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 GRID ?= modality_ratio
 PYTEST_FLAGS ?=
 
-.PHONY: install sweep report test check-slow lint zoo zoo-check bench clean
+.PHONY: install sweep search report test check-slow lint zoo zoo-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 
 sweep: $(STAMP)
 	$(VENV)/bin/vlmprune sweep $(GRID)
+
+TRIALS ?=
+search: $(STAMP)
+	$(VENV)/bin/vlmprune search $(GRID) $(if $(TRIALS),--trials $(TRIALS))
 
 report: $(STAMP)
 	$(VENV)/bin/vlmprune report $(GRID)
@@ -57,3 +61,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/sweep_overhead.py
 	$(PY) benchmarks/cache_verify.py
 	$(PY) benchmarks/report_speed.py
+	$(PY) benchmarks/search_overhead.py

@@ -120,6 +120,13 @@ def _report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _search(a: argparse.Namespace) -> int:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one progress bar
+    from harness.search.run import search
+
+    return search(a.grid, a.trials, a.storage, a.study)
+
+
 def _cache_verify(a: argparse.Namespace) -> int:
     from harness.sweep import verify
 
@@ -147,6 +154,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("grid")
     s.add_argument("--where", action="append", metavar="KEY=VALUE")
     s.set_defaults(func=_plan)
+
+    s = sub.add_parser("search", help="Optuna search of per-role sparsity under a budget "
+                       "(a grid's search: section)")
+    s.add_argument("grid", help="a grid with a search: section")
+    s.add_argument("--trials", type=int, default=None, help="COMPLETE trials to reach "
+                   "(default: search.trials)")
+    s.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default sqlite:///results/optuna.db)")
+    s.add_argument("--study", default=None, help="study name (default: the grid's name)")
+    s.set_defaults(func=_search)
 
     s = sub.add_parser("report", help="HTML/LaTeX tables and figures of a grid, from MLflow")
     s.add_argument("grid", nargs="?", help="the grid (its MLflow experiment)")

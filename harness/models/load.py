@@ -84,14 +84,20 @@ def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str |
     return Adapter(model, processor, lay, family, prompts, name)
 
 
-def load(spec: ModelSpec | str) -> Adapter:
-    """Load a named model and its processor offline, and wrap it in its adapter."""
+def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
+    """Load a named model and its processor offline, and wrap it in its adapter. With
+    `weights=False` the model is built from its config on the meta device: shapes and roles
+    without reading a byte of weights (a search counts each role's weights this way)."""
     from transformers import AutoConfig, AutoProcessor
 
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
     where = resolve(spec.name)
     config = AutoConfig.from_pretrained(where, local_files_only=True)
     cls = _model_class(family_of(config.model_type) if spec.adapter == "auto" else spec.adapter)
+    if not weights:
+        with torch.device("meta"):
+            model = cls._from_config(config, dtype=_DTYPES[spec.dtype])
+        return adapter_for(model, None, spec.adapter, spec.layout, spec.name)
     model = cls.from_pretrained(where, local_files_only=True, dtype=_DTYPES[spec.dtype])
     processor = AutoProcessor.from_pretrained(where, local_files_only=True)
     device = spec.device

@@ -61,7 +61,7 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
     if m.needs is None:
         for role in roles:
             for block in adapter.blocks(role):
-                _prune_block(block, targets[role], fn, None, masks)
+                _prune_block(block, _target_of(targets, role), fn, None, masks)
                 bar.update()
     elif propagation == "dense":
         _dense(adapter, roles, targets, fn, m.needs, batches, masks, bar, m.stack)
@@ -72,7 +72,8 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
         for role in roles:
             for path in adapter.layout.paths(role):
                 blocks = [b for b in adapter.blocks(role) if _in_segment(b, path)]
-                _sequential(adapter, blocks, adapter.layout.carry_for(path), targets[role], fn,
+                _sequential(adapter, blocks, adapter.layout.carry_for(path),
+                            _target_of(targets, role), fn,
                             m.needs, batches, [_text_mask(b, role) for b in batches], masks,
                             bar, m.stack)
     bar.close()
@@ -149,18 +150,26 @@ def siblings(adapter: Adapter, batch: dict, names: dict[str, nn.Linear]) -> dict
     return {group[0]: group for _, group in readers.values()}
 
 
-def _prune_block(block: Block, target: Target, fn: Callable,
+def _target_of(targets: dict[str, Target], role: str) -> Callable[[str], Target]:
+    """A Linear's target: its own (keyed by its path: per-group or per-layer sparsity), else
+    its role's."""
+    return lambda name: targets.get(name, targets[role])
+
+
+def _prune_block(block: Block, target_of: Callable[[str], Target], fn: Callable,
                  stats: dict[str, InputStats] | None, masks: dict, stack: bool = False) -> None:
     """Prune a block's Linears; with `stack`, those sharing one statistics object (they read
-    one tensor, see `_collect`) in one call when the target is per row or N:M."""
+    one tensor, see `_collect`) and one target in one call when the target is per row or
+    N:M."""
     linears = Adapter.linears(block)
     names = {rel: f"{block.name}.{rel}" if rel else block.name for rel in linears}
     for rel in linears:
         if names[rel] in masks:
             continue
         st = stats[rel] if stats else None
-        group = [r for r in linears if stats[r] is st and names[r] not in masks] \
-            if stack and st is not None else [rel]
+        target = target_of(names[rel])
+        group = [r for r in linears if stats[r] is st and names[r] not in masks
+                 and target_of(names[r]) == target] if stack and st is not None else [rel]
         _prune_group([(names[r], linears[r]) for r in group], st, target, fn, masks)
 
 
@@ -245,7 +254,7 @@ def _advance(inputs: Inputs, output: Any, carry) -> Inputs:
 
 
 @torch.no_grad()
-def _sequential(adapter, blocks, carry, target, fn, needs, batches, text_masks, masks,
+def _sequential(adapter, blocks, carry, target_of, fn, needs, batches, text_masks, masks,
                 bar, stack: bool = False) -> None:
     """Several calibration batches: per block, statistics from one dense pass of the block
     over all batches, prune, then the pruned block's outputs feed the next block."""
@@ -260,7 +269,7 @@ def _sequential(adapter, blocks, carry, target, fn, needs, batches, text_masks, 
         finally:
             for h in hooks:
                 h.remove()
-        _prune_block(block, target, fn, stats, masks, stack)
+        _prune_block(block, target_of, fn, stats, masks, stack)
         del stats
         if i + 1 < len(blocks):
             inputs = [_advance((a, k), block.module(*a, **k), carry) for a, k in inputs]
@@ -284,7 +293,7 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
         for block in adapter.blocks(role):
             for rel, lin in Adapter.linears(block).items():
                 name = f"{block.name}.{rel}" if rel else block.name
-                linears[name] = (lin, targets[role], _text_mask(batch, role))
+                linears[name] = (lin, targets.get(name, targets[role]), _text_mask(batch, role))
                 owner[name] = block.name
                 left[block.name] = left.get(block.name, 0) + 1
     groups = siblings(adapter, batch, {n: lin for n, (lin, _, _) in linears.items()}) \
@@ -341,5 +350,5 @@ def _dense(adapter, roles, targets, fn, needs, batches, masks, bar, stack: bool 
         for h in hooks:
             h.remove()
     for block, role, stats in per_block.values():
-        _prune_block(block, targets[role], fn, stats, masks, stack)
+        _prune_block(block, _target_of(targets, role), fn, stats, masks, stack)
         bar.update()

@@ -32,8 +32,8 @@ def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
     targets = targets or {}
     layers = []
     for role in ROLES:
-        t = targets.get(role)
         for name, lin in adapter.role_linears(role).items():
+            t = targets.get(name, targets.get(role))
             w = lin.weight.detach()
             valid = nm_valid(w, t.n, t.m) if t is not None and t.structured else None
             layers.append(LayerSparsity(role, name, tuple(w.shape), w.numel(),

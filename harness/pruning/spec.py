@@ -8,6 +8,8 @@ prune:
   distribution: equal        # equal | language_only | vision_only | budget
   vision_share: 0.3          # budget only: share of the pruned weights taken from vision
   # ... or an explicit map:  sparsity: {vision: 0.3, language: 0.7}
+  # ... a list per role prunes its consecutive block groups at their own levels:
+  #                           sparsity: {vision: 0.4, language: [0.3, 0.5, 0.7]}
   scope: row                 # row (Wanda's default) | layer
   propagation: sequential    # sequential | dense
   calibration: {source: shapes, samples: 128, batch_size: 16, seed: 0}
@@ -28,6 +30,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import UserError
@@ -56,7 +59,7 @@ class PruneSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: str = "wanda"
     pattern: str = "unstructured"
-    sparsity: float | dict[str, float] = 0.5
+    sparsity: float | dict[str, float | list[float]] = 0.5
     distribution: Literal["equal", "language_only", "vision_only", "budget"] = "equal"
     vision_share: float | None = Field(None, gt=0, lt=1)
     scope: Scope = "row"
@@ -96,8 +99,11 @@ class PruneSpec(BaseModel):
             if bad:
                 raise ValueError(f"unknown role '{bad[0]}' (known: {', '.join(ROLES)})")
         for x in values:
-            if not 0.0 <= x < 1.0:
-                raise ValueError(f"sparsity must be in [0, 1), got {x}")
+            for y in x if isinstance(x, list) else [x]:
+                if not 0.0 <= y < 1.0:
+                    raise ValueError(f"sparsity must be in [0, 1), got {y}")
+            if isinstance(x, list) and not x:
+                raise ValueError("a per-group sparsity list needs at least one value")
         return v
 
     @model_validator(mode="after")
@@ -107,14 +113,24 @@ class PruneSpec(BaseModel):
                 raise ValueError("distribution 'budget' needs vision_share in (0, 1)")
             if isinstance(self.sparsity, dict) or self.nm:
                 raise ValueError("distribution 'budget' needs a single unstructured sparsity")
+        if self.nm and self.groups:
+            raise ValueError(f"pattern {self.pattern} fixes every layer's sparsity; per-group "
+                             "sparsity lists need pattern: unstructured")
         return self._normalized()
+
+    @property
+    def groups(self) -> dict[str, list[float]]:
+        """Roles whose sparsity is a list, one value per consecutive block group."""
+        if not isinstance(self.sparsity, dict):
+            return {}
+        return {r: v for r, v in self.sparsity.items() if isinstance(v, list)}
 
     def _normalized(self) -> PruneSpec:
         """Canonical values for fields that cannot matter (see the module docstring)."""
         m = registry.get(self.method)
         if self.nm:
             n, mm = self.nm
-            self.sparsity = ({r: n / mm for r, v in self.sparsity.items() if v > 0}
+            self.sparsity = ({r: n / mm for r, v in self.sparsity.items() if v}
                              if isinstance(self.sparsity, dict) else n / mm)
             self.scope = "row"
         if self.distribution != "budget":
@@ -142,8 +158,9 @@ class PruneSpec(BaseModel):
 
 def role_sparsity(spec: PruneSpec, params: dict[str, int]) -> dict[str, float]:
     """Per-role sparsity; `params` is each role's prunable weight count (for `budget`)."""
-    if isinstance(spec.sparsity, dict):
-        return {r: spec.sparsity.get(r, 0.0) for r in ROLES}
+    if isinstance(spec.sparsity, dict):  # a group list counts by its mean here
+        return {r: float(np.mean(v)) if isinstance(v, list) else v
+                for r, v in ((r, spec.sparsity.get(r, 0.0)) for r in ROLES)}
     s = spec.sparsity if spec.nm is None else spec.nm[0] / spec.nm[1]
     out = dict.fromkeys(ROLES, 0.0)
     if spec.distribution == "equal":
@@ -178,11 +195,32 @@ def _solve(shapes: list[tuple[int, int]], zeros: float, scope: Scope) -> float:
     return min((lo, hi), key=lambda s: abs(_zeros(shapes, s, scope) - zeros))
 
 
+def block_groups(adapter: Adapter, role: str, n: int) -> list[list[str]]:
+    """A role's blocks in `n` consecutive groups (earlier groups one longer when n does not
+    divide the count), as lists of block names."""
+    blocks = [b.name for b in adapter.blocks(role)]
+    if not 0 < n <= len(blocks):
+        raise UserError(f"prune.sparsity.{role}: {n} groups for {len(blocks)} {role} blocks; "
+                        f"give 1 to {len(blocks)} values")
+    return [list(g) for g in np.array_split(np.array(blocks, dtype=object), n)]
+
+
+def group_params(adapter: Adapter, role: str, n: int) -> list[int]:
+    """Prunable weights of each of a role's `n` block groups."""
+    lins = adapter.role_linears(role)
+    return [sum(lin.weight.numel() for name, lin in lins.items()
+                if any(name == b or name.startswith(b + ".") for b in group))
+            for group in block_groups(adapter, role, n)]
+
+
 def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
     """Per-role targets for this model; roles left at 0 are absent. Checks N:M widths.
 
     For `budget`, each role's sparsity is solved against its layers' shapes so that the
-    floors of per-row (or per-layer) counts still add up to the global target."""
+    floors of per-row (or per-layer) counts still add up to the global target. A role given
+    a per-group list gets, besides its role target (the parameter-weighted mean), one target
+    per Linear of its groups, keyed by the Linear's path (the engine looks a Linear's path
+    up first, then its role)."""
     params = {r: adapter.parameter_count(r) for r in ROLES}
     levels = role_sparsity(spec, params)
     if spec.distribution == "budget" and not isinstance(spec.sparsity, dict):
@@ -202,6 +240,14 @@ def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
             out[role] = Target(n / m, spec.scope, n, m)
         else:
             out[role] = Target(s, spec.scope)
+    for role, values in spec.groups.items():
+        lins = adapter.role_linears(role)
+        sizes = group_params(adapter, role, len(values))
+        out[role] = Target(float(np.dot(values, sizes) / max(1, sum(sizes))), spec.scope)
+        for group, level in zip(block_groups(adapter, role, len(values)), values, strict=True):
+            for name in lins:
+                if any(name == b or name.startswith(b + ".") for b in group):
+                    out[name] = Target(level, spec.scope)
     return out
 
 

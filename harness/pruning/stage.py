@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from harness.models.adapter import Adapter
+from harness.models.adapter import ROLES, Adapter
 from harness.pruning import calibration, engine, report
 from harness.pruning.spec import PruneSpec, targets
 
@@ -39,7 +39,8 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
 def run_keeping_dense(adapter: Adapter, spec: PruneSpec, progress: bool = True
                       ) -> tuple[dict[str, torch.Tensor], dict, dict[str, torch.Tensor]]:
     """`run`, plus the dense weights of the Linears it masked (for a distillation teacher)."""
-    dense = {p: lin.weight.detach().clone() for role in targets(spec, adapter)
+    roles = [r for r in ROLES if r in targets(spec, adapter)]  # keys are roles and paths
+    dense = {p: lin.weight.detach().clone() for role in roles
              for p, lin in adapter.role_linears(role).items()}  # only the roles it prunes
     masks, rep = run(adapter, spec, progress)
     return masks, rep, {p: dense[p] for p in masks}

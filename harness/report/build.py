@@ -54,11 +54,16 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
                 lambda f, fig=fig: fig.savefig(f, format="pdf"))
         _atomic(out / "figures" / f"{fig_name}.png",
                 lambda f, fig=fig: fig.savefig(f, format="png", dpi=150))
-        inline.append((fig_name, caption, page.inline_svg(svg.getvalue())))
+        inline.append((fig_name, f"{caption} (figures/{fig_name}.svg, .pdf, .png)",
+                       page.inline_svg(svg.getvalue())))
         figures.plt.close(fig)
     _drop_stale(out / "figures", {n for n, _, _ in drawn})
     files = ["index.html", "tables.tex", "report.tex", "results.md", str(parquet),
              *[f"figures/{n}.{ext}" for n, _, _ in drawn for ext in ("svg", "pdf", "png")]]
+    search = sorted((out / "search").glob("*.svg")) if (out / "search").is_dir() else []
+    inline += [(f"search-{f.stem}", f"Search, {f.stem.replace('_', ' ')}: `vlmprune search "
+                f"{name}` (search/{f.name})", page.inline_svg(f.read_text())) for f in search]
+    files += [f"search/{f.name}" for f in search]
     _text(out / "index.html", page.render(report, tables.html(full), inline, files))
     _text(out / "tables.tex", _tex_tables(name, report, head, full))
     _text(out / "report.tex", _wrapper(name, [n for n, _, _ in drawn]))

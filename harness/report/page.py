@@ -75,7 +75,7 @@ def inline_svg(svg: str) -> str:
 
 def render(report: Report, table_html: str, figures: list[tuple[str, str, str]],
            files: list[str]) -> str:
-    """The page; `figures` are (name, caption, inline SVG)."""
+    """The page; `figures` are (name, caption with its file, inline SVG)."""
     cells = report.cells
     counts = {s: cells.filter(pl.col("status") == s).height
               for s in ("finished", "failed", "running", "killed")}
@@ -99,9 +99,8 @@ def render(report: Report, table_html: str, figures: list[tuple[str, str, str]],
     if figures:
         parts.append("<h2>Figures</h2>")
         for name, caption, svg in figures:
-            parts.append(f'<figure id="fig-{name}">{svg}<figcaption>{h.escape(caption)} '
-                         f"(<code>figures/{name}.svg</code>, <code>.pdf</code>)</figcaption>"
-                         "</figure>")
+            parts.append(f'<figure id="fig-{name}">{svg}<figcaption>{h.escape(caption)}'
+                         "</figcaption></figure>")
     parts += _versions(cells)
     parts.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{h.escape(f)}</code></li>"
                                                 for f in files) + "</ul>")

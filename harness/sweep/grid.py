@@ -46,6 +46,7 @@ class GridFile(BaseModel):
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    search: Any = None  # an Optuna search of the base cell (harness/search/spec.py)
 
     @field_validator("axes")
     @classmethod

@@ -250,3 +250,36 @@ def test_readers_of_one_tensor_share_statistics_over_batches():
     for rel, st in stats.items():
         assert st.tokens == alone[rel].tokens
         assert torch.allclose(st.hessian, alone[rel].hessian, atol=1e-6), rel
+
+
+@pytest.mark.parametrize("cal", [CAL, ONE], ids=["two-pass", "one-pass"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_per_group_sparsity_prunes_each_block_group_at_its_level(method, cal):
+    a = llava()  # 3 language blocks: groups [0, 1] and [2] at 0.2 and 0.6
+    spec = PruneSpec(method=method, sparsity={"vision": 0.5, "language": [0.2, 0.6]},
+                     calibration=cal)
+    t = targets(spec, a)
+    engine.prune(a, t, method, calibration.batches(cal, a), progress=False)
+    layers = report.measure(a, t)["layers"]
+    blocks = [b.name for b in a.blocks("language")]
+    for lay in layers:
+        if lay["role"] != "language":
+            continue
+        want = 0.6 if lay["name"].startswith(blocks[2] + ".") else 0.2
+        assert lay["target"] == want and lay["sparsity"] == pytest.approx(want, abs=0.04)
+    sizes = [sum(x["params"] for x in layers if x["role"] == "language"
+                 and x["target"] == v) for v in (0.2, 0.6)]
+    assert t["language"].sparsity == pytest.approx((0.2 * sizes[0] + 0.6 * sizes[1]) /
+                                                   sum(sizes))
+
+
+def test_per_group_lists_are_checked():
+    from harness.errors import UserError
+    from harness.pruning.spec import load
+
+    with pytest.raises(UserError, match="per-group sparsity lists need pattern: unstructured"):
+        load({"pattern": "2:4", "sparsity": {"language": [0.2, 0.5]}})
+    with pytest.raises(UserError, match=r"sparsity must be in \[0, 1\)"):
+        load({"sparsity": {"language": [0.2, 1.5]}})
+    with pytest.raises(UserError, match="4 groups for 3 language blocks"):
+        targets(load({"sparsity": {"language": [0.1, 0.2, 0.3, 0.4]}}), llava())

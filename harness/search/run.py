@@ -1,0 +1,197 @@
+"""The search loop: ask a trial, run its cell, tell its value, log it; then the summary.
+
+See study.py for what makes it kill-safe and shareable. A trial's life:
+ask (under the lock, with a duplicate check) -> sparsities from the space (infeasible:
+PRUNED at once, with its constraint violation) -> quick evaluation and the pruner (not for
+baselines) -> the full cell -> budget check -> tell -> MLflow child run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from contextlib import nullcontext
+
+from harness.errors import UserError
+from harness.paths import results_dir
+from harness.search import study as st
+from harness.sweep import grid
+from harness.sweep.cell import eval_key
+from harness.sweep.grid import Cell
+
+log = logging.getLogger(__name__)
+
+
+def search(name: str, trials: int | None = None, storage: str | None = None,
+           study_name: str | None = None, progress: bool = True) -> int:
+    """Run (or resume) the search of a grid file; returns the exit code."""
+    g, s, base = st.prepare(name)
+    if trials is not None:
+        if trials < 1:
+            raise UserError(f"--trials {trials}: give 1 or more")
+        s = s.model_copy(update={"trials": trials})
+    path = grid.path_of(name)
+    space = st.space_for(s, base, path)
+    from harness.sweep.runner import _quiet
+    from harness.sweep.tracking import Tracker, store_errors
+
+    _quiet()
+    with store_errors():
+        study = st.open_study(s, study_name or g.name, storage)
+        lock = _lock(storage)
+        with lock:
+            dead = st.fail_dead_trials(study)
+            if s.baselines:
+                st.enqueue_baselines(study, space)
+        if dead:
+            log.warning("%d trial(s) left RUNNING by a killed search marked FAIL", dead)
+        tracker = Tracker(f"{g.name}-search", f"search: {g.description}")
+        parent = tracker.client.create_run(
+            tracker.experiment_id, run_name=f"search {time.strftime('%F %T')}",
+            tags={"vlmprune.kind": "search", "vlmprune.study": study.study_name,
+                  "vlmprune.git_commit": tracker.commit}).info.run_id
+        t0 = time.perf_counter()
+        done = _loop(study, s, space, base, path, tracker, parent, lock, progress)
+        tracker.client.log_metric(parent, "trials_complete", done)
+        tracker.client.set_terminated(parent, "FINISHED")
+    from harness.search import output
+
+    output.summary(study, s, space, time.perf_counter() - t0)
+    output.figures(study, s, g.name)
+    return 0  # stopped at the requested COMPLETE trials, or with the rest running elsewhere
+
+
+def _lock(storage: str | None):
+    if storage is not None and not storage.startswith("sqlite"):
+        return nullcontext()  # a database server serializes; no shared folder assumed
+    from filelock import FileLock
+
+    results_dir().mkdir(parents=True, exist_ok=True)
+    return FileLock(str(results_dir() / "optuna.lock"))
+
+
+def _count(study) -> tuple[int, int]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    return complete, len(trials) - complete
+
+
+def _loop(study, s, space, base, path, tracker, parent, lock, progress) -> int:
+    from optuna.trial import TrialState
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from harness.sweep.runner import console
+
+    complete, _ = _count(study)
+    asked = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=console, disable=not progress) as bar:
+        task = bar.add_task("trials", total=s.trials, completed=complete)
+        while True:
+            with lock:
+                complete, running = _count(study)
+                if complete + running >= s.trials:
+                    break
+                if asked > 20 * s.trials + 20:
+                    raise UserError(f"search: {asked} trials asked, {complete} complete: the "
+                                    "space is mostly infeasible; widen the role ranges")
+                trial = study.ask()
+                asked += 1
+                for k, v in st.host_pid().items():
+                    trial.set_user_attr(k, v)
+                x, choices, violation = space.suggest(trial)
+                trial.set_user_attr("vlmprune.violation", violation)
+                trial.set_constraint("budget", violation)
+                if violation > 0:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                if st.duplicate(study, trial):
+                    trial.set_user_attr("vlmprune.duplicate", True)
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+            what = st.label(space.sparsity_map(x), choices)
+            bar.update(task, description=f"trial {trial.number}: {what}"[:80])
+            _trial(study, trial, s, space, x, choices, base, path, tracker, parent)
+            complete, _ = _count(study)
+            bar.update(task, completed=complete)
+    return _count(study)[0]
+
+
+def _trial(study, trial, s, space, x, choices, base, path, tracker, parent) -> None:
+    from optuna.trial import TrialState
+
+    from harness.sweep import stages
+
+    sparsity = space.sparsity_map(x)
+    spec = st.cell_for(base, sparsity, choices, path)
+    # the MLflow run's name: "trial=3, vision=0.310, language=0.620"
+    cell = Cell(trial.number, {"trial": trial.number, **st.formatted(sparsity), **choices},
+                spec, eval_key(spec))
+    baseline = trial.user_attrs.get("vlmprune.baseline")
+    try:
+        if s.pruner != "none" and baseline is None:
+            quick = spec.model_copy(update={"eval": spec.eval.model_copy(
+                update={"limit": s.quick_limit})})
+            early = stages.evaluated(quick)
+            trial.set_user_attr("vlmprune.quick_seconds", sum(
+                early["seconds"].get(k, 0.0) for k in st.STAGE_TIMES))
+            trial.report(_objective(early, s), 0)
+            if trial.should_prune():
+                trial.set_user_attr("vlmprune.pruned_at", _objective(early, s))
+                study.tell(trial, state=TrialState.PRUNED)
+                return
+        result = stages.evaluated(spec)
+        achieved = space.achieved(result["prune"]["roles"])
+        trial.set_user_attr("vlmprune.achieved", achieved)
+        trial.set_user_attr("vlmprune.cell", cell.hash)
+        if s.budget is not None and abs(achieved - s.budget) > st.BUDGET_TOLERANCE:
+            raise RuntimeError(f"achieved sparsity {achieved:.4f} misses the budget "
+                               f"{s.budget} by more than {st.BUDGET_TOLERANCE * 100:.1f} points")
+    except Exception as e:  # noqa: BLE001 - a failed trial is recorded, the study goes on
+        from harness.sweep.runner import _environmental
+
+        if _environmental(e) or isinstance(e, UserError):
+            raise
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
+        trial.set_user_attr("vlmprune.failure", reason[:2000])
+        study.tell(trial, state=TrialState.FAIL)
+        tracker.log_cell(parent, cell, None, reason)
+        return
+    values = [_objective(result, s)] + ([_second(result, s)] if s.second else [])
+    trial.set_user_attr("vlmprune.objective", _objective_name(result, s))
+    # the trial's own stage time; after a quick evaluation the prune stage was its work
+    counted = ("evaluate",) if "vlmprune.quick_seconds" in trial.user_attrs \
+        else st.STAGE_TIMES
+    trial.set_user_attr("vlmprune.seconds", sum(result["seconds"].get(k, 0.0)
+                                                for k in counted))
+    run_id = tracker.log_cell(parent, cell, result)
+    tracker.client.set_tag(run_id, "vlmprune.trial", str(trial.number))
+    tracker.client.log_metric(run_id, "search/achieved_budget", achieved)
+    study.tell(trial, values)
+
+
+def _objective_name(result: dict, s) -> str:
+    if s.objective:
+        return s.objective
+    from harness.sweep.runner import headline
+
+    keys = [k for k, _ in headline(result["metrics"])]
+    keys.sort(key=lambda k: k.endswith("/cider"))  # accuracies first, as in reports
+    return keys[0]
+
+
+def _objective(result: dict, s) -> float:
+    name = _objective_name(result, s)
+    if name not in result["metrics"]:
+        raise UserError(f"search.objective: '{name}' is not a metric of this suite (known: "
+                        f"{', '.join(sorted(result['metrics']))})")
+    return float(result["metrics"][name])
+
+
+def _second(result: dict, s) -> float:
+    sp = result["sparsity"]
+    return float(sp["vision"] if s.second == "vision_sparsity" else sp["overall"])

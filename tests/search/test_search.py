@@ -1,0 +1,151 @@
+"""Optuna searches of per-role sparsity: trials are cells (stage cache, MLflow), the budget
+holds, baselines come first, malformed sections are one line, kills and a second process
+neither lose nor repeat a trial."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from harness.cli import main
+from harness.sweep.tracking import TAG_KIND, tracking_uri
+
+TINY = {
+    "name": "tiny_search",
+    "description": "a 4-trial search for tests",
+    "base": {"model": {"name": "shapes-llava"},
+             "prune": {"method": "wanda", "calibration": {"samples": 16, "batch_size": 16}},
+             "recover": {"method": "none"}, "eval": {"suite": "quick", "limit": 20}},
+    "search": {"budget": 0.5, "trials": 4, "pruner": "none",
+               "roles": {"vision": {"low": 0.0, "high": 0.95},
+                         "language": {"low": 0.0, "high": 0.95}}},
+}
+
+
+def write(tmp_path, data: dict, name: str = "tiny_search.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def load_study(results, name: str = "tiny_search"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'optuna.db'}")
+
+
+def test_search_runs_trials_as_cells_under_the_budget(tmp_path, results):
+    grid = write(tmp_path, TINY)
+    assert main(["search", str(grid)]) == 0
+    study = load_study(results)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    baselines = [t.user_attrs.get("vlmprune.baseline") for t in study.trials[:2]]
+    assert baselines == ["equal", "language_only"]  # vision-only needs 110%: infeasible
+    for t in done:
+        assert abs(t.user_attrs["vlmprune.achieved"] - 0.5) <= 0.005
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name("tiny_search-search")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'cell'")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.metrics["shapes_vqa/exact_match"] for r in runs} == {t.values[0]
+                                                                     for t in done}
+    figs = tmp_path / "reports" / "tiny_search" / "search"
+    assert (figs / "history.png").is_file() and (figs / "slice.svg").is_file()
+    # the trials' report: a table of the trials, and the search's figures on the page
+    assert main(["report", "tiny_search", "--experiment", "tiny_search-search"]) == 0
+    page = (tmp_path / "reports" / "tiny_search" / "index.html").read_text()
+    assert 'id="fig-search-history"' in page and 'id="fig-search-slice"' in page
+    # a second run has nothing left to do, and says so by exit 0 without new trials
+    assert main(["search", str(grid)]) == 0
+    assert len(load_study(results).trials) == len(study.trials)
+
+
+BAD = [
+    ({"search": [1, 2]}, "search"),
+    ({"search": {"budget": 1.5}}, "budget"),
+    ({"search": {"budget": 0}}, "budget"),
+    ({"search": {"budget": 0.5, "roles": {"visoin": {}, "language": {}}}}, "visoin"),
+    ({"search": {"budget": 0.5, "roles": {"vision": {"low": 0.6, "high": 0.3},
+                                          "language": {}}}}, "roles.vision"),
+    ({"search": {"budget": 0.5, "roles": {"vision": {}, "language": {"groups": 0}}}},
+     "roles.language.groups"),
+    ({"search": {"budget": 0.5, "roles": {"vision": {}, "language": {"groups": 9}}}},
+     "search.roles.language.groups"),
+    ({"search": {"budget": 0.5, "roles": {"vision": {"high": 0.3},
+                                          "language": {"high": 0.3}}}}, "search.budget"),
+    ({"search": {"budget": 0.5, "sampler": "annealing"}}, "sampler"),
+    ({"search": {"budget": 0.5, "trails": 5}}, "trails"),
+    ({"search": {"roles": {"vision": {}, "language": {}}}}, "second objective"),
+    ({"search": {"budget": 0.5, "choices": {"prune.method": []}}}, "choices"),
+    ({"search": {"budget": 0.5, "sampler": "grid"}}, "step"),
+    ({"search": {"budget": 0.5, "roles": {"vision": {"log": True}, "language": {}}}},
+     "log scale needs low > 0"),
+    ({"base": {"prune": {"pattern": "2:4"}}, "search": {"budget": 0.5}}, "base.prune.pattern"),
+    ({"search": {"budget": 0.5, "choices": {"prune.methd": ["wanda"]}}}, "prune.methd"),
+]
+
+
+@pytest.mark.parametrize("change, field", BAD, ids=[b[1] for b in BAD])
+def test_malformed_search_section_is_one_line_and_writes_nothing(tmp_path, results, capsys,
+                                                                 change, field):
+    data = {"name": "bad", "base": {"prune": {"method": "wanda"}}} | change
+    grid = write(tmp_path, data, "bad.yaml")
+    assert main(["search", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.yaml" in err and field in err, err
+    assert not results.exists()
+
+
+def test_trials_flag_is_checked(tmp_path, results, capsys):
+    assert main(["search", str(write(tmp_path, TINY)), "--trials", "0"]) == 2
+    assert "--trials 0" in capsys.readouterr().err and not results.exists()
+
+
+def search_process(grid, results, trials: int):
+    env = {**os.environ, "VLMPRUNE_RESULTS": str(results), "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "search", str(grid),
+                             "--trials", str(trials)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_kill_minus_9_then_resume_completes_exactly_the_trials(tmp_path, results):
+    grid = write(tmp_path, TINY)
+    proc = search_process(grid, results, 4)
+    time.sleep(random.Random(os.getpid()).uniform(12, 25))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert main(["search", str(grid), "--trials", "4"]) == 0
+    study = load_study(results)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 4
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert len({tuple(sorted(t.params.items())) for t in done}) == 4  # none repeated
+    assert len([t for t in done if t.user_attrs.get("vlmprune.baseline") == "equal"]) == 1
+
+
+def test_two_processes_share_one_study_without_repeating_a_trial(tmp_path, results):
+    grid = write(tmp_path, TINY)
+    procs = [search_process(grid, results, 5)]
+    time.sleep(3)
+    procs.append(search_process(grid, results, 5))
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    study = load_study(results)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) >= 5
+    assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)
+    pids = {t.user_attrs["vlmprune.pid"] for t in done}
+    assert len(pids) == 2  # both processes ran trials
+    for name in ("equal", "language_only"):
+        assert len([t for t in done if t.user_attrs.get("vlmprune.baseline") == name]) == 1
