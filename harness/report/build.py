@@ -75,7 +75,8 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
 def _claim(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file; name a folder for the report")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+    foreign = [p for p in out.iterdir() if p.name != "search"] if out.is_dir() else []
+    if foreign and not (out / MARKER).exists():  # a search's figures are ours too
         raise UserError(f"--out {out}: holds files that are not a vlmprune report; name an "
                         "empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
