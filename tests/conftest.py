@@ -7,9 +7,11 @@ from tests.sweep.runs import cell_runs, metrics_by_hash
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _reports_dir(tmp_path_factory):
-    """Reports that sweeps write at their end go to a session folder, not the repo's."""
+def _outputs(tmp_path_factory):
+    """Generated output (materialized task data, caches, stores, the reports sweeps write at
+    their end) goes to session folders, never to the repo's results/ and reports/."""
     mp = pytest.MonkeyPatch()
+    mp.setenv("VLMPRUNE_RESULTS", str(tmp_path_factory.mktemp("results")))
     mp.setenv("VLMPRUNE_REPORTS", str(tmp_path_factory.mktemp("reports")))
     yield
     mp.undo()
