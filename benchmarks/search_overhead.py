@@ -1,7 +1,8 @@
-"""Harness overhead of a search: wall time of `vlmprune search` (a fresh results folder, six
-trials on shapes-llava, wanda, a 50% budget, quick evaluations for the pruner, 200 documents
-per full evaluation) over the sum of its trials' own stage times (model load + prune,
-evaluation, the quick evaluations included). Target: <= 1.10.
+"""Harness overhead of a search: wall time of `vlmprune search` (a fresh results folder, 12
+trials on shapes-llava, wanda, a 50% budget, quick evaluations of 50 documents per task for
+the pruner, the full shapes suite per trial as in experiments/modality_search.yaml) over the
+sum of its trials' own stage times (model load + prune, evaluation, the quick evaluations
+included). Target: <= 1.10.
 
 Everything else is overhead: process start and imports, counting the model's weights on the
 meta device, Optuna's storage, MLflow logging, the summary and the figures.
@@ -22,11 +23,11 @@ base:
   model: {name: shapes-llava}
   prune: {method: wanda, pattern: unstructured}
   recover: {method: none}
-  eval: {suite: shapes, limit: 200}
+  eval: {suite: shapes}
 search:
   budget: 0.5
   roles: {vision: {low: 0.0, high: 0.95}, language: {low: 0.0, high: 0.95}}
-  trials: 6
+  trials: 12
   pruner: median
   quick_limit: 50
 """
@@ -49,8 +50,10 @@ def main() -> None:
 
     study = optuna.load_study(study_name="overhead_search",
                               storage=f"sqlite:///{root / 'results' / 'optuna.db'}")
-    own = sum(t.user_attrs.get("vlmprune.seconds", 0.0) +
-              t.user_attrs.get("vlmprune.quick_seconds", 0.0) for t in study.trials)
+    from harness.search.study import info
+
+    own = sum(info(t).get("seconds", 0.0) + info(t).get("quick_seconds", 0.0)
+              for t in study.trials)
     states = {s: sum(t.state.name == s for t in study.trials)
               for s in ("COMPLETE", "PRUNED", "FAIL")}
     print(f"search: {len(study.trials)} trials {states}; wall {wall:.1f} s, trials' own stage "

@@ -18,6 +18,16 @@ def results_dir() -> Path:
     return Path(os.environ.get("VLMPRUNE_RESULTS", "results"))
 
 
+def user_cache() -> Path:
+    """Derived data worth keeping across results folders (an empty MLflow store, models'
+    weight counts): $VLMPRUNE_CACHE_HOME, default ~/.cache/vlmprune. Everything in it is
+    keyed by the content it derives from, and rebuilt when missing or damaged."""
+    home = os.environ.get("VLMPRUNE_CACHE_HOME")
+    if home:
+        return Path(home)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlmprune"
+
+
 def cache_dir(*parts: str) -> Path:
     """results/cache/<parts>: stage outputs, materialized data, response caches."""
     return results_dir().joinpath("cache", *parts)

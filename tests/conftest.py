@@ -13,6 +13,7 @@ def _outputs(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("VLMPRUNE_RESULTS", str(tmp_path_factory.mktemp("results")))
     mp.setenv("VLMPRUNE_REPORTS", str(tmp_path_factory.mktemp("reports")))
+    mp.setenv("VLMPRUNE_CACHE_HOME", str(tmp_path_factory.mktemp("cache-home")))
     yield
     mp.undo()
 

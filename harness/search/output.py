@@ -21,23 +21,25 @@ def _sparsities(t) -> dict[str, float]:
 def rows(study, space: Space) -> list[dict]:
     """One dict per trial: number, state, baseline, sparsity by dimension (the derived one
     included), achieved budget, score."""
+    from harness.search.study import info
+
     out = []
     for t in study.get_trials(deepcopy=False):
         x = _sparsities(t)
+        i = info(t)
         if space.spec.budget is not None and len(x) == len(space.free):
             total = sum(space.params.values())
             used = sum(x[n] * space.params[n] for n in space.free)
             x[space.names[-1]] = (space.spec.budget * total - used) / space.params[space.names[-1]]
         out.append({"trial": t.number, "state": t.state.name, "x": x,
-                    "baseline": t.user_attrs.get("vlmprune.baseline", ""),
-                    "achieved": t.user_attrs.get("vlmprune.achieved"),
+                    "baseline": i["baseline"], "achieved": i.get("achieved"),
                     # a stopped trial's value is its quick evaluation's, not a result
                     "score": t.values[0] if t.values and t.state.name == "COMPLETE" else None,
-                    "note": (t.user_attrs.get("vlmprune.failure")
-                             or ("infeasible" if t.user_attrs.get("vlmprune.violation") else "")
-                             or ("duplicate" if t.user_attrs.get("vlmprune.duplicate") else "")
-                             or (f"stopped early (quick {t.user_attrs['vlmprune.pruned_at']:.3f})"
-                                 if "vlmprune.pruned_at" in t.user_attrs else ""))})
+                    "note": (i.get("failure")
+                             or ("infeasible" if i.get("violation") else "")
+                             or ("duplicate" if i.get("duplicate") else "")
+                             or (f"stopped early (quick {i['pruned_at']:.3f})"
+                                 if "pruned_at" in i else ""))})
     return out
 
 

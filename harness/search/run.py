@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 from harness.errors import UserError
@@ -34,7 +35,7 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
     path = grid.path_of(name)
     space = st.space_for(s, base, path)
     from harness.sweep.runner import _quiet
-    from harness.sweep.tracking import Tracker, store_errors
+    from harness.sweep.tracking import store_errors
 
     _quiet()
     with store_errors():
@@ -46,13 +47,13 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
                 st.enqueue_baselines(study, space)
         if dead:
             log.warning("%d trial(s) left RUNNING by a killed search marked FAIL", dead)
-        tracker = Tracker(f"{g.name}-search", f"search: {g.description}")
-        parent = tracker.client.create_run(
-            tracker.experiment_id, run_name=f"search {time.strftime('%F %T')}",
-            tags={"vlmprune.kind": "search", "vlmprune.study": study.study_name,
-                  "vlmprune.git_commit": tracker.commit}).info.run_id
+        # MLflow opens in a background thread: importing it and opening its store (~3 s of
+        # Python) overlaps the first trial's compute instead of preceding it
+        mlflow = ThreadPoolExecutor(1, thread_name_prefix="mlflow").submit(
+            _open_tracking, g, study.study_name)
         t0 = time.perf_counter()
-        done = _loop(study, s, space, base, path, tracker, parent, lock, progress)
+        done = _loop(study, s, space, base, path, mlflow, lock, progress)
+        tracker, parent = mlflow.result()
         tracker.client.log_metric(parent, "trials_complete", done)
         tracker.client.set_terminated(parent, "FINISHED")
     from harness.search import output
@@ -60,6 +61,18 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
     output.summary(study, s, space, time.perf_counter() - t0)
     output.figures(study, s, g.name)
     return 0  # stopped at the requested COMPLETE trials, or with the rest running elsewhere
+
+
+def _open_tracking(g: grid.GridFile, study_name: str):
+    """(tracker of the experiment `<grid>-search`, id of this invocation's parent run)."""
+    from harness.sweep.tracking import Tracker
+
+    tracker = Tracker(f"{g.name}-search", f"search: {g.description}")
+    parent = tracker.client.create_run(
+        tracker.experiment_id, run_name=f"search {time.strftime('%F %T')}",
+        tags={"vlmprune.kind": "search", "vlmprune.study": study_name,
+              "vlmprune.git_commit": tracker.commit}).info.run_id
+    return tracker, parent
 
 
 def _lock(storage: str | None):
@@ -79,7 +92,7 @@ def _count(study) -> tuple[int, int]:
     return complete, len(trials) - complete
 
 
-def _loop(study, s, space, base, path, tracker, parent, lock, progress) -> int:
+def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
     from optuna.trial import TrialState
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -100,27 +113,26 @@ def _loop(study, s, space, base, path, tracker, parent, lock, progress) -> int:
                                     "space is mostly infeasible; widen the role ranges")
                 trial = study.ask()
                 asked += 1
-                for k, v in st.host_pid().items():
-                    trial.set_user_attr(k, v)
+                trial.set_user_attr(st.OWNER, st.owner())
                 x, choices, violation = space.suggest(trial)
-                trial.set_user_attr("vlmprune.violation", violation)
                 trial.set_constraint("budget", violation)
                 if violation > 0:
+                    trial.set_user_attr(st.INFO, {"violation": violation})
                     study.tell(trial, state=TrialState.PRUNED)
                     continue
                 if st.duplicate(study, trial):
-                    trial.set_user_attr("vlmprune.duplicate", True)
+                    trial.set_user_attr(st.INFO, {"duplicate": True})
                     study.tell(trial, state=TrialState.PRUNED)
                     continue
             what = st.label(space.sparsity_map(x), choices)
             bar.update(task, description=f"trial {trial.number}: {what}"[:80])
-            _trial(study, trial, s, space, x, choices, base, path, tracker, parent)
+            _trial(study, trial, s, space, x, choices, base, path, mlflow)
             complete, _ = _count(study)
             bar.update(task, completed=complete)
     return _count(study)[0]
 
 
-def _trial(study, trial, s, space, x, choices, base, path, tracker, parent) -> None:
+def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> None:
     from optuna.trial import TrialState
 
     from harness.sweep import stages
@@ -130,23 +142,26 @@ def _trial(study, trial, s, space, x, choices, base, path, tracker, parent) -> N
     # the MLflow run's name: "trial=3, vision=0.310, language=0.620"
     cell = Cell(trial.number, {"trial": trial.number, **st.formatted(sparsity), **choices},
                 spec, eval_key(spec))
-    baseline = trial.user_attrs.get("vlmprune.baseline")
+    baseline = trial.user_attrs.get(st.BASELINE)
+    model = None  # the pruned model, loaded once for both evaluations
+    info: dict = {}  # written once, with the outcome (each storage write is a commit)
     try:
         if s.pruner != "none" and baseline is None:
             quick = spec.model_copy(update={"eval": spec.eval.model_copy(
                 update={"limit": s.quick_limit})})
-            early = stages.evaluated(quick)
-            trial.set_user_attr("vlmprune.quick_seconds", sum(
-                early["seconds"].get(k, 0.0) for k in st.STAGE_TIMES))
+            if stages.cached_result(eval_key(quick)) is None:
+                model = stages.recovered(quick)
+            early = stages.evaluated(quick, model=model)
+            info["quick_seconds"] = sum(early["seconds"].get(k, 0.0) for k in st.STAGE_TIMES)
             trial.report(_objective(early, s), 0)
             if trial.should_prune():
-                trial.set_user_attr("vlmprune.pruned_at", _objective(early, s))
+                info["pruned_at"] = _objective(early, s)
+                trial.set_user_attr(st.INFO, info)
                 study.tell(trial, state=TrialState.PRUNED)
                 return
-        result = stages.evaluated(spec)
+        result = stages.evaluated(spec, model=model)
         achieved = space.achieved(result["prune"]["roles"])
-        trial.set_user_attr("vlmprune.achieved", achieved)
-        trial.set_user_attr("vlmprune.cell", cell.hash)
+        info |= {"achieved": achieved, "cell": cell.hash}
         if s.budget is not None and abs(achieved - s.budget) > st.BUDGET_TOLERANCE:
             raise RuntimeError(f"achieved sparsity {achieved:.4f} misses the budget "
                                f"{s.budget} by more than {st.BUDGET_TOLERANCE * 100:.1f} points")
@@ -157,17 +172,18 @@ def _trial(study, trial, s, space, x, choices, base, path, tracker, parent) -> N
             raise
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
-        trial.set_user_attr("vlmprune.failure", reason[:2000])
+        trial.set_user_attr(st.INFO, info | {"failure": reason[:2000]})
         study.tell(trial, state=TrialState.FAIL)
+        tracker, parent = mlflow.result()
         tracker.log_cell(parent, cell, None, reason)
         return
     values = [_objective(result, s)] + ([_second(result, s)] if s.second else [])
-    trial.set_user_attr("vlmprune.objective", _objective_name(result, s))
     # the trial's own stage time; after a quick evaluation the prune stage was its work
-    counted = ("evaluate",) if "vlmprune.quick_seconds" in trial.user_attrs \
-        else st.STAGE_TIMES
-    trial.set_user_attr("vlmprune.seconds", sum(result["seconds"].get(k, 0.0)
-                                                for k in counted))
+    counted = ("evaluate",) if "quick_seconds" in info else st.STAGE_TIMES
+    info |= {"objective": _objective_name(result, s),
+             "seconds": sum(result["seconds"].get(k, 0.0) for k in counted)}
+    trial.set_user_attr(st.INFO, info)
+    tracker, parent = mlflow.result()
     run_id = tracker.log_cell(parent, cell, result)
     tracker.client.set_tag(run_id, "vlmprune.trial", str(trial.number))
     tracker.client.log_metric(run_id, "search/achieved_budget", achieved)

@@ -37,6 +37,9 @@ from harness.sweep.cell import CellSpec
 
 log = logging.getLogger(__name__)
 BUDGET_TOLERANCE = 0.005
+OWNER = "vlmprune.owner"  # [host, pid] of the process running the trial
+BASELINE = "vlmprune.baseline"  # the paper's setting a trial stands for
+INFO = "vlmprune"  # what became of the trial: achieved, seconds, failure, pruned_at, ...
 STAGE_TIMES = ("prune", "recover", "evaluate")
 
 
@@ -70,6 +73,49 @@ def prepare(name: str) -> tuple[grid.GridFile, search_spec.SearchSpec, CellSpec]
 
 
 def space_for(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> Space:
+    params = weight_counts(s, base, path)
+    space = Space(s, params)
+    if s.budget is not None:  # can any split reach the budget inside the ranges?
+        total = sum(params.values())
+        lo = sum(space._range(n).low * p for n, p in params.items()) / total
+        hi = sum(space._range(n).high * p for n, p in params.items()) / total
+        if not lo <= s.budget <= hi:
+            raise UserError(f"{path}: field 'search.budget': {s.budget} cannot be reached: "
+                            f"the role ranges allow {lo:.3f} to {hi:.3f}")
+    return space
+
+
+def weight_counts(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict[str, int]:
+    """Prunable weights of each searched dimension, from the model built on the meta
+    device; kept in the user cache under a key of the model's content, layout and groups
+    (building it means importing transformers: seconds a resumed search need not spend)."""
+    import json
+
+    from harness.paths import user_cache
+    from harness.sweep.cell import digest, model_content
+
+    groups = {r: rng.groups for r, rng in s.roles.items()}
+    key = digest({"model": base.model.model_dump(exclude={"device"}),
+                  "content": model_content(base.model), "groups": groups})
+    memo = user_cache() / "weights" / f"{key}.json"
+    try:
+        params = json.loads(memo.read_text())
+        if isinstance(params, dict) and all(isinstance(v, int) for v in params.values()):
+            return params
+    except (OSError, ValueError):
+        pass
+    params = _count_weights(s, base, path)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".tmp-{os.getpid()}-{memo.name}")
+        tmp.write_text(json.dumps(params))
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # no writable cache: counted again next time
+    return params
+
+
+def _count_weights(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict[str, int]:
     from harness.models.load import load
     from harness.pruning.spec import group_params
 
@@ -87,15 +133,7 @@ def space_for(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> Space:
                 raise UserError(f"{path}: field 'search.roles.{role}': the model has no "
                                 f"prunable {role} weights")
             params[dim_name(role, g, rng.groups)] = n
-    space = Space(s, params)
-    if s.budget is not None:  # can any split reach the budget inside the ranges?
-        total = sum(params.values())
-        lo = sum(space._range(n).low * p for n, p in params.items()) / total
-        hi = sum(space._range(n).high * p for n, p in params.items()) / total
-        if not lo <= s.budget <= hi:
-            raise UserError(f"{path}: field 'search.budget': {s.budget} cannot be reached: "
-                            f"the role ranges allow {lo:.3f} to {hi:.3f}")
-    return space
+    return params
 
 
 def cell_for(base: CellSpec, sparsity: dict, choices: dict[str, Any], path) -> CellSpec:
@@ -117,8 +155,15 @@ def label(sparsity: dict, choices: dict[str, Any]) -> str:
                      [f"{k}={v}" for k, v in choices.items()])
 
 
-def host_pid() -> dict[str, Any]:
-    return {"vlmprune.host": socket.gethostname(), "vlmprune.pid": os.getpid()}
+def owner() -> list:
+    return [socket.gethostname(), os.getpid()]
+
+
+def info(trial) -> dict[str, Any]:
+    """A trial's outcome as recorded by the run loop, with its baseline name and owner."""
+    host, pid = trial.user_attrs.get(OWNER) or [None, None]
+    return dict(trial.user_attrs.get(INFO) or {}) | {
+        "baseline": trial.user_attrs.get(BASELINE, ""), "host": host, "pid": pid}
 
 
 def alive(pid: int) -> bool:
@@ -190,7 +235,7 @@ def fail_dead_trials(study) -> int:
     me = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        host, pid = t.user_attrs.get("vlmprune.host"), t.user_attrs.get("vlmprune.pid")
+        host, pid = t.user_attrs.get(OWNER) or [None, None]
         if host == me and pid is not None and not alive(int(pid)):
             study.tell(t.number, state=TrialState.FAIL)
             n += 1
@@ -202,20 +247,30 @@ def enqueue_baselines(study, space: Space) -> None:
     from optuna.trial import TrialState
 
     live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    have = {t.user_attrs.get("vlmprune.baseline") for t in study.get_trials(
+    have = {t.user_attrs.get(BASELINE) for t in study.get_trials(
         deepcopy=False, states=live)}
     for name, params in space.baselines().items():
         if name not in have:
             fixed = params | {k: v[0] for k, v in space.spec.choices.items()}
-            study.enqueue_trial(fixed, user_attrs={"vlmprune.baseline": name})
+            study.enqueue_trial(fixed, user_attrs={BASELINE: name})
+
+
+SAME = 1e-3  # sparsities this close prune alike (a row of 192 columns moves in 0.0052 steps)
 
 
 def duplicate(study, trial) -> bool:
-    """Another COMPLETE or RUNNING trial holds the same parameters."""
+    """Another COMPLETE or RUNNING trial holds the same parameters (sparsities within
+    `SAME`: TPE proposes near-repeats once it has converged)."""
     from optuna.trial import TrialState
+
+    def same(a, b) -> bool:
+        if isinstance(a, float) and isinstance(b, float):
+            return abs(a - b) <= SAME
+        return a == b
 
     mine = trial.params
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-        if t.number != trial.number and t.params == mine:
+        if t.number != trial.number and t.params.keys() == mine.keys() and all(
+                same(t.params[k], v) for k, v in mine.items()):
             return True
     return False

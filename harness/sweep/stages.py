@@ -27,8 +27,6 @@ from harness.models.load import load
 from harness.pruning import persist
 from harness.pruning import report as sparsity_report
 from harness.pruning import stage as prune_stage
-from harness.recovery import lora
-from harness.recovery import stage as recovery_stage
 from harness.sweep import cache
 from harness.sweep.cell import CellSpec, eval_key, prune_key, recover_key
 
@@ -92,6 +90,9 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     if cell.recover.method == "none":
         return adapter, masks, p_report, {"method": "none", "seconds": 0.0}
     notify("recover")
+    from harness.recovery import lora  # PEFT imports transformers: only when training
+    from harness.recovery import stage as recovery_stage
+
     key = recover_key(cell)
     stored = None if force else _read("recover", key, lambda root: (
         load_file(str(root / "weights")), json.loads((root / "report.json").read_text())))
@@ -114,15 +115,18 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     return adapter, masks, p_report, r_report
 
 
-def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None) -> dict:
-    """The cell's result: metrics, samples, sparsity by role, stage reports."""
+def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None,
+              model: tuple | None = None) -> dict:
+    """The cell's result: metrics, samples, sparsity by role, stage reports. `model` is what
+    `recovered(cell)` returned, when the caller holds it already (a search evaluates one
+    pruned model on a quick slice, then on the whole suite: one load, not two)."""
     from harness.evaluation.run import evaluate
 
     key = eval_key(cell)
     stored = None if force else cached_result(key)
     if stored is not None:
         return stored
-    adapter, masks, p_report, r_report = recovered(cell, force, notify)
+    adapter, masks, p_report, r_report = model or recovered(cell, force, notify)
     notify("evaluate")
     t0 = time.perf_counter()
     res = evaluate(adapter, cell.eval.suite, run_hash=key, limit=cell.eval.limit,

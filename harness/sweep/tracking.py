@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.paths import results_dir
+from harness.paths import results_dir, user_cache
 from harness.sweep.cell import flat
 from harness.sweep.grid import Cell
 
@@ -116,24 +117,68 @@ def store_errors() -> Iterator[None]:
 def create_store(db: Path) -> None:
     """Create the SQLite store whole or not at all. MLflow builds its schema in dozens of
     steps; a sweep killed among them would leave a database that no later run can open
-    ("table ... already exists"). So the schema is built in a temporary file, which is then
-    linked into place (no-clobber: a concurrent sweep's finished store wins)."""
-    from mlflow.tracking import MlflowClient
-
+    ("table ... already exists"). So the store is made in a temporary file, which is then
+    linked into place (no-clobber: a concurrent sweep's finished store wins). Building the
+    schema takes MLflow ~3 s; it is done once per MLflow version into a template under the
+    user's cache (`empty_store`), which each new results folder copies."""
     db.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".tmp-{db.name}-", dir=db.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        tmp.unlink()  # sqlite creates it; MLflow wants a fresh database
-        MlflowClient(f"sqlite:///{tmp}").search_experiments()  # builds the schema
-        _dispose_engine(f"sqlite:///{tmp}")
+        template = empty_store()
+        if template is not None:
+            shutil.copyfile(template, tmp)
+        else:  # no writable cache: build the schema here
+            tmp.unlink()
+            _build_schema(tmp)
         try:
             os.link(tmp, db)
         except FileExistsError:
             pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _build_schema(file: Path) -> None:
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(f"sqlite:///{file}").search_experiments()  # builds the schema
+    _dispose_engine(f"sqlite:///{file}")
+
+
+def empty_store() -> Path | None:
+    """A pristine MLflow SQLite store of the installed MLflow version, kept under
+    $VLMPRUNE_CACHE_HOME (default ~/.cache/vlmprune) with its SHA-256 beside it; rebuilt
+    when missing or damaged; None when that folder cannot be written."""
+    from importlib.metadata import version
+
+    from harness.integrity import digest
+
+    home = user_cache()
+    template = home / f"mlflow-{version('mlflow')}-empty.db"
+    stamp = template.with_suffix(".sha256")
+    try:
+        if template.is_file() and stamp.is_file() and digest(template) == stamp.read_text():
+            return template
+        home.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".tmp-mlflow-", dir=home)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            tmp.unlink()
+            _build_schema(tmp)
+            stamp_tmp = tmp.with_suffix(".sha256")
+            stamp_tmp.write_text(digest(tmp))
+            os.replace(tmp, template)
+            os.replace(stamp_tmp, stamp)
+        finally:
+            tmp.unlink(missing_ok=True)
+            tmp.with_suffix(".sha256").unlink(missing_ok=True)
+        return template
+    except OSError:
+        return None
 
 
 def _dispose_engine(uri: str) -> None:

@@ -4,6 +4,7 @@ neither lose nor repeat a trial."""
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.cli import main
+from harness.search.study import info
 from harness.sweep.tracking import TAG_KIND, tracking_uri
 
 TINY = {
@@ -34,7 +36,7 @@ TINY = {
 
 def write(tmp_path, data: dict, name: str = "tiny_search.yaml"):
     p = tmp_path / name
-    p.write_text(yaml.safe_dump(data))
+    p.write_text(yaml.safe_dump(data, sort_keys=False))  # role order: the last is derived
     return p
 
 
@@ -52,7 +54,7 @@ def test_search_runs_trials_as_cells_under_the_budget(tmp_path, results):
     baselines = [t.user_attrs.get("vlmprune.baseline") for t in study.trials[:2]]
     assert baselines == ["equal", "language_only"]  # vision-only needs 110%: infeasible
     for t in done:
-        assert abs(t.user_attrs["vlmprune.achieved"] - 0.5) <= 0.005
+        assert abs(info(t)["achieved"] - 0.5) <= 0.005
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name("tiny_search-search")
     runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'cell'")
@@ -145,7 +147,36 @@ def test_two_processes_share_one_study_without_repeating_a_trial(tmp_path, resul
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) >= 5
     assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)
-    pids = {t.user_attrs["vlmprune.pid"] for t in done}
+    pids = {info(t)["pid"] for t in done}
     assert len(pids) == 2  # both processes ran trials
     for name in ("equal", "language_only"):
         assert len([t for t in done if t.user_attrs.get("vlmprune.baseline") == name]) == 1
+
+
+def test_groups_and_a_second_objective_give_a_pareto_front(tmp_path, results):
+    """Per-block-group language sparsity, no budget, score vs vision sparsity (NSGA-II)."""
+    data = copy.deepcopy(TINY)
+    data["search"] = {"trials": 3, "second": "vision_sparsity", "baselines": False,
+                      "roles": {"vision": {"low": 0.1, "high": 0.6},
+                                "language": {"low": 0.1, "high": 0.6, "groups": 2}}}
+    grid = write(tmp_path, data)
+    assert main(["search", str(grid)]) == 0
+    study = load_study(results)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 3 and all(len(t.values) == 2 for t in done)
+    assert {"sparsity.vision", "sparsity.language.0", "sparsity.language.1"} == set(
+        done[0].params)
+    for t in done:  # the second objective is the vision sparsity the cell achieved
+        assert t.values[1] == pytest.approx(t.params["sparsity.vision"], abs=0.01)
+    assert (tmp_path / "reports" / "tiny_search" / "search" / "pareto_front.svg").is_file()
+
+
+def test_grid_sampler_replays_a_grid(tmp_path, results):
+    data = copy.deepcopy(TINY)
+    data["search"] |= {"sampler": "grid", "trials": 2, "baselines": False,
+                       "roles": {"vision": {"low": 0.4, "high": 0.6, "step": 0.1},
+                                 "language": {"low": 0.0, "high": 0.95, "step": 0.05}}}
+    assert main(["search", str(write(tmp_path, data))]) == 0
+    done = load_study(results).get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2
+    assert {round(t.params["sparsity.vision"], 3) for t in done} <= {0.4, 0.5, 0.6}

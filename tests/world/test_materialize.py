@@ -2,6 +2,7 @@ import json
 
 from PIL import Image
 
+from harness.world import splits
 from harness.world.scene import render
 from harness.world.splits import materialize, vqa_sample
 
@@ -28,6 +29,7 @@ def test_damaged_materialized_data_is_set_aside_and_written_again(tmp_path, capl
     png = out / "images" / "vqa_000002.png"
     good = png.read_bytes()
     png.write_bytes(good[:-10] + bytes(10))  # same size, last bytes zeroed
+    splits._checked.clear()  # a new process: contents are checked once per process
     assert materialize("test", tmp_path / "shapes_test", 6, 3) == out
     assert png.read_bytes() == good
     (aside,) = tmp_path.glob("shapes_test.damaged-*")
