@@ -133,10 +133,17 @@ def _cache_verify(a: argparse.Namespace) -> int:
     return verify.main(a.repair)
 
 
+COMPUTE = ("sweep", "search", "prune", "eval", "zoo-check")  # commands that run models
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmprune", description="Prune vision-language models, "
                                 "recover them, evaluate them, and compare.")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="library progress bars and INFO lines on the terminal too")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads (default: VLMPRUNE_THREADS, else this process's cores; "
+                   "see harness/threads.py)")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("sweep", help="run a grid: prune, recover, evaluate every cell")
@@ -217,10 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     # library callers, but by then they may already have been read).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from harness import threads
+
+    threads.configure()  # before torch is imported: idle threads sleep, never spin
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if a.command in COMPUTE:
+            threads.apply(a.threads)
         return a.func(a)
     except UserError as e:
         print(f"vlmprune: error: {e}", file=sys.stderr)

@@ -13,13 +13,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict
 
 from harness.errors import UserError, unknown
-from harness.models.adapter import Adapter
+
+if TYPE_CHECKING:
+    from harness.models.adapter import Adapter
 
 SUITES_FILE = Path(__file__).with_name("suites.yaml")
 TASKS_DIR = Path(__file__).parent / "tasks"

@@ -4,9 +4,12 @@ T5 or Llama language model (`Blip2ForConditionalGeneration`,
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from harness.models.adapter import Layout, Prompts
+if TYPE_CHECKING:  # torch is imported by whoever holds a model
+    from torch import nn
+
+from harness.models.layout import Layout, Prompts
 
 MODEL_TYPES = ("blip-2", "instructblip")
 PROMPTS = {"blip-2": Prompts(vqa="Question: {question} Answer:", caption="a photo of"),

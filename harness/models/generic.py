@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import UserError, validate
-from harness.models.adapter import Layout, Prompts
+from harness.models.layout import Layout, Prompts
 
 
 class PromptsSpec(BaseModel):

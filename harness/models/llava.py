@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from harness.models.adapter import Layout, Prompts
+if TYPE_CHECKING:  # torch is imported by whoever holds a model
+    from torch import nn
+
+from harness.models.layout import Layout, Prompts
 
 MODEL_TYPES = ("llava",)
 # LLaVA-1.5's conversation format; shapes-llava ships its own in vlmprune.json.

@@ -6,21 +6,29 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from harness.errors import UserError, unknown
 from harness.models import blip, generic, llava
-from harness.models.adapter import Adapter, Layout, Prompts
+from harness.models.layout import Layout, Prompts
+
+if TYPE_CHECKING:  # torch loads with the first model, not with a grid file
+    from torch import nn
+
+    from harness.models.adapter import Adapter
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = {"shapes-llava": Path(__file__).resolve().parent.parent / "zoo" / "shapes-llava"}
 FAMILIES = ("llava", "blip2", "instructblip", "generic")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 class ModelSpec(BaseModel):
@@ -81,6 +89,8 @@ def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str |
     else:
         lay = blip.layout(model)
         prompts = blip.PROMPTS["blip-2" if family == "blip2" else "instructblip"]
+    from harness.models.adapter import Adapter
+
     return Adapter(model, processor, lay, family, prompts, name)
 
 
@@ -88,6 +98,7 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     """Load a named model and its processor offline, and wrap it in its adapter. With
     `weights=False` the model is built from its config on the meta device: shapes and roles
     without reading a byte of weights (a search counts each role's weights this way)."""
+    import torch
     from transformers import AutoConfig, AutoProcessor
 
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
@@ -96,9 +107,9 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     cls = _model_class(family_of(config.model_type) if spec.adapter == "auto" else spec.adapter)
     if not weights:
         with torch.device("meta"):
-            model = cls._from_config(config, dtype=_DTYPES[spec.dtype])
+            model = cls._from_config(config, dtype=_dtype(spec.dtype))
         return adapter_for(model, None, spec.adapter, spec.layout, spec.name)
-    model = cls.from_pretrained(where, local_files_only=True, dtype=_DTYPES[spec.dtype])
+    model = cls.from_pretrained(where, local_files_only=True, dtype=_dtype(spec.dtype))
     processor = AutoProcessor.from_pretrained(where, local_files_only=True)
     device = spec.device
     if device == "auto":

@@ -6,13 +6,14 @@ Scores are "importance": the lowest-scoring entries are pruned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-Scope = Literal["row", "layer"]
+from harness.pruning.types import Scope, Target  # noqa: F401 - re-exported
+
+if TYPE_CHECKING:  # torch is imported by the functions that run, not by a grid file
+    import torch
 
 
 def unstructured(scores: torch.Tensor, sparsity: float, scope: Scope = "layer") -> torch.Tensor:
@@ -29,6 +30,7 @@ def unstructured(scores: torch.Tensor, sparsity: float, scope: Scope = "layer") 
 
 def lowest(scores: torch.Tensor, k: int, scope: Scope = "row") -> torch.Tensor:
     """Keep mask pruning exactly k entries: the k lowest of each row, or of the matrix."""
+    import torch
     flat = scores.reshape(1, -1) if scope == "layer" else scores.reshape(scores.shape[0], -1)
     if not k:
         return torch.ones_like(scores, dtype=torch.bool)
@@ -56,6 +58,7 @@ def _kth_smallest(values: np.ndarray, k: int, chunk: int = 1 << 20) -> np.ndarra
 
 def _smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k smallest entries of each row, (rows, k), in no particular order."""
+    import torch
     if flat.device.type != "cpu" or k >= flat.shape[1]:
         return torch.topk(flat, k, dim=1, largest=False).indices
     values = flat.detach().float().numpy()
@@ -64,6 +67,7 @@ def _smallest(flat: torch.Tensor, k: int) -> torch.Tensor:
 
 def n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep mask with n zeros in every group of m consecutive input columns of each row."""
+    import torch
     if not 0 < n < m:
         raise ValueError(f"N:M needs 0 < N < M, got {n}:{m}")
     rows, cols = scores.shape
@@ -74,24 +78,6 @@ def n_of_m(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     mask = torch.ones_like(groups, dtype=torch.bool)
     mask.scatter_(-1, idx, False)
     return mask.reshape(rows, cols)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a layer must end up as: unstructured at `sparsity` (per row or per layer), or N:M
-    (n zeros in every m consecutive input columns) when m > 0."""
-
-    sparsity: float
-    scope: Scope = "row"
-    n: int = 0
-    m: int = 0
-
-    @property
-    def structured(self) -> bool:
-        return self.m > 0
-
-    def zeros_per_row(self, cols: int) -> int:
-        return cols // self.m * self.n if self.m else int(cols * self.sparsity)
 
 
 def select(scores: torch.Tensor, target: Target) -> torch.Tensor:

@@ -28,15 +28,18 @@ methods without calibration statistics (magnitude, random) have no `calibration`
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import UserError
-from harness.models.adapter import ROLES, Adapter
+from harness.models.layout import ROLES
 from harness.pruning import registry
-from harness.pruning.masks import Scope, Target
+from harness.pruning.types import Scope, Target
+
+if TYPE_CHECKING:
+    from harness.models.adapter import Adapter
 
 _NM = re.compile(r"^(\d+):(\d+)$")
 

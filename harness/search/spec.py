@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.models.adapter import ROLES
+from harness.models.layout import ROLES
 
 
 class RoleRange(BaseModel):

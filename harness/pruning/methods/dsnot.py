@@ -14,20 +14,24 @@ Lifecycle: calibrate (per-column E[X_j], ‖X_j‖₂) -> initial mask -> swap c
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, select
 from harness.pruning.methods import magnitude, wanda
 from harness.pruning.registry import method
-from harness.pruning.types import Pruned
+from harness.pruning.types import Pruned, no_grad
+
+if TYPE_CHECKING:  # imported where the method runs
+    import torch
 
 CYCLES = 50
 THRESHOLD = 1e-4
 
 
-@torch.no_grad()
+@no_grad
 def refine(weight: torch.Tensor, keep: torch.Tensor, mean: torch.Tensor, norm: torch.Tensor,
            target: Target, cycles: int = CYCLES, threshold: float = THRESHOLD) -> torch.Tensor:
+    import torch
     w = weight.float()
     keep = keep.clone()
     rows, cols = w.shape

@@ -8,11 +8,14 @@ prune: {method: magnitude, sparsity: {vision: 0.5, language: 0.5}, pattern: unst
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, select
 from harness.pruning.registry import method
 from harness.pruning.types import Pruned
+
+if TYPE_CHECKING:  # imported where the method runs
+    import torch
 
 
 def scores(weight: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,14 @@ layer ends with exactly the target count, as with every other method.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, lowest, n_of_m
 from harness.pruning.registry import method
-from harness.pruning.types import Pruned
+from harness.pruning.types import Pruned, no_grad
+
+if TYPE_CHECKING:  # imported where the method runs
+    import torch
 
 BLOCK = 128
 INNER = 16  # unstructured: one batched triangular solve per inner block
@@ -30,6 +33,7 @@ DAMP = 0.01
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP) -> torch.Tensor:
     """Upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean(diag H); dead columns get 1."""
+    import torch
     h = hessian.float().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
@@ -49,7 +53,7 @@ def _block_count(c0: int, c1: int, rows: int, target: Target) -> int:
     return int(c1 * s) - int(c0 * s)
 
 
-@torch.no_grad()
+@no_grad
 def reconstruct(weight: torch.Tensor, hessian: torch.Tensor | None, target: Target,
                 block: int = BLOCK, damp: float = DAMP, inner: int | None = None,
                 hinv: torch.Tensor | None = None) -> Pruned:
@@ -57,6 +61,7 @@ def reconstruct(weight: torch.Tensor, hessian: torch.Tensor | None, target: Targ
     per outer block of `block` columns; inside it, inner blocks of `inner` columns get their
     OBS errors (exactly what the column-by-column updates produce), then one GEMM pushes them
     onto the columns to the right (the reference's lazy batch updates)."""
+    import torch
     wt = weight.detach().float().T.contiguous()  # (cols, rows)
     cols, rows = wt.shape
     if hinv is None:  # upper Cholesky factor of the damped inverse, (cols, cols)
@@ -91,6 +96,7 @@ def _unstructured(wt: torch.Tensor, hinv: torch.Tensor, keep_t: torch.Tensor, ta
     lower-triangular system A err = w / d with A[i, j] = [i ∈ P] · U[j, i] / U[i, i] (j < i).
     So one solve does what `inner` sequential rank-1 updates did, and one GEMM then applies
     the block's errors to its own columns and to every column on its right."""
+    import torch
     cols, rows = wt.shape
     d = torch.diag(hinv)
     g = (hinv / d).triu(1)  # g[j, i] = U[j, i] / U[i, i] for j < i: Aᵀ before masking
@@ -114,6 +120,7 @@ def _columns_nm(w1: torch.Tensor, h1: torch.Tensor, keep_t: torch.Tensor,
                 target: Target) -> torch.Tensor:
     """OBS errors of one inner block, column by column, choosing each group's N:M mask on the
     weights as updated so far (the paper's order). Updates w1 and keep_t in place."""
+    import torch
     dh = torch.diag(h1).unsqueeze(1)  # (width, 1)
     scaled = torch.empty_like(w1)
     err = torch.empty_like(w1)

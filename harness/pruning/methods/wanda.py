@@ -9,11 +9,14 @@ Lifecycle: calibrate (per-column ‖X_j‖₂² of each Linear's inputs) -> scor
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, select
 from harness.pruning.registry import method
 from harness.pruning.types import Pruned
+
+if TYPE_CHECKING:  # imported where the method runs
+    import torch
 
 
 def scores(weight: torch.Tensor, act_norm: torch.Tensor) -> torch.Tensor:
