@@ -57,6 +57,8 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/prune_memory.py
 	$(PY) benchmarks/prune_accuracy.py
 	$(PY) benchmarks/eval_speed.py
+	$(PY) benchmarks/eval_cell.py
+	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/recovery.py
 	$(PY) benchmarks/sweep_overhead.py
 	$(PY) benchmarks/cache_verify.py

@@ -94,15 +94,14 @@ def _count(study) -> tuple[int, int]:
 
 def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
     from optuna.trial import TrialState
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from harness.sweep.display import Display
     from harness.sweep.runner import console
 
     complete, _ = _count(study)
     asked = 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=console, disable=not progress) as bar:
-        task = bar.add_task("trials", total=s.trials, completed=complete)
+    with Display(study.study_name, s.trials, console, what="trials", bar=progress) as display:
+        display.done = complete
         while True:
             with lock:
                 complete, running = _count(study)
@@ -124,15 +123,20 @@ def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
                     trial.set_user_attr(st.INFO, {"duplicate": True})
                     study.tell(trial, state=TrialState.PRUNED)
                     continue
-            what = st.label(space.sparsity_map(x), choices)
-            bar.update(task, description=f"trial {trial.number}: {what}"[:80])
-            _trial(study, trial, s, space, x, choices, base, path, mlflow)
-            complete, _ = _count(study)
-            bar.update(task, completed=complete)
+            what = f"trial {trial.number}: {st.label(space.sparsity_map(x), choices)}"
+            display.stage(what, "running")
+            started = time.perf_counter()
+            outcome = _trial(study, trial, s, space, x, choices, base, path, mlflow)
+            if outcome.startswith("COMPLETE"):
+                display.finished(what, outcome.removeprefix("COMPLETE "),
+                                 time.perf_counter() - started)
+            elif not display.terminal:
+                console.print(f"  {what}: {outcome.lower()}", highlight=False)
     return _count(study)[0]
 
 
-def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> None:
+def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
+    """Run one trial; returns what became of it, in a few words."""
     from optuna.trial import TrialState
 
     from harness.sweep import stages
@@ -158,7 +162,7 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> None:
                 info["pruned_at"] = _objective(early, s)
                 trial.set_user_attr(st.INFO, info)
                 study.tell(trial, state=TrialState.PRUNED)
-                return
+                return f"stopped early (quick {info['pruned_at']:.3f})"
         result = stages.evaluated(spec, model=model)
         achieved = space.achieved(result["prune"]["roles"])
         info |= {"achieved": achieved, "cell": cell.hash}
@@ -176,7 +180,7 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> None:
         study.tell(trial, state=TrialState.FAIL)
         tracker, parent = mlflow.result()
         tracker.log_cell(parent, cell, None, reason)
-        return
+        return f"FAILED {reason}"
     values = [_objective(result, s)] + ([_second(result, s)] if s.second else [])
     # the trial's own stage time; after a quick evaluation the prune stage was its work
     counted = ("evaluate",) if "quick_seconds" in info else st.STAGE_TIMES
@@ -188,6 +192,7 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> None:
     tracker.client.set_tag(run_id, "vlmprune.trial", str(trial.number))
     tracker.client.log_metric(run_id, "search/achieved_budget", achieved)
     study.tell(trial, values)
+    return f"COMPLETE {info['objective']} {values[0]:.4f}, achieved {achieved:.4f}"
 
 
 def _objective_name(result: dict, s) -> str:

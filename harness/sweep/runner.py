@@ -13,11 +13,11 @@ import time
 import traceback
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.sweep import cache, grid
 from harness.sweep.cell import prune_key, recover_key
+from harness.sweep.display import Display
 from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
@@ -134,15 +134,13 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
     parent = tracker.start_sweep(len(todo), where)
     rows: list[tuple[Cell, dict | None, str | None]] = []
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, disable=not progress,
-                  transient=False) as bar:
-        task = bar.add_task("cells", total=len(todo))
+    with Display(g.name, len(todo), console, bar=progress) as display:
         for cell in todo:
             def notify(stage: str, cell: Cell = cell) -> None:
-                bar.update(task, description=f"{cell.label[:70]} [{stage}]")
+                display.stage(cell.label, stage)
 
             notify("start")
+            started = time.perf_counter()
             try:
                 result = stages.evaluated(cell.spec, notify=notify)
                 failure = None
@@ -154,7 +152,7 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
                 result, failure = None, f"{type(e).__name__}: {first}"
             tracker.log_cell(parent, cell, result, failure)
             rows.append((cell, result, failure))
-            bar.advance(task)
+            display.finished(cell.label, _score(result, failure), time.perf_counter() - started)
     failed = sum(1 for _, _, f in rows if f)
     tracker.end_sweep(parent, failed, len(rows) - failed)
     earlier = [(c, finished[c.hash], None) for c in cells if c.hash in finished]
@@ -163,10 +161,19 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
     return 1 if failed else 0
 
 
+def _score(result: dict | None, failure: str | None) -> str:
+    """A finished cell in a few words: its headline metrics and sparsity, or its failure."""
+    if result is None:
+        return f"FAILED {failure}"
+    parts = [f"{k.split('/')[0].removeprefix('shapes_')} {k.split('/')[1]} {v:.3f}"
+             for k, v in headline(result["metrics"])]
+    return ", ".join(parts + [f"sparsity {result['sparsity'].get('overall', 0.0):.3f}"])
+
+
 def _quiet() -> None:
-    """One progress display: the sweep's. Library bars off: transformers' here; tqdm's
-    (lmms-eval) by TQDM_DISABLE, which tqdm reads when imported, so `vlmprune sweep` sets
-    it before importing anything."""
+    """One progress display: the sweep's (display.py). Library bars off where a switch
+    exists (transformers' here, tqdm's by TQDM_DISABLE, which the CLI sets before tqdm is
+    imported); those that ignore it (lmms-eval's "Postprocessing") go to the log file."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
