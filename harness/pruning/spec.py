@@ -20,7 +20,8 @@ A spec is normalized when it loads: a field that cannot change what this spec pr
 to one canonical value, so two specs that prune alike are equal (one stage key, one cell)
 and no label shows a setting that had no effect. N:M patterns fix the sparsity (2:4 is 0.5;
 a map keeps only which roles it names) and ignore `scope`; `vision_share` exists only for
-`budget`; a sparsity map makes `distribution` moot; `dsnot:` options belong to dsnot only;
+`budget`; a sparsity map makes `distribution` moot (unless it is an allocation, owl or
+ecoflap, which spreads each target over blocks); `dsnot:` options belong to dsnot only;
 methods without calibration statistics (magnitude, random) have no `calibration` and no
 `propagation` choice; only random reads `seed`.
 """
@@ -58,17 +59,46 @@ class DsnotSpec(BaseModel):
     cycles: int = Field(50, ge=1)
 
 
+class OwlSpec(BaseModel):
+    """OWL's allocation: outliers are |W|·‖X‖ above `threshold_m` times their mean; block
+    sparsities spread over 2·`lam` around the target (allocation.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold_m: float = Field(5.0, gt=0)
+    lam: float = Field(0.08, gt=0, lt=0.5)
+    across: Literal["role", "roles"] = "role"  # within each role, or one budget over roles
+
+
+class EcoflapSpec(BaseModel):
+    """ECoFLaP's allocation: zeroth-order block scores on `samples` calibration samples,
+    `noise` perturbations of size `eps` each; no block above `max_sparsity`."""
+
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(16, ge=1)
+    noise: int = Field(1, ge=1)
+    eps: float = Field(1e-3, gt=0)
+    max_sparsity: float = Field(0.8, gt=0, lt=1)
+    seed: int = 0
+    across: Literal["role", "roles"] = "roles"  # the paper allocates over the whole VLM
+
+
+ALLOCATIONS = ("owl", "ecoflap")
+
+
 class PruneSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: str = "wanda"
     pattern: str = "unstructured"
     sparsity: float | dict[str, float | list[float]] = 0.5
-    distribution: Literal["equal", "language_only", "vision_only", "budget"] = "equal"
+    distribution: Literal["equal", "language_only", "vision_only", "budget", "owl",
+                          "ecoflap"] = "equal"
     vision_share: float | None = Field(None, gt=0, lt=1)
     scope: Scope = "row"
     propagation: Literal["sequential", "dense"] = "sequential"
     calibration: CalibrationSpec | None = Field(default_factory=CalibrationSpec)
     dsnot: DsnotSpec | None = None  # dsnot's options; dsnot without them: the defaults
+    owl: OwlSpec | None = None  # distribution owl's options
+    ecoflap: EcoflapSpec | None = None  # distribution ecoflap's options
     seed: int = 0
 
     @field_validator("method")
@@ -119,7 +149,31 @@ class PruneSpec(BaseModel):
         if self.nm and self.groups:
             raise ValueError(f"pattern {self.pattern} fixes every layer's sparsity; per-group "
                              "sparsity lists need pattern: unstructured")
+        if self.distribution in ALLOCATIONS:
+            self._check_allocation()
         return self._normalized()
+
+    def _check_allocation(self) -> None:
+        name = self.distribution
+        if self.nm:
+            raise ValueError(f"pattern {self.pattern} fixes every layer's sparsity; "
+                             f"distribution '{name}' needs pattern: unstructured")
+        if self.groups:
+            raise ValueError(f"distribution '{name}' sets each block's sparsity itself; give "
+                             "one sparsity per role, not a list")
+        levels = list(self.sparsity.values()) if isinstance(self.sparsity, dict) \
+            else [self.sparsity]
+        low = min((v for v in levels if v > 0), default=0.0)
+        if name == "owl":
+            lam = (self.owl or OwlSpec()).lam
+            if lam >= low:
+                raise ValueError(f"owl.lam {lam} must be below the sparsity {low} (a block "
+                                 "would get a sparsity below zero)")
+        if name == "ecoflap":
+            top = (self.ecoflap or EcoflapSpec()).max_sparsity
+            if top < max(levels):
+                raise ValueError(f"ecoflap.max_sparsity {top} is below the sparsity "
+                                 f"{max(levels)}: no allocation can reach it")
 
     @property
     def groups(self) -> dict[str, list[float]]:
@@ -138,13 +192,16 @@ class PruneSpec(BaseModel):
             self.scope = "row"
         if self.distribution != "budget":
             self.vision_share = None
-        if isinstance(self.sparsity, dict):
-            self.distribution = "equal"
+        if isinstance(self.sparsity, dict) and self.distribution not in ALLOCATIONS:
+            self.distribution = "equal"  # the map says which roles; an allocation still acts
         if self.method != "dsnot":
             self.dsnot = None
         elif self.dsnot is None:
             self.dsnot = DsnotSpec()
-        if m.needs is None:
+        self.owl = (self.owl or OwlSpec()) if self.distribution == "owl" else None
+        self.ecoflap = (self.ecoflap or EcoflapSpec()) if self.distribution == "ecoflap" \
+            else None
+        if m.needs is None and self.distribution not in ALLOCATIONS:
             self.calibration = None
             self.propagation = "sequential"
         elif self.calibration is None:
@@ -166,7 +223,7 @@ def role_sparsity(spec: PruneSpec, params: dict[str, int]) -> dict[str, float]:
                 for r, v in ((r, spec.sparsity.get(r, 0.0)) for r in ROLES)}
     s = spec.sparsity if spec.nm is None else spec.nm[0] / spec.nm[1]
     out = dict.fromkeys(ROLES, 0.0)
-    if spec.distribution == "equal":
+    if spec.distribution in ("equal", *ALLOCATIONS):  # an allocation spreads it per block
         out["vision"] = out["language"] = s
     elif spec.distribution == "language_only":
         out["language"] = s

@@ -8,8 +8,8 @@ import time
 import torch
 
 from harness.models.adapter import ROLES, Adapter
-from harness.pruning import calibration, engine, report
-from harness.pruning.spec import PruneSpec, targets
+from harness.pruning import allocate, calibration, engine, report
+from harness.pruning.spec import ALLOCATIONS, PruneSpec, targets
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,11 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
 
     needs = registry.get(spec.method).needs
     t0 = time.perf_counter()
-    batches = calibration.batches(spec.calibration, adapter) if needs else []
+    batches = calibration.batches(spec.calibration, adapter) \
+        if needs or spec.calibration is not None else []
+    t_cal = time.perf_counter()
+    if spec.distribution in ALLOCATIONS:  # OWL / ECoFLaP: a sparsity per block first
+        t = allocate.per_linear(adapter, spec, t, batches)
     t1 = time.perf_counter()
     options = spec.dsnot.model_dump() if spec.method == "dsnot" else {}
     masks = engine.prune(adapter, t, spec.method, batches, spec.propagation, spec.seed,
@@ -30,7 +34,8 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
     t2 = time.perf_counter()
     rep = report.measure(adapter, t)
     rep["spec"] = spec.model_dump()
-    rep["seconds"] = {"calibration_data": t1 - t0, "prune": t2 - t1}
+    rep["seconds"] = {"calibration_data": t_cal - t0, "allocation": t1 - t_cal,
+                      "prune": t2 - t1}
     log.info("pruned %s: sparsity %.4f over %d weights in %.1fs", spec.method,
              rep["overall"]["sparsity"], rep["overall"]["params"], t2 - t1)
     return masks, rep
