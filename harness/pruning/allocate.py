@@ -145,6 +145,8 @@ def _first(batches: Sequence[dict], n: int) -> list[dict]:
 def lm_loss(adapter: Adapter, batches: Sequence[dict]) -> float:
     """Mean next-token loss of the model on the calibration texts (image and padding
     positions excluded), summed over batches by their token counts."""
+    import torch
+
     image_token = getattr(adapter.model.config, "image_token_id", None)
     total, tokens = 0.0, 0
     for batch in batches:
