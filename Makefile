@@ -64,3 +64,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/cache_verify.py
 	$(PY) benchmarks/report_speed.py
 	$(PY) benchmarks/search_overhead.py
+	$(PY) benchmarks/allocation_overhead.py

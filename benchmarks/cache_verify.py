@@ -18,15 +18,13 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import competitor
+
 ROUNDS = 5
-LOAD = ("import torch\ntorch.set_num_threads(2)\na = torch.randn(512, 512)\n"
-        "while True:\n    a = (a @ a).tanh()\n")
 
 
 def timed_checks() -> list[float]:
@@ -98,12 +96,8 @@ def main() -> None:
     print(f"stage cache of the smoke grid: {mb:.1f} MB")
     spent = timed_checks()
     measure(results, "quiet", spent)
-    load = subprocess.Popen([sys.executable, "-c", LOAD])
-    try:
-        time.sleep(2)
+    with competitor.running():
         measure(results, "loaded", spent)
-    finally:
-        load.kill()
     shutil.rmtree(root, ignore_errors=True)
 
 

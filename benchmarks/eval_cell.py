@@ -16,11 +16,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
+
+import competitor
 
 LIMIT = 150
-LOAD = ("import torch\ntorch.set_num_threads(2)\na = torch.randn(512, 512)\n"
-        "while True:\n    a = (a @ a).tanh()\n")
 
 
 def evaluate(policy: str, results: str) -> float | None:
@@ -51,12 +50,8 @@ def main() -> None:
     results = tempfile.mkdtemp(prefix="vlmprune-eval-cell-")
     evaluate("policy", results)  # materializes the test split once, outside the timings
     quiet = {p: evaluate(p, results) for p in ("policy", "default")}
-    load = subprocess.Popen([sys.executable, "-c", LOAD], start_new_session=True)
-    try:
-        time.sleep(2)
+    with competitor.running():
         loaded = {p: evaluate(p, results) for p in ("policy", "default")}
-    finally:
-        load.kill()
     for p, label in (("policy", "thread policy (passive, threads = cores)"),
                      ("default", "torch default (spinning threads)")):
         ratio = "-" if quiet[p] is None or loaded[p] is None else f"{loaded[p] / quiet[p]:.2f}"

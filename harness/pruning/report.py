@@ -21,6 +21,7 @@ class LayerSparsity:
     zeros: int
     target: float
     nm_valid: bool | None  # None when the target is not N:M
+    block: int = 0  # index of its block within its role
 
     @property
     def sparsity(self) -> float:
@@ -32,12 +33,15 @@ def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
     targets = targets or {}
     layers = []
     for role in ROLES:
-        for name, lin in adapter.role_linears(role).items():
-            t = targets.get(name, targets.get(role))
-            w = lin.weight.detach()
-            valid = nm_valid(w, t.n, t.m) if t is not None and t.structured else None
-            layers.append(LayerSparsity(role, name, tuple(w.shape), w.numel(),
-                                        int((w == 0).sum()), t.sparsity if t else 0.0, valid))
+        for index, block in enumerate(adapter.blocks(role)):
+            for rel, lin in adapter.linears(block).items():
+                name = f"{block.name}.{rel}" if rel else block.name
+                t = targets.get(name, targets.get(role))
+                w = lin.weight.detach()
+                valid = nm_valid(w, t.n, t.m) if t is not None and t.structured else None
+                layers.append(LayerSparsity(role, name, tuple(w.shape), w.numel(),
+                                            int((w == 0).sum()), t.sparsity if t else 0.0,
+                                            valid, index))
     roles = {}
     for role in ROLES:
         rows = [x for x in layers if x.role == role]
@@ -58,3 +62,16 @@ def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
                                 max(1, sum(v["params"] for v in roles.values())))}
     return {"layers": [asdict(x) | {"sparsity": x.sparsity} for x in layers],
             "roles": roles, "overall": overall}
+
+
+def by_block(report: dict) -> dict[str, tuple[float, float]]:
+    """`{"vision.00": (target, achieved), ...}` per block of the pruned roles, weighted by
+    the block's weights: what an allocation chose and what the weights hold."""
+    out: dict[str, list[float]] = {}
+    for x in report.get("layers", []):
+        key = f"{x['role']}.{x.get('block', 0):02d}"
+        acc = out.setdefault(key, [0.0, 0.0, 0.0])
+        acc[0] += x["target"] * x["params"]
+        acc[1] += x["zeros"]
+        acc[2] += x["params"]
+    return {k: (t / n, z / n) for k, (t, z, n) in out.items() if n and t > 0}

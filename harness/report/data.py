@@ -71,10 +71,29 @@ def _load(grid: str, experiment: str) -> Report:
     runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'cell'",
                               max_results=50000)
     rows = _rows(runs)
+    current = _current(grid) if experiment == grid else None
+    outdated = 0
+    if current is not None:
+        kept = [r for r in rows if r["hash"] in current]
+        outdated, rows = len(rows) - len(kept), kept
     if not rows:
-        raise UserError(f"experiment '{experiment}' holds no cells yet: run `vlmprune sweep "
-                        f"{grid}` first")
-    return frame(grid, exp.tags.get("mlflow.note.content", ""), rows)
+        raise UserError(f"experiment '{experiment}' holds no cells of the grid as it is now "
+                        f"yet: run `vlmprune sweep {grid}` first")
+    report = frame(grid, exp.tags.get("mlflow.note.content", ""), rows)
+    report.meta["outdated"] = outdated
+    return report
+
+
+def _current(grid: str) -> set[str] | None:
+    """The cell hashes of the grid as its file defines it now, or None when it has no file
+    (an experiment kept after its grid was deleted). Runs of cells the grid no longer has
+    (an axis value removed, a default changed) stay in MLflow but leave the report."""
+    from harness.sweep import grid as grids
+
+    try:
+        return {c.hash for c in grids.expand(grid)[1]}
+    except UserError:
+        return None
 
 
 def _rows(runs) -> list[dict[str, Any]]:
@@ -92,7 +111,7 @@ def _rows(runs) -> list[dict[str, Any]]:
         row |= {f"p.{k}": v for k, v in data.params.items()}
         for k, v in data.metrics.items():
             head, _, rest = k.partition("/")
-            row[f"{head}.{rest}" if head in ("sparsity", "target", "time") else k] = v
+            row[f"{head}.{rest}" if head in ("sparsity", "target", "time", "block") else k] = v
         rank = (_RANK.get(status, 9), -(r.info.start_time or 0))
         if row["hash"] not in best or rank < best[row["hash"]][0]:
             best[row["hash"]] = (rank, row)
@@ -106,7 +125,7 @@ def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
         keys += [k for k in row if k not in keys]
     data = {k: [row.get(k) for row in rows] for k in keys}
     for k in keys:
-        if k.startswith(("sparsity.", "target.", "time.")) or "/" in k:
+        if k.startswith(("sparsity.", "target.", "time.", "block.")) or "/" in k:
             data[k] = [None if v is None else float(v) for v in data[k]]
         elif k.startswith("p."):
             data[k] = [None if v is None else str(v) for v in data[k]]
@@ -147,8 +166,8 @@ def aggregate(report: Report) -> pl.DataFrame:
     if done.is_empty():
         return done.with_columns(pl.lit(0).alias("n"))
     keys = [c for c in setting_columns(report) if c in done.columns]
-    numeric = [c for c in done.columns
-               if c in report.metrics or c.startswith(("sparsity.", "target.", "time."))]
+    numeric = [c for c in done.columns if c in report.metrics
+               or c.startswith(("sparsity.", "target.", "time.", "block."))]
     aggs = [pl.len().alias("n"), pl.col("cell").first(), pl.col("hash").first()]
     aggs += [pl.col(c).mean() for c in numeric]
     aggs += [pl.col(c).std(ddof=1).alias(f"{c}.std") for c in report.metrics]

@@ -148,24 +148,34 @@ def recovery(df: pl.DataFrame, metric: str) -> Figure | None:
 
 
 def methods(df: pl.DataFrame, metric: str) -> Figure | None:
+    """Score vs unstructured sparsity, a line per method (and per allocation, when the grid
+    compares uniform with layer-wise allocations)."""
     if "p.prune.method" not in df.columns or "p.prune.sparsity" not in df.columns:
         return None
     d = _pruned(df).filter((pl.col("p.prune.pattern") == "unstructured")
                            & pl.col("p.prune.sparsity").is_not_null())
     d = d.with_columns(pl.col("p.prune.sparsity").cast(pl.Float64, strict=False).alias("s"))
     d = d.filter(pl.col("s").is_not_null())
-    names = sorted(set(d["p.prune.method"].to_list()))
-    if len(names) < 2 or d["s"].n_unique() < 2:
+    dist = "p.prune.distribution"
+    by_alloc = dist in d.columns and d[dist].is_in(["owl", "ecoflap"]).any()
+    keys = ["p.prune.method", dist] if by_alloc else ["p.prune.method"]
+    lines = sorted(set(d.select(keys).rows()))
+    if len(lines) < 2 or d["s"].n_unique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for i, name in enumerate(names):
-        g = d.filter(pl.col("p.prune.method") == name).sort("s")
+    for i, key in enumerate(lines):
+        g = d.filter(pl.all_horizontal([pl.col(k) == v for k, v in zip(keys, key,
+                                                                       strict=True)]))
+        g = g.sort("s")
+        name = key[0] if not by_alloc else \
+            f"{key[0]} / {'uniform' if key[1] == 'equal' else key[1]}"
         ax.errorbar(g["s"].to_list(), g[metric].to_list(), yerr=_std(g, metric), marker="o",
-                    capsize=3, label=name, color=COLORS[i % len(COLORS)])
+                    capsize=3, label=name, color=COLORS[i % len(COLORS)],
+                    ls="-" if not by_alloc or key[1] == "equal" else "--")
     _dense_line(ax, _dense(df, metric))
     ax.set(xlabel="unstructured sparsity", ylabel=metric_label(metric),
-           title="Score vs sparsity by method")
-    ax.legend(fontsize=8)
+           title="Score vs sparsity by method" + (" and allocation" if by_alloc else ""))
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -200,6 +210,41 @@ def question_types(df: pl.DataFrame, metric: str) -> Figure | None:
     return fig
 
 
+def allocation(df: pl.DataFrame, metric: str) -> Figure | None:
+    """Per-block sparsity each allocation chose (achieved, from the weights), vision and
+    language blocks on one axis, at one method and sparsity (the first that has an
+    allocation), beside the uniform split of the same method and sparsity."""
+    blocks = sorted(c for c in df.columns if c.startswith("block."))
+    if not blocks or "p.prune.distribution" not in df.columns:
+        return None
+    alloc = df.filter(pl.col("p.prune.distribution").is_in(["owl", "ecoflap"]))
+    if alloc.is_empty():
+        return None
+    first = alloc.row(0, named=True)
+    same = df.filter((pl.col("p.prune.method") == first["p.prune.method"])
+                     & (pl.col("p.prune.sparsity") == first["p.prune.sparsity"])
+                     & pl.col("p.prune.distribution").is_in(["equal", "owl", "ecoflap"]))
+    order = sorted(blocks, key=lambda b: (not b.startswith("block.vision"), b))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(order) + 2), 3.8))
+    kinds = same["p.prune.distribution"].to_list()
+    width = 0.8 / max(1, len(kinds))
+    for k, row in enumerate(same.to_dicts()):
+        ys = [row.get(b) or 0.0 for b in order]
+        xs = [i + (k - (len(kinds) - 1) / 2) * width for i in range(len(order))]
+        name = "uniform" if row["p.prune.distribution"] == "equal" else \
+            row["p.prune.distribution"]
+        ax.bar(xs, ys, width, label=name, color=COLORS[k % len(COLORS)])
+    ax.set_xticks(range(len(order)), [b.removeprefix("block.").replace("vision.", "V")
+                                      .replace("language.", "L") for b in order], fontsize=7)
+    ax.set(xlabel="block (V: vision, L: language)", ylabel="sparsity (achieved)",
+           title=f"Per-block sparsity, {first['p.prune.method']} at "
+                 f"{float(first['p.prune.sparsity']):.0%}")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=4,
+              frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 FIGURES: dict[str, tuple[Callable[[pl.DataFrame, str], Figure | None], str]] = {
     "modality_split": (modality_split, "Score vs the split of sparsity between vision and "
                        "language; one line per total, dense reference dashed."),
@@ -209,6 +254,8 @@ FIGURES: dict[str, tuple[Callable[[pl.DataFrame, str], Figure | None], str]] = {
                  "the label is the sparsity after recovery (LoRA's merge makes weights dense)."),
     "methods": (methods, "Score vs unstructured sparsity, one line per pruning method."),
     "question_types": (question_types, "Exact match per question type for every setting."),
+    "allocation": (allocation, "Per-block sparsity chosen by each layer-wise allocation "
+                   "(OWL, ECoFLaP) beside the uniform split, measured from the weights."),
 }
 
 

@@ -80,6 +80,10 @@ def render(report: Report, table_html: str, figures: list[tuple[str, str, str]],
     counts = {s: cells.filter(pl.col("status") == s).height
               for s in ("finished", "failed", "running", "killed")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    outdated = report.meta.get("outdated", 0)
+    if outdated:
+        summary += (f" ({outdated} run{'s' * (outdated > 1)} of cells the grid no longer "
+                    "defines left out; they stay in MLflow)")
     parts = [
         "<!doctype html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',

@@ -193,7 +193,7 @@ def _dispose_engine(uri: str) -> None:
 def logged(metrics: dict[str, float]) -> dict[str, Any]:
     """A run's metrics split back into the result's parts (task metrics, sparsity)."""
     return {"metrics": {k: v for k, v in metrics.items()
-                        if not k.startswith(("sparsity/", "time/", "target/"))},
+                        if not k.startswith(("sparsity/", "time/", "target/", "block/"))},
             "sparsity": {k.removeprefix("sparsity/"): v for k, v in metrics.items()
                          if k.startswith("sparsity/")}}
 
@@ -315,6 +315,10 @@ class Tracker:
             values |= {f"target/{k}": v.get("target", 0.0)
                        for k, v in result["prune"].get("roles", {}).items()}
             values |= {f"time/{k}": v for k, v in result["seconds"].items()}
+            from harness.pruning.report import by_block
+
+            values |= {f"block/{k}": achieved for k, (_, achieved) in
+                       by_block(result["prune"]).items()}
             metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
             for i in range(0, len(metrics), 500):
                 self.client.log_batch(run_id, metrics=metrics[i:i + 500])

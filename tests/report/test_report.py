@@ -60,7 +60,7 @@ def test_html_holds_every_cell_and_metric_and_no_external_url(smoke_report, refe
     assert settings == {("dense", "-"), ("none", "2:4"), ("none", "unstructured"),
                         ("sparselora", "2:4")}  # the grid's axes as columns
     metrics = {k for m in reference[0].values() for k in m if "/" in k and not
-               k.startswith(("sparsity/", "target/"))}
+               k.startswith(("sparsity/", "target/", "block/"))}
     assert metrics and all(metric_label(m) in text for m in metrics)
     assert not re.search(r"https?://", html)  # offline: no CDN, font, or namespace URL
     assert not re.search(r"""(src|href)=["'](?!#|data:)""", html)  # only inline data
@@ -186,3 +186,20 @@ def test_report_errors_are_one_line(results, tmp_path, capsys):
     assert main(["report", "smoke", "--out", str(tmp_path / "mine")]) == 2
     assert "not a vlmprune report" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+def test_cells_the_grid_no_longer_defines_leave_the_report(results, tmp_path):
+    """A changed grid (an axis value dropped) reports the cells it defines now; the older
+    runs stay in MLflow and the page says how many were left out."""
+    text = """name: shrinking
+base: {prune: {method: wanda}}
+axes: [{prune.sparsity: [0.5, 0.6, 0.7]}]
+"""
+    g = grid_file(tmp_path, "shrinking", text)
+    assert demo.fill(g) == 3
+    grid_file(tmp_path, "shrinking", text.replace("0.5, 0.6, 0.7", "0.5, 0.7"))
+    assert main(["report", "shrinking"]) == 0
+    rep = data.load("shrinking")
+    assert sorted(rep.cells["p.prune.sparsity"].to_list()) == ["0.5", "0.7"]
+    page = text_of(parse(tmp_path / "reports" / "shrinking" / "index.html"))
+    assert "1 run of cells the grid no longer defines left out" in page

@@ -54,11 +54,18 @@ def test_where_filters_cells(tmp_path):
     assert [c.spec.prune.method for c in cells] == ["wanda"]
 
 
-@pytest.mark.parametrize("name, cells", [("modality_ratio", 17), ("modality_choice", 16),
-                                         ("methods", 26), ("recovery", 7), ("smoke", 4)])
+SHIPPED = [("modality_ratio", 17), ("modality_choice", 16), ("methods", 26), ("recovery", 7),
+           ("smoke", 4), ("allocation", 19), ("modality_search", 1)]
+
+
+@pytest.mark.parametrize("name, cells", SHIPPED)
 def test_shipped_grids_validate(name, cells):
     _, got = grid.expand(name)
     assert len(got) == cells
+
+
+def test_every_shipped_grid_is_checked():
+    assert sorted(grid.names()) == sorted(n for n, _ in SHIPPED)
 
 
 def test_recovery_methods_share_their_prune_stage():

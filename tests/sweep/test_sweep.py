@@ -45,7 +45,7 @@ def test_rerun_runs_nothing_and_same_cell_gives_identical_metrics(reference, res
     _, cells = grid.expand("smoke", {"prune.pattern": "2:4", "recover.method": "none"})
     again = stages.evaluated(cells[0].spec, force=True)
     assert again["metrics"] == {k: v for k, v in m.items() if "/" in k and not
-                                k.startswith(("sparsity/", "time/", "target/"))}
+                                k.startswith(("sparsity/", "time/", "target/", "block/"))}
 
 
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, results, capsys):
