@@ -5,21 +5,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GRID ?= modality_ratio
+EXECUTOR ?= local
+WORKERS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: install sweep search report test check-slow lint zoo zoo-check bench clean
+.PHONY: install sweep server search report test check-slow lint zoo zoo-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch and torchvision pinned together: both lie on this machine's disk for pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $@
 
 install: $(STAMP)
 
 sweep: $(STAMP)
-	$(VENV)/bin/vlmprune sweep $(GRID)
+	$(VENV)/bin/vlmprune sweep $(GRID) --executor $(EXECUTOR) $(if $(WORKERS),--workers $(WORKERS))
+
+server: $(STAMP)
+	$(VENV)/bin/vlmprune server
 
 TRIALS ?=
 search: $(STAMP)

@@ -103,7 +103,15 @@ def _sweep(a: argparse.Namespace) -> int:
     from harness.sweep import runner
 
     return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force,
+                        executor=a.executor, workers=a.workers, ray_address=a.ray_address,
+                        threads=a.threads,
                         report=not a.no_report)
+
+
+def _server(a: argparse.Namespace) -> int:
+    from harness.sweep import server
+
+    return server.serve(a.host, a.port)
 
 
 def _report(a: argparse.Namespace) -> int:
@@ -153,6 +161,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     s.add_argument("--force", action="store_true",
                    help="recompute every stage and log new runs, even for finished cells")
+    s.add_argument("--executor", default="local",
+                   help="where cells run: here one at a time (local), a worker per GPU or N "
+                   "CPU workers of this machine (pool), a Ray cluster (ray)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="pool/ray workers (default: one per GPU, else 2)")
+    s.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="a running Ray cluster (default: RAY_ADDRESS, else a local one)")
     s.add_argument("--no-report", action="store_true",
                    help="do not write reports/GRID at the end")
     s.set_defaults(func=_sweep)
@@ -172,6 +187,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--study", default=None, help="study name (default: the grid's name)")
     s.set_defaults(func=_search)
 
+    s = sub.add_parser("server", help="an MLflow tracking server over results/mlflow.db, for "
+                       "sweeps on other machines (MLFLOW_TRACKING_URI=http://HOST:PORT)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1; 0.0.0.0 for a cluster)")
+    s.add_argument("--port", type=int, default=5000)
+    s.set_defaults(func=_server)
     s = sub.add_parser("report", help="HTML/LaTeX tables and figures of a grid, from MLflow")
     s.add_argument("grid", nargs="?", help="the grid (its MLflow experiment)")
     s.add_argument("--out", type=Path, default=None, help="folder (default reports/GRID)")

@@ -74,7 +74,7 @@ class EcoflapSpec(BaseModel):
     `noise` perturbations of size `eps` each; no block above `max_sparsity`."""
 
     model_config = ConfigDict(extra="forbid")
-    samples: int = Field(12, ge=1)
+    samples: int = Field(8, ge=1)
     noise: int = Field(1, ge=1)
     eps: float = Field(1e-3, gt=0)
     max_sparsity: float = Field(0.8, gt=0, lt=1)

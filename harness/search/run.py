@@ -34,10 +34,10 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
         s = s.model_copy(update={"trials": trials})
     path = grid.path_of(name)
     space = st.space_for(s, base, path)
-    from harness.sweep.runner import _quiet
+    from harness.sweep.runner import quiet_libraries
     from harness.sweep.tracking import store_errors
 
-    _quiet()
+    quiet_libraries()
     with store_errors():
         study = st.open_study(s, study_name or g.name, storage)
         lock = _lock(storage)

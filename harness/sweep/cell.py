@@ -58,17 +58,21 @@ def digest(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def model_content(m: ModelSpec) -> dict[str, str]:
-    """Fingerprints of what a model spec names: its folder (embedded, local, or the Hugging
-    Face cache's snapshot of a hub id) and its layout file."""
+def model_folder(m: ModelSpec) -> Path | None:
+    """The folder a model spec names: embedded, local, or the Hugging Face cache's snapshot
+    of a hub id; None when there is none."""
     from harness.models.load import EMBEDDED
 
     if m.name in EMBEDDED:
-        folder: Path | None = EMBEDDED[m.name]
-    elif m.name and Path(m.name).expanduser().is_dir():
-        folder = Path(m.name).expanduser()
-    else:
-        folder = _hub_snapshot(m.name)
+        return EMBEDDED[m.name]
+    if m.name and Path(m.name).expanduser().is_dir():
+        return Path(m.name).expanduser()
+    return _hub_snapshot(m.name)
+
+
+def model_content(m: ModelSpec) -> dict[str, str]:
+    """Fingerprints of what a model spec names: its folder and its layout file."""
+    folder = model_folder(m)
     out = {"folder": fingerprint.of_folder(folder) if folder else f"missing:{m.name}"}
     if m.layout:
         out["layout"] = fingerprint.of_file(m.layout)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 
-from harness.sweep import cache, grid
+from harness.errors import UserError
+from harness.sweep import cache, dispatch, grid
 from harness.sweep.cell import prune_key, recover_key
 from harness.sweep.display import Display
 from harness.sweep.grid import Cell
@@ -78,15 +80,19 @@ def _mark(key: str, stage: str) -> str:
 
 
 def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
-          force: bool = False, progress: bool = True, report: bool = True) -> int:
+          force: bool = False, progress: bool = True, report: bool = True,
+          executor: str = "local", workers: int | None = None, ray_address: str | None = None,
+          threads: int | None = None) -> int:
     from harness.sweep.tracking import store_errors
 
     if dry_run:
         return plan(name, where)
+    _check_executor(executor, workers, ray_address)
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
-    _quiet()
+    quiet_libraries()
     with store_errors():
-        code = _sweep(g, cells, where, force, progress)
+        code = _sweep(g, cells, where, force, progress,
+                      Dispatch(executor, workers, ray_address, threads))
     if report:
         write_report(g.name)
     return code
@@ -111,11 +117,45 @@ def write_report(name: str) -> None:
     console.print(f"report: {out}/index.html")
 
 
+@dataclass
+class Dispatch:
+    """Where a sweep's cells run: here, one after another (local), on this machine's workers
+    (pool) or on a Ray cluster (ray); see dispatch.py."""
+
+    executor: str = "local"
+    workers: int | None = None
+    ray_address: str | None = None
+    threads: int | None = None
+
+    def workers_for(self):
+        if self.executor == "pool":
+            from harness.sweep.pool import Pool
+
+            return Pool(self.workers, self.threads)
+        from harness.sweep.ray_pool import RayWorkers
+
+        return RayWorkers(self.workers, self.ray_address, self.threads)
+
+
+def _check_executor(executor: str, workers: int | None, ray_address: str | None) -> None:
+    from harness.sweep.dispatch import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor {executor}: use one of {', '.join(EXECUTORS)}")
+    if workers is not None and (workers < 1 or executor == "local"):
+        raise UserError(f"--workers {workers}: give 1 or more, with --executor pool or ray"
+                        if workers < 1 else "--workers: only with --executor pool or ray "
+                        "(local runs one cell at a time)")
+    if ray_address and executor != "ray":
+        raise UserError("--ray-address: only with --executor ray")
+
+
 def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
-           progress: bool) -> int:
+           progress: bool, how: Dispatch | None = None) -> int:
     from harness import fingerprint
-    from harness.sweep import stages
     from harness.sweep.tracking import Tracker
+
+    how = how or Dispatch()
 
     cache.sweep_stale()
     fingerprint.save()
@@ -131,28 +171,34 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
                   key=lambda c: (prune_key(c.spec), c.index))
     console.print(f"[bold]{g.name}[/]: {len(cells)} cells, {len(cells) - len(todo)} already "
                   f"finished, {len(todo)} to run")
-    parent = tracker.start_sweep(len(todo), where)
+    parent = tracker.start_sweep(len(todo), where, how.executor)
     rows: list[tuple[Cell, dict | None, str | None]] = []
     t0 = time.perf_counter()
     with Display(g.name, len(todo), console, bar=progress) as display:
-        for cell in todo:
-            def notify(stage: str, cell: Cell = cell) -> None:
-                display.stage(cell.label, stage)
+        began: dict[str, float] = {}
 
-            notify("start")
-            started = time.perf_counter()
-            try:
-                result = stages.evaluated(cell.spec, notify=notify)
-                failure = None
-            except Exception as e:  # noqa: BLE001 - any cell failure is recorded, not raised
-                if _environmental(e):
-                    raise  # the results folder, not the cell: every later cell would fail too
-                log.debug("cell %s failed:\n%s", cell.label, traceback.format_exc())
-                first = str(e).splitlines()[0] if str(e) else ""
-                result, failure = None, f"{type(e).__name__}: {first}"
-            tracker.log_cell(parent, cell, result, failure)
-            rows.append((cell, result, failure))
-            display.finished(cell.label, _score(result, failure), time.perf_counter() - started)
+        def on_started(cell: Cell) -> None:
+            began.setdefault(cell.hash, time.perf_counter())
+            display.stage(cell.label, "start")
+
+        def on_finished(cell: Cell, outcome: dispatch.Outcome) -> None:
+            tracker.log_cell(parent, cell, outcome.result, outcome.failure)
+            rows.append((cell, outcome.result, outcome.failure))
+            display.finished(cell.label, _score(outcome.result, outcome.failure),
+                             time.perf_counter() - began.pop(cell.hash, time.perf_counter()))
+
+        if how.executor == "local" or not todo:
+            for cell in todo:
+                on_started(cell)
+                outcome = dispatch.execute(cell, notify=lambda s, c=cell: display.stage(
+                    c.label, s))
+                if outcome.kind == "fatal":
+                    raise UserError(outcome.failure or "the results folder cannot be used")
+                on_finished(cell, outcome)
+        else:
+            workers = how.workers_for()
+            console.print(f"running on a {workers.describe()}")
+            dispatch.run(todo, workers, on_started, on_finished)
     failed = sum(1 for _, _, f in rows if f)
     tracker.end_sweep(parent, failed, len(rows) - failed)
     earlier = [(c, finished[c.hash], None) for c in cells if c.hash in finished]
@@ -170,7 +216,7 @@ def _score(result: dict | None, failure: str | None) -> str:
     return ", ".join(parts + [f"sparsity {result['sparsity'].get('overall', 0.0):.3f}"])
 
 
-def _quiet() -> None:
+def quiet_libraries() -> None:
     """One progress display: the sweep's (display.py). Library bars off where a switch
     exists (transformers' here, tqdm's by TQDM_DISABLE, which the CLI sets before tqdm is
     imported); those that ignore it (lmms-eval's "Postprocessing") go to the log file."""
@@ -178,13 +224,6 @@ def _quiet() -> None:
 
     hf_logging.disable_progress_bar()
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-
-
-def _environmental(e: Exception) -> bool:
-    """A full or read-only results folder: a sweep stops there (one line, exit 2)."""
-    from harness.sweep.tracking import store_problem
-
-    return isinstance(e, OSError) and store_problem(e) is not None
 
 
 def summary(name: str, rows: list[tuple[Cell, dict | None, str | None]], ran: int,

@@ -86,7 +86,7 @@ def store_problem(e: BaseException) -> str | None:
                 "another store")
     if "connection" in text and os.environ.get("MLFLOW_TRACKING_URI", "").startswith("http"):
         return (f"{store_name()}: the MLflow tracking server does not answer; start it "
-                "(vlmprune docs: `mlflow server`), or unset MLFLOW_TRACKING_URI")
+                "(`vlmprune server`), or unset MLFLOW_TRACKING_URI")
     return None
 
 
@@ -282,10 +282,12 @@ class Tracker:
             self.client.set_terminated(r.info.run_id, "KILLED")
         return len(runs)
 
-    def start_sweep(self, n_cells: int, where: dict[str, str] | None) -> str:
+    def start_sweep(self, n_cells: int, where: dict[str, str] | None,
+                    executor: str = "local") -> str:
         run = self.client.create_run(self.experiment_id, run_name=f"sweep {time.strftime('%F %T')}",
                                      tags={TAG_KIND: "sweep", "vlmprune.git_commit": self.commit,
-                                           "vlmprune.where": str(where or {})})
+                                           "vlmprune.where": str(where or {}),
+                                           "vlmprune.executor": executor})
         self.client.log_param(run.info.run_id, "cells", n_cells)
         return run.info.run_id
 

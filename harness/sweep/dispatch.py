@@ -1,0 +1,222 @@
+"""Sending a sweep's cells to workers: the groups, their order, and the loop that retries a
+cell whose worker died.
+
+A group is the cells that share a prune stage (dense cells: one group per model), so the
+worker that computes a prune stage is the one that reuses it, and no two workers compute the
+same stage at once. Groups go out longest first (expected cost = stages still to compute ×
+the model's weight bytes), each to the next free worker: the longest-processing-time rule,
+which keeps workers busy to the end without knowing real times.
+
+A worker runs one cell at a time and answers with an `Outcome`, so the loop always knows
+which cell a worker is on. A worker that dies (SIGKILL, out of memory, a node lost) costs its
+cell one attempt: the cell is retried once on a fresh worker, then recorded as failed; the
+rest of its group carries on. The parent alone writes to MLflow (see tracking.py), so a
+dead worker leaves no half-logged run behind.
+
+The executors (`pool.py`, `ray_pool.py`) only start workers, hand them cells and report
+what came back; this file holds what they share.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from harness.errors import UserError
+from harness.sweep import cache
+from harness.sweep.cell import model_folder, prune_key, recover_key
+from harness.sweep.grid import Cell
+
+log = logging.getLogger(__name__)
+
+EXECUTORS = ("local", "pool", "ray")
+ATTEMPTS = 2  # a cell whose worker dies is run once more, then recorded as failed
+KILL_ENV = "VLMPRUNE_TEST_SIGKILL"  # fault injection for the tests (see `execute`)
+
+
+@dataclass
+class Outcome:
+    """What a worker answers for one cell. `kind`: done (result), failed (failure: the
+    cell's own error, recorded), fatal (failure: the results folder or store is unusable, the
+    sweep stops with it), died (failure: how the worker ended; set by the executor)."""
+
+    kind: Literal["done", "failed", "fatal", "died"]
+    result: dict | None = None
+    failure: str | None = None
+
+
+@dataclass
+class Group:
+    key: str
+    cells: list[Cell]
+    cost: float = 0.0
+
+
+@dataclass
+class Slot:
+    """One worker's place: the group it is working through and the cell it is on."""
+
+    index: int
+    todo: deque = field(default_factory=deque)
+    busy: Cell | None = None
+
+
+def execute(cell: Cell, attempt: int = 1, notify: Callable[[str], None] = lambda s: None
+            ) -> Outcome:
+    """Run one cell (prune -> recover -> evaluate, through the stage cache) in this process."""
+    from harness.sweep import stages
+    from harness.sweep.tracking import store_problem
+
+    def stage(name: str) -> None:
+        if name == "evaluate":
+            _injected_kill(cell, attempt)
+        notify(name)
+
+    try:
+        return Outcome("done", stages.evaluated(cell.spec, notify=stage))
+    except Exception as e:  # noqa: BLE001 - any cell failure is recorded, not raised
+        problem = store_problem(e) if isinstance(e, OSError) else None
+        if problem is not None:  # the results folder, not the cell: every cell would fail
+            return Outcome("fatal", failure=problem)
+        log.debug("cell %s failed:\n%s", cell.label, traceback.format_exc())
+        first = str(e).splitlines()[0] if str(e) else ""
+        return Outcome("failed", failure=f"{type(e).__name__}: {first}")
+
+
+def _injected_kill(cell: Cell, attempt: int) -> None:
+    """`VLMPRUNE_TEST_SIGKILL=HASH_PREFIX:N[,HASH_PREFIX:N...]`: a worker SIGKILLs itself in
+    that cell, after its prune (and recovery) stage and before its evaluation, on attempts
+    1..N. The tests use it to kill a worker mid-cell at a known place; the death, its
+    detection and the retry are all real. Ignored outside pool and Ray workers (a local
+    sweep would kill itself)."""
+    if os.environ.get("VLMPRUNE_WORKER") != "1":
+        return
+    for item in os.environ.get(KILL_ENV, "").split(","):
+        prefix, _, times = item.partition(":")
+        if prefix and cell.hash.startswith(prefix) and attempt <= int(times or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def groups(cells: Iterable[Cell]) -> list[Group]:
+    """Cells grouped by prune stage, largest expected cost first."""
+    by_key: dict[str, Group] = {}
+    for c in cells:
+        key = prune_key(c.spec) if c.spec.prune is not None else f"dense:{c.spec.model.name}"
+        by_key.setdefault(key, Group(key, [])).cells.append(c)
+    sizes: dict[str, float] = {}
+    for g in by_key.values():
+        g.cells.sort(key=lambda c: c.index)
+        name = g.cells[0].spec.model.name
+        if name not in sizes:
+            sizes[name] = model_bytes(g.cells[0])
+        g.cost = stages_to_compute(g) * sizes[name]
+    return sorted(by_key.values(), key=lambda g: (-g.cost, g.cells[0].index))
+
+
+def stages_to_compute(g: Group) -> int:
+    """Stages of the group that the cache does not hold yet (the prune stage once)."""
+    n = int(not g.key.startswith("dense:") and not cache.done("prune", g.key))
+    for c in g.cells:
+        if c.spec.recover.method != "none" and not cache.done("recover", recover_key(c.spec)):
+            n += 1
+        n += not cache.done("eval", c.hash)
+    return max(n, 1)
+
+
+def model_bytes(cell: Cell) -> float:
+    """The weight files' size of the cell's model (1 when it cannot be found: the cell will
+    fail on its own, and says why)."""
+    folder = model_folder(cell.spec.model)
+    if folder is None:
+        return 1.0
+    size = sum(p.stat().st_size for p in folder.rglob("*")
+               if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
+    return float(size or 1)
+
+
+class Workers(Protocol):
+    """What an executor provides to `run`."""
+
+    size: int
+
+    def submit(self, slot: int, cell: Cell, attempt: int) -> None: ...
+
+    def wait(self) -> list[tuple[int, Outcome]]: ...
+
+    def restart(self, slot: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def run(todo: Sequence[Cell], workers: Workers,
+        started: Callable[[Cell], None], finished: Callable[[Cell, Outcome], None]) -> None:
+    """Work through `todo` on `workers`: `started` when a cell goes out, `finished` once per
+    cell with its final outcome (done, failed, or failed after its worker died twice)."""
+    queue = deque(groups(todo))
+    attempts: dict[str, int] = {}
+    slots = [Slot(i) for i in range(workers.size)]
+
+    def feed(slot: Slot) -> None:
+        while not slot.todo and queue:
+            slot.todo.extend(queue.popleft().cells)
+        if not slot.todo:
+            slot.busy = None
+            return
+        cell = slot.todo[0]
+        attempts[cell.hash] = attempts.get(cell.hash, 0) + 1
+        slot.busy = cell
+        workers.submit(slot.index, cell, attempts[cell.hash])
+        started(cell)
+
+    try:
+        for slot in slots:
+            feed(slot)
+        while any(s.busy for s in slots):
+            for index, outcome in workers.wait():
+                slot = slots[index]
+                cell = slot.busy
+                assert cell is not None
+                if outcome.kind == "fatal":
+                    raise UserError(outcome.failure or "the results folder cannot be used")
+                if outcome.kind == "died":
+                    workers.restart(index)
+                    if attempts[cell.hash] < ATTEMPTS:
+                        log.warning("worker %d died (%s) on cell %s; running it again",
+                                    index, outcome.failure, cell.label)
+                        feed(slot)
+                        continue
+                    outcome = Outcome("failed", failure=f"WorkerDied: {outcome.failure} "
+                                      f"(on all {ATTEMPTS} attempts)")
+                slot.todo.popleft()
+                finished(cell, outcome)
+                feed(slot)
+    finally:
+        workers.close()
+
+
+def worker_count(workers: int | None, gpus: int) -> int:
+    """Workers by default: one per GPU, else two (each with half the cores' threads)."""
+    if workers is not None:
+        if workers < 1:
+            raise UserError(f"--workers {workers}: give 1 or more")
+        return workers
+    return gpus if gpus else 2
+
+
+def worker_env(results: str, threads: int) -> dict[str, str]:
+    """What a worker process needs in its environment before it imports anything: the same
+    results folder (stage cache), the thread policy, no hub."""
+    env = {"VLMPRUNE_RESULTS": results, "VLMPRUNE_THREADS": str(threads), "VLMPRUNE_WORKER": "1",
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    for k in ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", KILL_ENV):
+        if os.environ.get(k):
+            env[k] = os.environ[k]
+    return env
+

@@ -1,0 +1,155 @@
+"""`--executor pool`: one worker process per device of this machine.
+
+Each visible GPU gets a worker with its own CUDA_VISIBLE_DEVICES (its cells then run on
+`cuda`); with no GPU, `--workers N` CPU workers (2 by default) share the cores, torch's
+threads split between them (harness/threads.py). Workers are spawned (not forked: torch and
+OpenMP do not survive a fork), read cells from a pipe, run them through the stage cache in
+the shared results folder, and answer with an `Outcome`. They die with the sweep
+(PR_SET_PDEATHSIG), so a killed sweep leaves no worker computing for nobody.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+from multiprocessing.connection import Connection, wait
+
+from harness import threads
+from harness.paths import results_dir
+from harness.sweep import dispatch
+from harness.sweep.dispatch import Outcome
+from harness.sweep.grid import Cell
+
+
+def gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (none: [])."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    import torch
+
+    n = torch.cuda.device_count()  # NVML: no CUDA context in the parent
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip()][:n]
+    return [str(i) for i in range(n)]
+
+
+class Pool:
+    def __init__(self, workers: int | None = None, thread_count: int | None = None) -> None:
+        self.devices = gpus()
+        self.size = dispatch.worker_count(workers, len(self.devices))
+        self.threads = threads.count(thread_count, self.size)
+        self.ctx = mp.get_context("spawn")
+        self.procs: list[mp.process.BaseProcess | None] = [None] * self.size
+        self.conns: list[Connection | None] = [None] * self.size
+        for i in range(self.size):
+            self._start(i)
+
+    def describe(self) -> str:
+        where = (f"GPUs {', '.join(self.devices[:self.size])}" if self.devices
+                 else f"CPU, {self.threads} thread{'s' * (self.threads > 1)} each")
+        return f"pool of {self.size} workers ({where})"
+
+    def _start(self, i: int) -> None:
+        env = dispatch.worker_env(str(results_dir().resolve()), self.threads)
+        if self.devices:
+            env["CUDA_VISIBLE_DEVICES"] = self.devices[i % len(self.devices)]
+        ours, theirs = self.ctx.Pipe()
+        p = self.ctx.Process(target=_main, args=(theirs, env), name=f"vlmprune-worker-{i}",
+                             daemon=True)
+        with _environ(env):  # the spawned interpreter starts with these already set
+            p.start()
+        theirs.close()
+        self.procs[i], self.conns[i] = p, ours
+
+    def submit(self, slot: int, cell: Cell, attempt: int) -> None:
+        conn = self.conns[slot]
+        assert conn is not None
+        try:
+            conn.send((cell, attempt))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the worker is gone: wait() reports it
+
+    def wait(self) -> list[tuple[int, Outcome]]:
+        live = {c: i for i, c in enumerate(self.conns) if c is not None}
+        out = []
+        for conn in wait(list(live)):
+            i = live[conn]  # type: ignore[index]
+            try:
+                out.append((i, conn.recv()))  # type: ignore[union-attr]
+            except (EOFError, ConnectionResetError, OSError):
+                out.append((i, Outcome("died", failure=self._ended(i))))
+        return out
+
+    def _ended(self, i: int) -> str:
+        p = self.procs[i]
+        assert p is not None
+        p.join(timeout=10)
+        code = p.exitcode
+        if code is not None and code < 0:
+            return f"worker process killed by {signal.Signals(-code).name}"
+        return f"worker process exited with code {code}"
+
+    def restart(self, slot: int) -> None:
+        self._stop(slot)
+        self._start(slot)
+
+    def _stop(self, i: int) -> None:
+        p, conn = self.procs[i], self.conns[i]
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+            conn.close()
+        if p is not None:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        self.procs[i], self.conns[i] = None, None
+
+    def close(self) -> None:
+        for i in range(self.size):
+            self._stop(i)
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when the sweep that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _main(conn: Connection, env: dict[str, str]) -> None:
+    """A worker: cells in, outcomes out, until the pipe closes or says stop."""
+    os.environ.update(env)
+    _die_with_parent()
+    if os.getppid() == 1:  # the sweep died before the line above took effect
+        return
+    threads.configure()
+    threads.apply()
+    from harness.sweep import runner
+
+    runner.quiet_libraries()
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        cell, attempt = msg
+        conn.send(dispatch.execute(cell, attempt))

@@ -1,0 +1,179 @@
+"""Pool and Ray executors: the smoke grid gives local's cells and metrics; a worker SIGKILLed
+mid-cell costs that cell one attempt (retried once, then recorded failed), nothing lost,
+nothing logged twice; the next sweep resumes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from harness.cli import main
+from harness.sweep import dispatch, grid
+from harness.sweep.tracking import TAG_HASH
+from tests.sweep.runs import cell_runs, metrics_by_hash
+
+
+def smoke_cell(**where) -> grid.Cell:
+    _, cells = grid.expand("smoke", {k.replace("_", "."): v for k, v in where.items()})
+    (cell,) = cells
+    return cell
+
+
+def runs_by_hash(status: str | None = None):
+    _, runs = cell_runs(status=status)
+    out: dict[str, list] = {}
+    for r in runs:
+        out.setdefault(r.data.tags[TAG_HASH], []).append(r)
+    return out
+
+
+def seed_cache(reference, results) -> None:
+    """The reference sweep's prune and recovery stages, not its evaluations: every cell
+    then reaches its evaluation quickly, which is where the injected kill strikes."""
+    results.mkdir(parents=True)
+    src = reference[3] / "cache"
+    for stage in ("prune", "recover", "data"):
+        if (src / stage).exists():
+            shutil.copytree(src / stage, results / "cache" / stage)
+
+
+def test_pool_matches_local(reference, results):
+    assert main(["sweep", "smoke", "--executor", "pool", "--workers", "2", "--no-report"]) == 0
+    runs = runs_by_hash()
+    assert all(len(v) == 1 and v[0].info.status == "FINISHED" for v in runs.values())
+    _, finished = cell_runs(status="FINISHED")
+    assert metrics_by_hash(finished) == reference[0]  # bit-identical, computed afresh
+
+
+def kill_plan() -> tuple[grid.Cell, grid.Cell, str]:
+    once = smoke_cell(prune_pattern="unstructured", recover_method="none")
+    twice = smoke_cell(prune_pattern="2:4", recover_method="sparselora")
+    return once, twice, f"{once.hash[:12]}:1,{twice.hash[:12]}:2"
+
+
+def check_killed_sweep(reference, code: int) -> None:
+    once, twice, _ = kill_plan()
+    assert code == 1  # one cell failed
+    runs = runs_by_hash()
+    assert set(runs) == set(reference[0])  # every cell recorded, none twice
+    assert all(len(v) == 1 for v in runs.values())
+    failed = runs[twice.hash][0]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["vlmprune.failure"].startswith("WorkerDied")
+    assert "attempts" in failed.data.tags["vlmprune.failure"]
+    done = {h: v[0] for h, v in runs.items() if h != twice.hash}
+    assert all(r.info.status == "FINISHED" for r in done.values())
+    assert metrics_by_hash(done.values()) == {h: m for h, m in reference[0].items()
+                                              if h != twice.hash}
+    assert once.hash in done  # killed once, then finished on its second attempt
+
+
+def resume_after_kill(reference, monkeypatch, argv: list[str]) -> None:
+    monkeypatch.delenv(dispatch.KILL_ENV)
+    assert main(argv) == 0
+    _, finished = cell_runs(status="FINISHED")
+    assert metrics_by_hash(finished) == reference[0]
+    assert len(finished) == len(reference[0])  # only the failed cell ran again
+
+
+def test_pool_worker_killed_mid_cell(reference, results, monkeypatch, caplog):
+    seed_cache(reference, results)
+    monkeypatch.setenv(dispatch.KILL_ENV, kill_plan()[2])
+    argv = ["sweep", "smoke", "--executor", "pool", "--workers", "2", "--no-report"]
+    check_killed_sweep(reference, main(argv))
+    assert "worker process killed by SIGKILL" in caplog.text  # each retry is announced
+    resume_after_kill(reference, monkeypatch, argv)
+
+
+def test_executor_flags_are_checked(results, capsys):
+    for argv, words in ((["--executor", "slurm"], "use one of local, pool, ray"),
+                        (["--workers", "0", "--executor", "pool"], "give 1 or more"),
+                        (["--workers", "2"], "only with --executor pool or ray"),
+                        (["--ray-address", "auto"], "only with --executor ray")):
+        assert main(["sweep", "smoke", *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1
+    assert not results.exists()  # refused before anything was written
+
+
+def test_groups_share_prune_stages_and_go_longest_first():
+    _, cells = grid.expand("smoke")
+    groups = dispatch.groups(cells)
+    assert sorted(len(g.cells) for g in groups) == [1, 1, 2]  # 2:4 with and without LoRA
+    assert [g.cost for g in groups] == sorted((g.cost for g in groups), reverse=True)
+    assert groups[-1].key.startswith("dense:")  # one stage to run, not two or three
+
+
+# --- Ray ---------------------------------------------------------------------------------
+
+ray = pytest.importorskip("ray", reason="Ray cannot be installed here (pip install -e .[ray])")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """`vlmprune server` on 127.0.0.1, over its own results folder."""
+    folder = tmp_path_factory.mktemp("server-results")
+    port = free_port()
+    env = {**os.environ, "VLMPRUNE_RESULTS": str(folder)}
+    log = open(folder / "server.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "server", "--port", str(port)],
+                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if p.poll() is not None:
+                    pytest.fail((folder / "server.log").read_text()[-2000:])
+                time.sleep(0.5)
+        else:
+            pytest.fail("the tracking server did not answer in 120 s")
+        yield uri, folder
+    finally:
+        os.killpg(p.pid, 15)
+        p.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=128 * 2**20)
+    yield
+    ray.shutdown()
+
+
+def test_ray_matches_local_and_logs_to_a_tracking_server(reference, results, ray_cluster,
+                                                          tracking_server, monkeypatch):
+    uri, server_folder = tracking_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["sweep", "smoke", "--executor", "ray", "--no-report"]) == 0
+    _, finished = cell_runs(status="FINISHED")  # read back through the server
+    assert len(finished) == len(reference[0])
+    assert metrics_by_hash(finished) == reference[0]
+    assert (server_folder / "mlflow.db").stat().st_size > 0  # the server's store holds them
+    assert not (results / "mlflow.db").exists()  # nothing went to a local store
+
+
+def test_ray_worker_killed_mid_cell(reference, results, ray_cluster, monkeypatch):
+    seed_cache(reference, results)
+    monkeypatch.setenv(dispatch.KILL_ENV, kill_plan()[2])
+    argv = ["sweep", "smoke", "--executor", "ray", "--no-report"]
+    check_killed_sweep(reference, main(argv))
+    resume_after_kill(reference, monkeypatch, argv)
