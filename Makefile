@@ -70,3 +70,4 @@ bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/report_speed.py
 	$(PY) benchmarks/search_overhead.py
 	$(PY) benchmarks/allocation_overhead.py
+	$(PY) benchmarks/dispatch.py

@@ -18,10 +18,26 @@ def _zoo_check(a: argparse.Namespace) -> int:
     return 0
 
 
+def _model_spec(a: argparse.Namespace):
+    """The model a command names: `--model`/MODEL, with `--family` and `--layout`."""
+    from harness.errors import validate
+    from harness.models.load import ModelSpec
+
+    data = {"name": a.model, "adapter": a.family}
+    if a.layout is not None:
+        if not a.layout.is_file():
+            raise UserError(f"--layout {a.layout}: no such file (a YAML layout: module paths "
+                            "of vision, bridge, language; see harness/models/layouts/)")
+        data["layout"] = str(a.layout)
+        if a.family == "auto":
+            data["adapter"] = "generic"
+    return validate(ModelSpec, data, "--family/--layout")
+
+
 def _models(a: argparse.Namespace) -> int:
     from harness.models.load import load
 
-    adapter = load(a.model)
+    adapter = load(_model_spec(a))
     print(f"{a.model}: family {adapter.family}")
     for role in ("vision", "bridge", "language"):
         blocks = adapter.blocks(role)
@@ -33,18 +49,20 @@ def _models(a: argparse.Namespace) -> int:
 def _prune(a: argparse.Namespace) -> int:
     import json
 
-    import yaml
-
+    from harness import jsonl
     from harness.models.load import load
     from harness.pruning import persist, stage
-    from harness.pruning.spec import load as load_spec
+    from harness.pruning.spec import read_file
 
-    try:
-        data = yaml.safe_load(a.spec.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"{a.spec}: cannot read ({str(e).splitlines()[0]})") from None
-    spec = load_spec(data.get("prune", data), str(a.spec))
-    adapter = load(a.model)
+    spec = read_file(a.spec)
+    if spec.calibration is not None and spec.calibration.source != "shapes":
+        jsonl.rows(spec.calibration.source, *jsonl.CALIBRATION)  # before the model loads
+    model = _model_spec(a)
+    if a.out is not None and (a.out.is_file() or (a.out.is_dir() and any(a.out.iterdir())
+                                                  and not (a.out / "vlmprune.json").exists())):
+        what = "a file" if a.out.is_file() else "a folder that is not a saved pruned model"
+        raise UserError(f"--out {a.out}: {what} is there; name a new folder")
+    adapter = load(model)
     masks, rep = stage.run(adapter, spec)
     print(f"{'role':9s} {'sparsity':>9s} {'nonzero':>12s} {'N:M ok':>7s}")
     for role, r in rep["roles"].items():
@@ -63,8 +81,11 @@ def _eval(a: argparse.Namespace) -> int:
     from harness.evaluation.run import evaluate, get_suite
     from harness.models.load import load
 
+    for flag, value in (("--limit", a.limit), ("--batch-size", a.batch_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: give 1 or more")
     get_suite(a.suite)  # a misspelt suite fails before the model loads
-    r = evaluate(load(a.model), a.suite, run_hash=f"cli:{a.model}", limit=a.limit,
+    r = evaluate(load(_model_spec(a)), a.suite, run_hash=f"cli:{a.model}", limit=a.limit,
                  batch_size=a.batch_size)
     for key, value in sorted(r.metrics.items()):
         print(f"{key:40s} {value:8.4f}")
@@ -95,7 +116,7 @@ def _list(a: argparse.Namespace) -> int:
 def _plan(a: argparse.Namespace) -> int:
     from harness.sweep import runner
 
-    return runner.plan(a.grid, _where(a.where))
+    return runner.plan(a.grid, _where(a.where), a.keep_going)
 
 
 def _sweep(a: argparse.Namespace) -> int:
@@ -104,7 +125,7 @@ def _sweep(a: argparse.Namespace) -> int:
 
     return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force,
                         executor=a.executor, workers=a.workers, ray_address=a.ray_address,
-                        threads=a.threads,
+                        threads=a.threads, keep_going=a.keep_going,
                         report=not a.no_report)
 
 
@@ -144,8 +165,25 @@ def _cache_verify(a: argparse.Namespace) -> int:
 COMPUTE = ("sweep", "search", "prune", "eval", "zoo-check")  # commands that run models
 
 
+def _model_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--family", default="auto",
+                   help="adapter family: auto (from config.json), llava, blip2, instructblip, "
+                   "generic (with --layout)")
+    s.add_argument("--layout", type=Path, default=None, metavar="FILE",
+                   help="a YAML layout naming the model's vision, bridge and language modules "
+                   "(any VLM; see harness/models/layouts/)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Flag errors in one line (argparse prints the whole usage first), exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+        sys.exit(EXIT_USAGE)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vlmprune", description="Prune vision-language models, "
+    p = _Parser(prog="vlmprune", description="Prune vision-language models, "
                                 "recover them, evaluate them, and compare.")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="library progress bars and INFO lines on the terminal too")
@@ -168,13 +206,24 @@ def parser() -> argparse.ArgumentParser:
                    help="pool/ray workers (default: one per GPU, else 2)")
     s.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="a running Ray cluster (default: RAY_ADDRESS, else a local one)")
+    s.add_argument("--keep-going", action="store_true",
+                   help="run the cells that can run when some name a model that is not here "
+                   "(those are recorded as FAILED); without it the sweep refuses to start")
     s.add_argument("--no-report", action="store_true",
                    help="do not write reports/GRID at the end")
+    s.add_argument("--max-cells", type=int, default=None, metavar="N",
+                   help="refuse grids of more cells than this (default 10,000; or "
+                   "VLMPRUNE_MAX_CELLS)")
     s.set_defaults(func=_sweep)
 
     s = sub.add_parser("plan", help="a grid's cells, their shared stages and what is done")
     s.add_argument("grid")
     s.add_argument("--where", action="append", metavar="KEY=VALUE")
+    s.add_argument("--keep-going", action="store_true",
+                   help="plan cells whose model is not here (a sweep records them as FAILED)")
+    s.add_argument("--max-cells", type=int, default=None, metavar="N",
+                   help="refuse grids of more cells than this (default 10,000; or "
+                   "VLMPRUNE_MAX_CELLS)")
     s.set_defaults(func=_plan)
 
     s = sub.add_parser("search", help="Optuna search of per-role sparsity under a budget "
@@ -222,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("spec", type=Path, help="YAML: a prune mapping (or a file with prune:)")
     s.add_argument("--model", default="shapes-llava")
     s.add_argument("--out", type=Path, default=None)
+    _model_flags(s)
     s.set_defaults(func=_prune)
 
     s = sub.add_parser("eval", help="score a model (embedded, a path, a saved pruned model) "
@@ -231,10 +281,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=None, help="documents per task")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--out", type=Path, default=None, help="JSON with metrics and samples")
+    _model_flags(s)
     s.set_defaults(func=_eval)
 
     s = sub.add_parser("inspect", help="show a model's roles, blocks and prunable weights")
     s.add_argument("model", nargs="?", default="shapes-llava")
+    _model_flags(s)
     s.set_defaults(func=_models)
     return p
 
@@ -251,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if getattr(a, "max_cells", None) is not None:
+        os.environ["VLMPRUNE_MAX_CELLS"] = str(a.max_cells)
     try:
         if a.command in COMPUTE:
             threads.apply(a.threads)

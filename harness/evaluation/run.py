@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,6 @@ class EvalResult:
     metrics: dict[str, float]  # "task/metric"
     samples: dict[str, list[dict[str, Any]]]  # task -> [{doc_id, target, prediction, ...}]
     seconds: float = 0.0
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def suites() -> dict[str, Suite]:
@@ -109,7 +108,7 @@ def evaluate(adapter: Adapter | None, suite: str = "shapes", run_hash: str = "",
         verbosity="WARNING", process_docs_parallel=1,
     )
     seconds = time.perf_counter() - t0
-    return EvalResult(metrics(out), samples(out), seconds, out)
+    return EvalResult(metrics(out), samples(out), seconds)
 
 
 def metrics(out: dict) -> dict[str, float]:

@@ -105,10 +105,24 @@ class Adapter:
         qtok = getattr(self.processor, "qformer_tokenizer", None)
         if qtok is not None:
             qtok.padding_side = "right"
-        enc = self.processor(images=images, text=list(prompts), return_tensors="pt",
-                             padding=True)
+        enc = self._encode(images, list(prompts))
         return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
                 for k, v in enc.items() if isinstance(v, torch.Tensor)}
+
+    def _encode(self, images: list[Image.Image], prompts: list[str]) -> Any:
+        """The processor's output for one image per prompt. Most processors take the images
+        as one flat list; some (Gemma3's) read a flat list as every image of one prompt and
+        refuse it: those get one list of images per prompt."""
+        kw = {"text": prompts, "return_tensors": "pt", "padding": True}
+        try:
+            return self.processor(images=images, **kw)
+        except ValueError as flat:
+            if len(images) < 2 or len(images) != len(prompts):
+                raise
+            try:
+                return self.processor(images=[[im] for im in images], **kw)
+            except ValueError:
+                raise flat from None
 
     @torch.no_grad()
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:

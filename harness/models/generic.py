@@ -44,6 +44,15 @@ class LayoutSpec(BaseModel):
                       tuple(self.exclude), carry)
 
 
+def dump_layout(layout: Layout, prompts: Prompts) -> str:
+    """A layout file's text for a layout in memory (a saved pruned model carries its own)."""
+    data = {"vision": list(layout.vision), "bridge": list(layout.bridge),
+            "language": list(layout.language), "exclude": list(layout.exclude),
+            "carry": {path: [list(p) for p in pairs] for path, pairs in layout.carry},
+            "prompts": {"vqa": prompts.vqa, "caption": prompts.caption}}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def load_layout(path: str | Path) -> tuple[Layout, Prompts]:
     path = Path(path)
     try:

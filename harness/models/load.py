@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -42,8 +43,15 @@ class ModelSpec(BaseModel):
     device: str = "auto"  # auto: cuda when there is one, else cpu
 
 
+VLM_FOLDER = ("a VLM folder holds config.json, its weights (*.safetensors) and its processor "
+              "files, as save_pretrained writes them")
+
+
 def resolve(name: str) -> str:
     """A local folder for `name`, or the hub id itself when the HF cache holds it."""
+    if not name.strip():
+        raise UserError(f"model name is empty: give an embedded model ({', '.join(EMBEDDED)}), "
+                        "a folder, or a hub id in the Hugging Face cache")
     if name in EMBEDDED:
         return str(EMBEDDED[name])
     if Path(name).expanduser().is_dir():
@@ -98,19 +106,37 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     """Load a named model and its processor offline, and wrap it in its adapter. With
     `weights=False` the model is built from its config on the meta device: shapes and roles
     without reading a byte of weights (a search counts each role's weights this way)."""
-    import torch
-    from transformers import AutoConfig, AutoProcessor
-
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
-    where = resolve(spec.name)
-    config = AutoConfig.from_pretrained(where, local_files_only=True)
+    where = resolve(spec.name)  # the cheap checks first: no torch for a misspelt path
+    spec = _own_layout(spec, where)
+    config = _config(where)
+    import torch
+
+    if getattr(config, "vision_config", None) is None and spec.layout is None:
+        raise UserError(f"{where}: model_type '{config.model_type}' has no vision_config: a "
+                        "text-only model, not a vision-language model (vlmprune prunes VLMs; a "
+                        "VLM of another shape needs --layout)")
     cls = _model_class(family_of(config.model_type) if spec.adapter == "auto" else spec.adapter)
     if not weights:
-        with torch.device("meta"):
-            model = cls._from_config(config, dtype=_dtype(spec.dtype))
+        with torch.device("meta"), _problems(where, "the model", config):
+            if hasattr(cls, "_from_config"):
+                model = cls._from_config(config, dtype=_dtype(spec.dtype))
+            else:  # an Auto class (generic family): shapes only, dtype does not matter
+                model = cls.from_config(config)
         return adapter_for(model, None, spec.adapter, spec.layout, spec.name)
-    model = cls.from_pretrained(where, local_files_only=True, dtype=_dtype(spec.dtype))
-    processor = AutoProcessor.from_pretrained(where, local_files_only=True)
+    folder = Path(where)
+    if folder.is_dir() and not any(p.suffix in (".safetensors", ".bin")
+                                   for p in folder.iterdir()):
+        raise UserError(f"{where}: no weights (*.safetensors or *.bin); {VLM_FOLDER}")
+    from transformers import AutoProcessor
+
+    with _problems(where, "the processor", config):  # first: it fails fast, weights do not
+        processor = AutoProcessor.from_pretrained(where, local_files_only=True)
+    if isinstance(processor, str) or not hasattr(processor, "image_processor"):
+        raise UserError(f"{where}: no image processor (found {type(processor).__name__}); "
+                        f"{VLM_FOLDER}")
+    with _problems(where, "the weights", config):
+        model = cls.from_pretrained(where, local_files_only=True, dtype=_dtype(spec.dtype))
     device = spec.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -122,6 +148,69 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
         adapter.prompts = Prompts(p.get("vqa", adapter.prompts.vqa),
                                   p.get("caption", adapter.prompts.caption))
     return adapter
+
+
+def _own_layout(spec: ModelSpec, where: str) -> ModelSpec:
+    """A saved pruned model of a `generic` VLM carries its layout (vlmprune.json names it):
+    used when the caller gives none, so the folder reloads by its path alone."""
+    meta = Path(where) / "vlmprune.json"
+    if spec.layout is not None or not meta.is_file():
+        return spec
+    try:
+        own = json.loads(meta.read_text()).get("layout")
+    except ValueError:
+        raise UserError(f"{meta}: not valid JSON") from None
+    if not own:
+        return spec
+    return spec.model_copy(update={"layout": str(Path(where) / own), "adapter": "generic"})
+
+
+def _config(where: str):
+    """The folder's config, or one line saying what is wrong with it."""
+    folder = Path(where)
+    if folder.is_dir():
+        file = folder / "config.json"
+        if not file.is_file():
+            raise UserError(f"{where}: no config.json; {VLM_FOLDER}")
+        try:
+            model_type = json.loads(file.read_text()).get("model_type")
+        except (ValueError, UnicodeDecodeError, AttributeError) as e:
+            raise UserError(f"{file}: not valid JSON ({str(e).splitlines()[0]})") from None
+        from transformers import __version__
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        if model_type not in CONFIG_MAPPING_NAMES:  # before building any config class
+            raise UserError(f"{file}: a model_type transformers {__version__} does not know "
+                            f"({model_type!r}); a VLM folder's config.json names one, e.g. "
+                            "'llava'")
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, KeyError) or any(w in str(e) for w in (
+                "model_type", "model type", "does not recognize")):
+            from transformers import __version__
+
+            raise UserError(f"{where}/config.json: a model_type transformers {__version__} "
+                            f"does not know ({first[:160]})") from None
+        raise UserError(f"{where}: cannot read its config ({first[:160]}); {VLM_FOLDER}"
+                        ) from None
+
+
+@contextmanager
+def _problems(where: str, what: str, config):
+    """transformers' failures to load a part of a model folder, as one line."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "Unrecognized configuration class" in str(e):
+            raise UserError(f"{where}: model_type '{config.model_type}' is not a vision-language "
+                            "model transformers can load for image-text-to-text (a text-only "
+                            "model?); vlmprune prunes VLMs") from None
+        raise UserError(f"{where}: cannot load {what} ({first[:160]}); {VLM_FOLDER}") from None
 
 
 def _model_class(family: str):

@@ -7,13 +7,12 @@ image paths relative to the file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from harness.errors import UserError
+from harness import jsonl
 from harness.models.adapter import Adapter
 from harness.pruning.spec import CalibrationSpec
 from harness.world.scene import render
@@ -39,12 +38,7 @@ def samples(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[object, str]]
 
 
 def _jsonl(path: Path, n: int, seed: int) -> list[tuple[object, str]]:
-    if not path.is_file():
-        raise UserError(f"calibration source {path}: no such file (use 'shapes' or a JSONL "
-                        "file of {\"image\": path, \"text\": str})")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows or not {"image", "text"} <= set(rows[0]):
-        raise UserError(f"calibration source {path}: each line needs 'image' and 'text'")
+    rows = jsonl.rows(path, *jsonl.CALIBRATION)
     order = np.random.default_rng(seed).permutation(len(rows))[:n]
     return [(Image.open(path.parent / rows[i]["image"]).convert("RGB"), rows[i]["text"])
             for i in order]

@@ -29,14 +29,22 @@ def unpack(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool)).reshape(shape)
 
 
+LAYOUT = "vlmprune-layout.yaml"
+
+
 def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     adapter.model.save_pretrained(path, safe_serialization=True)
     adapter.processor.save_pretrained(path)
     save_masks(masks, path / MASKS)
-    meta = {"family": adapter.family, "prompts": {"vqa": adapter.prompts.vqa,
-                                                  "caption": adapter.prompts.caption}}
+    meta: dict = {"family": adapter.family, "prompts": {"vqa": adapter.prompts.vqa,
+                                                        "caption": adapter.prompts.caption}}
+    if adapter.family == "generic":  # reloads by path alone: the layout travels with it
+        from harness.models.generic import dump_layout
+
+        (path / LAYOUT).write_text(dump_layout(adapter.layout, adapter.prompts))
+        meta["layout"] = LAYOUT
     (path / "vlmprune.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

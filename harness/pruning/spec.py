@@ -29,12 +29,14 @@ methods without calibration statistics (magnitude, random) have no `calibration`
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import UserError
+from harness.fields import Seed
 from harness.models.layout import ROLES
 from harness.pruning import registry
 from harness.pruning.types import Scope, Target
@@ -50,7 +52,7 @@ class CalibrationSpec(BaseModel):
     source: str = "shapes"  # "shapes", or a JSONL file of {"image": path, "text": str}
     samples: int = Field(128, ge=1)
     batch_size: int = Field(128, ge=1)  # all samples in one batch: one pass per block
-    seed: int = 0
+    seed: Seed = 0
 
 
 class DsnotSpec(BaseModel):
@@ -78,7 +80,7 @@ class EcoflapSpec(BaseModel):
     noise: int = Field(1, ge=1)
     eps: float = Field(1e-3, gt=0)
     max_sparsity: float = Field(0.8, gt=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
     across: Literal["role", "roles"] = "roles"  # the paper allocates over the whole VLM
 
 
@@ -99,7 +101,7 @@ class PruneSpec(BaseModel):
     dsnot: DsnotSpec | None = None  # dsnot's options; dsnot without them: the defaults
     owl: OwlSpec | None = None  # distribution owl's options
     ecoflap: EcoflapSpec | None = None  # distribution ecoflap's options
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("method")
     @classmethod
@@ -108,6 +110,15 @@ class PruneSpec(BaseModel):
             registry.get(v)
         except UserError as e:
             raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("pattern", mode="before")
+    @classmethod
+    def _sexagesimal(cls, v: object) -> object:
+        """YAML 1.1 reads an unquoted 2:4 as the base-60 number 2*60+4 = 124."""
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 60:
+            n, m = divmod(v, 60)
+            raise ValueError(f"{v} is how YAML reads an unquoted {n}:{m}; quote it: \"{n}:{m}\"")
         return v
 
     @field_validator("pattern")
@@ -284,9 +295,16 @@ def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
     params = {r: adapter.parameter_count(r) for r in ROLES}
     levels = role_sparsity(spec, params)
     if spec.distribution == "budget" and not isinstance(spec.sparsity, dict):
-        for role in ("vision", "language"):
-            shapes = [tuple(lin.weight.shape) for lin in adapter.role_linears(role).values()]
-            levels[role] = _solve(shapes, levels[role] * params[role], spec.scope)
+        # rounded jointly: vision takes the count closest to its share, then language the
+        # count that brings the total closest to the budget (not each to its own closest,
+        # which let both round the same way: 0.5085 for 0.5 on a tiny LLaVA)
+        total = levels["vision"] * params["vision"] + levels["language"] * params["language"]
+        shapes = {r: [tuple(lin.weight.shape) for lin in adapter.role_linears(r).values()]
+                  for r in ("vision", "language")}
+        levels["vision"] = _solve(shapes["vision"], levels["vision"] * params["vision"],
+                                  spec.scope)
+        left = total - _zeros(shapes["vision"], levels["vision"], spec.scope)
+        levels["language"] = _solve(shapes["language"], left, spec.scope)
     out = {}
     for role, s in levels.items():
         if s <= 0:
@@ -316,3 +334,26 @@ def load(data: dict | None, source: str = "prune spec") -> PruneSpec:
     from harness.errors import validate
 
     return validate(PruneSpec, data or {}, source)
+
+
+def read_file(path: Path) -> PruneSpec:
+    """A `vlmprune prune` spec file: a prune mapping, or a file holding only `prune:` one.
+    Unlike a grid, where `prune: null` is the dense cell, a spec file must say how to prune."""
+    from harness import yamlfile
+    from harness.errors import UserError
+
+    example = "e.g. `method: wanda` and `sparsity: 0.5`, or the same under `prune:`"
+    data = yamlfile.load(path, "prune spec")
+    if isinstance(data, dict) and "prune" in data:
+        extra = sorted(str(k) for k in data if k != "prune")
+        if extra:
+            raise UserError(f"{path}: field '{extra[0]}': unknown key beside 'prune:' (a spec "
+                            "file is a prune mapping, or holds only `prune:`)")
+        if data["prune"] is None:
+            raise UserError(f"{path}: field 'prune': null (in a grid, the dense cell); a spec "
+                            f"file must say how to prune, {example}")
+        data = data["prune"]
+    if not isinstance(data, dict) or not data:
+        what = "empty" if data in (None, {}) else f"a {type(data).__name__}, not a mapping"
+        raise UserError(f"{path}: {what}; a prune spec is a mapping, {example}")
+    return load(data, str(path))

@@ -61,10 +61,6 @@ class InputStats:
         return self.sum / max(self.tokens, 1)
 
     @property
-    def var(self) -> torch.Tensor:
-        return (self.sq / max(self.tokens, 1) - self.mean**2).clamp_min(0)
-
-    @property
     def hessian(self) -> torch.Tensor:
         """XᵀX / tokens, (cols, cols)."""
         if self.gram is None:

@@ -28,9 +28,6 @@ class Target:
     def structured(self) -> bool:
         return self.m > 0
 
-    def zeros_per_row(self, cols: int) -> int:
-        return cols // self.m * self.n if self.m else int(cols * self.sparsity)
-
 
 @dataclass
 class Pruned:

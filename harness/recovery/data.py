@@ -8,7 +8,6 @@ holding images. Labels cover the answer and its end-of-sequence token only.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from harness import jsonl
 from harness.errors import UserError
 from harness.models.adapter import Adapter
 from harness.recovery.spec import DataSpec
@@ -67,16 +67,7 @@ def _dataset(path: str):
 
 @cache
 def _jsonl(path: str) -> list[dict]:
-    try:
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"recover.data.source: cannot read {path} ({e})") from None
-    bad = next((i for i, r in enumerate(rows) if not {"image", "answer"} <= set(r)), None)
-    if not rows or bad is not None:
-        keys = sorted(rows[bad]) if rows else []
-        raise UserError(f"recover.data.source: {path} needs rows with 'image' and 'answer' "
-                        f"(and optional 'prompt'); row {bad} has {keys}")
-    return rows
+    return jsonl.rows(path, *jsonl.RECOVERY)
 
 
 @cache

@@ -29,6 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.fields import Seed
+
 METHODS = ("none", "lora", "sparselora")
 
 
@@ -72,7 +74,7 @@ class RecoverySpec(BaseModel):
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 0
+    seed: Seed = 0
     data: DataSpec = Field(default_factory=DataSpec)
 
     @model_validator(mode="after")

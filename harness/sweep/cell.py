@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import fingerprint
+from harness.fields import Seed
 from harness.models.load import ModelSpec
 from harness.pruning.spec import PruneSpec
 from harness.recovery.spec import RecoverySpec
@@ -41,7 +42,7 @@ class CellSpec(BaseModel):
     prune: PruneSpec | None = Field(default_factory=PruneSpec)  # null: the dense model
     recover: RecoverySpec = Field(default_factory=RecoverySpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    seed: int = 0
+    seed: Seed = 0
 
 
 def seeded(c: CellSpec) -> CellSpec:

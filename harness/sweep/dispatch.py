@@ -103,6 +103,22 @@ def _injected_kill(cell: Cell, attempt: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def prepare(cells: Iterable[Cell]) -> None:
+    """What every worker would otherwise make for itself at the same moment: the shapes test
+    split, when a cell evaluates on a shapes suite."""
+    from harness.evaluation.run import get_suite
+
+    suites = {c.spec.eval.suite for c in cells}
+    try:
+        shapes = any(t.startswith("shapes") for s in suites for t in get_suite(s).tasks)
+    except UserError:
+        return  # an unknown suite: its cells fail and say so
+    if shapes:
+        from harness.evaluation.shapes_data import data_dir
+
+        data_dir()
+
+
 def groups(cells: Iterable[Cell]) -> list[Group]:
     """Cells grouped by prune stage, largest expected cost first."""
     by_key: dict[str, Group] = {}
@@ -214,6 +230,7 @@ def worker_env(results: str, threads: int) -> dict[str, str]:
     results folder (stage cache), the thread policy, no hub."""
     env = {"VLMPRUNE_RESULTS": results, "VLMPRUNE_THREADS": str(threads), "VLMPRUNE_WORKER": "1",
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
     for k in ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", KILL_ENV):
         if os.environ.get(k):

@@ -24,17 +24,31 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness import yamlfile
 from harness.errors import UserError, unknown, validate
+from harness.fields import Seed
 from harness.sweep.cell import CellSpec, eval_key, flat, seeded
 
-EXPERIMENTS = Path("experiments")
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the shipped grids
+MAX_CELLS = 10_000  # a grid past this many cells is refused unless the limit is raised
+
+
+def folders() -> list[Path]:
+    """Where grids are found by name: VLMPRUNE_EXPERIMENTS (folders separated by ':'), then
+    ./experiments when the command runs elsewhere than the checkout, then the shipped ones."""
+    extra = [Path(p) for p in os.environ.get("VLMPRUNE_EXPERIMENTS", "").split(os.pathsep) if p]
+    here = Path("experiments")
+    out = [*extra, *([here] if here.is_dir() and here.resolve() != EXPERIMENTS else []),
+           EXPERIMENTS]
+    return list(dict.fromkeys(out))
 
 
 class GridFile(BaseModel):
@@ -45,7 +59,7 @@ class GridFile(BaseModel):
     axes: list[dict[str, Any]] = Field(default_factory=list)
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     search: Any = None  # an Optuna search of the base cell (harness/search/spec.py)
 
     @field_validator("axes")
@@ -86,11 +100,14 @@ def path_of(name: str) -> Path:
     p = Path(name)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return p
+    for folder in folders():
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
     return EXPERIMENTS / f"{name}.yaml"
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+    return sorted({p.stem for folder in folders() for p in folder.glob("*.yaml")})
 
 
 def read(name: str) -> GridFile:
@@ -99,12 +116,7 @@ def read(name: str) -> GridFile:
         if path.parent == EXPERIMENTS and path.suffix == ".yaml":
             raise unknown("grid", name, names())
         raise UserError(f"{path}: no such grid file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: invalid YAML{where}") from None
+    data = yamlfile.load(path, "grid file")
     if not isinstance(data, dict):
         raise UserError(f"{path}: a grid file is a mapping with name, base, axes, ...")
     return validate(GridFile, data, path)
@@ -138,6 +150,8 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
     fingerprint.fresh()  # input files may have changed since the last expansion
     grid = read(name)
     path = path_of(name)
+    _check_rules(grid, path)
+    _check_size(grid, path)
     cells: list[Cell] = []
     seen: dict[str, Cell] = {}
     for combo in _combos(grid):
@@ -185,12 +199,41 @@ def _known_fields() -> tuple[str, ...]:
     return tuple(flat(CellSpec().model_dump()))
 
 
-def _excluded(grid: GridFile, fields: dict[str, Any], path: Path) -> bool:
+def _check_rules(grid: GridFile, path: Path) -> None:
+    """Every key of every exclude rule names a cell field (checked once, up front: a rule
+    after one that excludes everything is checked too)."""
     for i, rule in enumerate(grid.exclude):
-        rule = flat(rule)
-        for key in rule:
+        for key in flat(rule):
             if not is_field(key):
                 raise UserError(f"{path}: field 'exclude[{i}].{key}': not a cell field")
+
+
+def max_cells() -> int:
+    env = os.environ.get("VLMPRUNE_MAX_CELLS")
+    if not env:
+        return MAX_CELLS
+    try:
+        return int(env)
+    except ValueError:
+        raise UserError(f"VLMPRUNE_MAX_CELLS={env!r}: give a whole number of cells") from None
+
+
+def _check_size(grid: GridFile, path: Path) -> None:
+    """Count the cells before making any: a product of long axes is refused at once."""
+    sizes = [len(next(iter((a["zip"] if "zip" in a else a).values()))) for a in grid.axes]
+    n = (math.prod(sizes) + len(grid.include)) * len(grid.seeds)
+    limit = max_cells()
+    if n > limit:
+        shape = " × ".join(map(str, sizes)) or "1"
+        raise UserError(f"{path}: {n:,} cells (axes {shape}, plus {len(grid.include)} "
+                        f"included, × {len(grid.seeds)} seeds), more than the limit of "
+                        f"{limit:,}; narrow the axes, or raise the limit with --max-cells N "
+                        "(or VLMPRUNE_MAX_CELLS)")
+
+
+def _excluded(grid: GridFile, fields: dict[str, Any], path: Path) -> bool:
+    for rule in grid.exclude:
+        rule = flat(rule)
         if all(k in fields and fields[k] == v for k, v in rule.items()):
             return True
     return False

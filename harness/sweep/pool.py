@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import signal
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 from harness import threads
 from harness.paths import results_dir
@@ -25,13 +26,13 @@ from harness.sweep.grid import Cell
 
 
 def gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (none: [])."""
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries (none: []). Read from
+    the driver, not torch: the sweep's own process never imports torch for a pool."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    import torch
-
-    n = torch.cuda.device_count()  # NVML: no CUDA context in the parent
     if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip()][:n]
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    driver = Path("/proc/driver/nvidia/gpus")
+    n = len(list(driver.iterdir())) if driver.is_dir() else 0
     return [str(i) for i in range(n)]
 
 

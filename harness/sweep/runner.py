@@ -44,11 +44,13 @@ def list_grids() -> int:
     return 0
 
 
-def plan(name: str, where: dict[str, str] | None = None) -> int:
+def plan(name: str, where: dict[str, str] | None = None, keep_going: bool = False) -> int:
     """The cells and their stages; reads the store and the cache, writes nothing."""
+    from harness.sweep.checks import check
     from harness.sweep.tracking import store_errors
 
     g, cells = grid.expand(name, where)
+    check(grid.path_of(name), cells, keep_going)
     with store_errors():
         return _plan(g, cells)
 
@@ -82,13 +84,15 @@ def _mark(key: str, stage: str) -> str:
 def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
           force: bool = False, progress: bool = True, report: bool = True,
           executor: str = "local", workers: int | None = None, ray_address: str | None = None,
-          threads: int | None = None) -> int:
+          threads: int | None = None, keep_going: bool = False) -> int:
+    from harness.sweep.checks import check
     from harness.sweep.tracking import store_errors
 
-    if dry_run:
-        return plan(name, where)
     _check_executor(executor, workers, ray_address)
+    if dry_run:
+        return plan(name, where, keep_going)
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
+    check(grid.path_of(name), cells, keep_going)
     quiet_libraries()
     with store_errors():
         code = _sweep(g, cells, where, force, progress,
@@ -197,6 +201,7 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
                 on_finished(cell, outcome)
         else:
             workers = how.workers_for()
+            dispatch.prepare(todo)  # while the workers import torch
             console.print(f"running on a {workers.describe()}")
             dispatch.run(todo, workers, on_started, on_finished)
     failed = sum(1 for _, _, f in rows if f)

@@ -326,7 +326,7 @@ class Tracker:
                 self.client.log_batch(run_id, metrics=metrics[i:i + 500])
         if result is not None and artifacts:
             self.client.log_dict(run_id, result["prune"], "sparsity_report.json")
-            self.client.log_dict(run_id, {k: v for k, v in result["recover"].items()},
+            self.client.log_dict(run_id, result["recover"],
                                  "recovery_report.json")
             self.client.log_dict(run_id, result["samples"], "eval_samples.json")
         self.client.set_terminated(run_id, "FAILED" if failure else "FINISHED")

@@ -277,7 +277,6 @@ def main() -> None:
                     help="sigma of the final outlier-channel rescaling (0: off; outliers.py)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train(a.out, a.seed, a.vision_steps, a.steps, a.batch, a.lr, a.vision_lr_scale, a.eval_every,
           a.stop_at, a.grounding, a.grounding_layer, a.position, a.outliers)
 

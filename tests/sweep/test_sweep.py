@@ -54,7 +54,9 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, results, capsy
 base: {prune: null, eval: {suite: quick, limit: 4}}
 axes: [{model.name: [shapes-llava, no-such-model]}]
 """)
-    assert main(["sweep", str(p)]) == 1
+    assert main(["sweep", str(p)]) == 2  # refused before any work: the model is not here
+    assert "field 'model.name': 'no-such-model'" in capsys.readouterr().err
+    assert main(["sweep", str(p), "--keep-going"]) == 1  # the other cell runs
     client, runs = cell_runs("failing")
     by_status = {r.info.status: r for r in runs}
     assert set(by_status) == {"FINISHED", "FAILED"}

@@ -10,25 +10,13 @@ pycocoevalcap's pure-Python scorers on whitespace tokens (no Java tokenizer).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import datasets
 from PIL import Image
 
 from harness.evaluation.scoring import bleu4, cider, normalize
-from harness.paths import cache_dir
-from harness.world.splits import materialize
-from harness.world.text import QUESTION_TYPES, described_objects
-
-SPLIT = "test"
-N_VQA = 1000
-N_CAPTION = 500
-
-
-def data_dir() -> Path:
-    """The materialized test split (created on first use; atomic)."""
-    return materialize(SPLIT, cache_dir("data", f"shapes-{SPLIT}-{N_VQA}-{N_CAPTION}"),
-                       N_VQA, N_CAPTION)
+from harness.evaluation.shapes_data import N_CAPTION, N_VQA, SPLIT, data_dir  # noqa: F401
+from harness.world.text import described_objects
 
 
 def _records(name: str) -> dict[int, dict]:
@@ -87,5 +75,3 @@ def cider_aggregation(items: list[dict]) -> float:
 def bleu4_aggregation(items: list[dict]) -> float:
     return bleu4([i["pred"] for i in items], [i["ref"] for i in items])
 
-
-PER_TYPE_METRICS = [f"{t}_exact_match" for t in QUESTION_TYPES]

@@ -1,0 +1,99 @@
+"""Executors side by side: the smoke grid widened to 9 cells (wanda and magnitude at 40-70%
+sparsity, plus the dense cell; smoke's short calibration), each executor sweeping it into a
+fresh results folder (everything computed, start-up included, as a user would see it):
+local (one process, the thread policy's threads), pool (2 workers, threads split), ray (a
+local Ray cluster, 2 workers). Wall seconds of `vlmprune sweep`; speedup of pool over local
+(target >= 1.6x on 2 cores) and Ray's overhead over pool; the metrics are checked equal.
+
+Two sizes of cell: smoke's own evaluation (the quick suite, 20 questions: about 1 s of work
+a cell, so the ~15 s every sweep spends starting up decides), and the full shapes suite
+(1,500 documents: about 12 s a cell, where the work decides). Quiet, then with a competing
+process (local and pool only).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import competitor
+
+GRID = """name: dispatch-bench
+description: the smoke grid widened for the dispatch benchmark
+base:
+  model: {name: shapes-llava}
+  prune:
+    method: wanda
+    sparsity: 0.5
+    calibration: {samples: 16, batch_size: 16}
+  recover: {method: none}
+  eval: {suite: SUITE}
+axes:
+  - prune.method: [wanda, magnitude]
+  - prune.sparsity: [0.4, 0.5, 0.6, 0.7]
+include:
+  - {prune: null}
+"""
+
+
+def sweep(grid: Path, executor: str, root: Path) -> tuple[float, dict]:
+    results = Path(tempfile.mkdtemp(prefix=f"{executor}-", dir=root))
+    env = {**os.environ, "VLMPRUNE_RESULTS": str(results),
+           "VLMPRUNE_REPORTS": str(results / "reports")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    argv = [sys.executable, "-m", "harness.cli", "sweep", str(grid), "--no-report"]
+    if executor != "local":
+        argv += ["--executor", executor, "--workers", "2"]
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if p.returncode:
+        sys.exit(p.stdout[-2000:] + p.stderr[-2000:])
+    return seconds, metrics(results)
+
+
+def metrics(results: Path) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dispatch-bench")
+    runs = client.search_runs([exp.experiment_id], "tags.`vlmprune.kind` = 'cell'")
+    return {r.data.tags["vlmprune.cell_hash"]: {k: v for k, v in r.data.metrics.items()
+                                                if not k.startswith("time/")} for r in runs}
+
+
+def measure(label: str, grid: Path, root: Path, executors: tuple[str, ...]) -> None:
+    out = {e: sweep(grid, e, root) for e in executors}
+    t = {e: s for e, (s, _) in out.items()}
+    same = all(m == out["local"][1] for _, m in out.values())
+    line = (f"-- {label}: " + ", ".join(f"{e} {s:.1f} s" for e, s in t.items()) +
+            f"; pool speedup over local {t['local'] / t['pool']:.2f}x (target >= 1.6)")
+    if "ray" in t:
+        line += f", ray over pool {t['ray'] / t['pool']:.2f}x"
+    print(line + f"; {len(out['local'][1])} cells, metrics {'identical' if same else 'DIFFER'}",
+          flush=True)
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="vlmprune-dispatch-"))
+    grids = {}
+    for size, suite in (("smoke-sized cells (quick suite, 20 questions)", "quick, limit: 20"),
+                        ("full-suite cells (shapes, 1,500 documents)", "shapes")):
+        grids[size] = root / f"{len(grids)}" / "dispatch-bench.yaml"
+        grids[size].parent.mkdir()
+        grids[size].write_text(GRID.replace("SUITE", suite))
+    sweep(grids[next(iter(grids))], "local", root)  # warm the page cache and the user cache
+    for size, grid in grids.items():
+        measure(f"quiet, {size}", grid, root, ("local", "pool", "ray"))
+    with competitor.running():
+        for size, grid in grids.items():
+            measure(f"with a competing 2-thread process, {size}", grid, root,
+                    ("local", "pool"))
+
+
+if __name__ == "__main__":
+    main()

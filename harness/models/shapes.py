@@ -1,0 +1,84 @@
+"""A model's prunable structure without the model: blocks and Linear shapes per role, read
+once from the model built on the meta device, then kept in the user cache under a key of the
+model folder's content and its layout. Checks that only need shapes (N:M widths, a budget's
+feasibility, per-group lists) then cost milliseconds instead of importing transformers.
+
+`Shapes` answers the questions `pruning.spec.targets` asks of an adapter: `blocks(role)`,
+`role_linears(role)` (objects with `.weight.shape`, `.weight.numel()`, `.in_features`) and
+`parameter_count(role)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+from harness.models.layout import ROLES
+from harness.models.load import ModelSpec
+
+
+@dataclass(frozen=True)
+class _Weight:
+    shape: tuple[int, int]
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class _Linear:
+    weight: _Weight
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+
+@dataclass(frozen=True)
+class _Block:
+    role: str
+    name: str
+
+
+class Shapes:
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def blocks(self, role: str) -> list[_Block]:
+        return [_Block(role, n) for n in self.data["blocks"][role]]
+
+    def role_linears(self, role: str) -> dict[str, _Linear]:
+        return {p: _Linear(_Weight((o, i))) for p, (o, i) in self.data["linears"][role].items()}
+
+    def parameter_count(self, role: str) -> int:
+        return sum(o * i for o, i in self.data["linears"][role].values())
+
+
+def shapes_of(spec: ModelSpec) -> Shapes:
+    """The model's shapes, from the user cache or from the model built on the meta device."""
+    from harness.paths import user_cache
+    from harness.sweep.cell import digest, model_content
+
+    key = digest({"model": spec.model_dump(exclude={"device", "dtype"}),
+                  "content": model_content(spec)})
+    memo = user_cache() / "shapes" / f"{key}.json"
+    try:
+        return Shapes(json.loads(memo.read_text()))
+    except (OSError, ValueError):
+        pass
+    from harness.models.load import load
+
+    adapter = load(spec, weights=False)
+    data = {"blocks": {r: [b.name for b in adapter.blocks(r)] for r in ROLES},
+            "linears": {r: {p: list(lin.weight.shape) for p, lin in
+                            adapter.role_linears(r).items()} for r in ROLES}}
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".tmp-{os.getpid()}-{memo.name}")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # no writable cache: read from the model again next time
+    return Shapes(data)

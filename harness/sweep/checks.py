@@ -1,0 +1,78 @@
+"""What a grid's cells name, checked before any cell runs (`plan`, `sweep`, `--dry-run`).
+
+Validation of each cell's fields happens when the grid expands; these are the checks that
+need more than the cell: the suite exists (and its local task files), the model is there
+(embedded, a folder, or in the Hugging Face cache), and where a cell's pruning depends on
+the model's shapes (an N:M pattern against every pruned layer's width, a budget that some
+split must reach, per-group lists against the block count) the targets are computed on the
+model's shapes (harness/models/shapes.py: read once from the model built on the meta
+device, then from the user cache). Otherwise these failed only when their
+cell ran, after other cells' pruning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness import jsonl
+from harness.errors import UserError
+from harness.sweep.cell import model_folder
+from harness.sweep.grid import Cell
+
+
+def check(path: Path, cells: list[Cell], keep_going: bool = False) -> None:
+    """Raise a one-line `UserError` naming the grid file, the cell and the field of the first
+    cell that cannot run. `keep_going`: a missing model is left to fail its cells (recorded
+    as FAILED) while the others run."""
+    from harness.evaluation.run import TASKS_DIR, get_suite
+
+    suites: dict[str, str | None] = {}
+    models: dict[str, object] = {}
+    for cell in cells:
+        where = f"{path}: cell {cell.index} ({cell.label}): "
+        suite = cell.spec.eval.suite
+        if suite not in suites:
+            try:
+                s = get_suite(suite)
+                missing = [t for t in s.tasks if not s.builtin
+                           and not any(TASKS_DIR.rglob(f"{t}.yaml"))]
+                suites[suite] = (f"suite '{suite}' names task '{missing[0]}', which has no "
+                                 f"YAML under {TASKS_DIR}") if missing else None
+            except UserError as e:
+                suites[suite] = str(e)
+        if suites[suite]:
+            raise UserError(f"{where}field 'eval.suite': {suites[suite]}")
+        m = cell.spec.model
+        key = m.model_dump_json()
+        if key not in models:
+            models[key] = model_folder(m) is not None
+        if not models[key]:
+            if keep_going:
+                continue
+            raise UserError(f"{where}field 'model.name': '{m.name}' is not an embedded model, "
+                            "a local folder, or in the Hugging Face cache (download it where "
+                            "the hub is reachable; --keep-going records such cells as FAILED "
+                            "and runs the others)")
+        try:
+            jsonl.check_sources(cell.spec)
+        except UserError as e:
+            raise UserError(f"{where}{e}") from None
+        p = cell.spec.prune
+        if p is not None and (p.nm or p.distribution == "budget" or p.groups):
+            _check_shapes(where, cell, models)
+
+
+def _check_shapes(where: str, cell: Cell, models: dict[str, object]) -> None:
+    from harness.models.shapes import shapes_of
+    from harness.pruning.spec import targets
+
+    key = "shapes:" + cell.spec.model.model_dump_json()
+    if key not in models:
+        try:
+            models[key] = shapes_of(cell.spec.model)
+        except UserError as e:
+            raise UserError(f"{where}field 'model': {e}") from None
+    try:
+        targets(cell.spec.prune, models[key])  # type: ignore[arg-type]
+    except UserError as e:
+        raise UserError(f"{where}field 'prune': {e}") from None

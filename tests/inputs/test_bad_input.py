@@ -1,0 +1,256 @@
+"""Bad input found before any work: exit 2, one stderr line naming the file and the field (or
+the flag), no traceback, nothing written, quickly. Each case was let through or crashed
+before (issue 17)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = "name: bad\nbase: {prune: {method: wanda, sparsity: 0.5}}\n"
+
+GRIDS = {
+    "duplicate_top": ("name: bad\nbase: {}\nbase: {prune: null}\n", "key 'base' given twice"),
+    "duplicate_nested": ("name: bad\nbase:\n  prune:\n    method: wanda\n    sparsity: 0.5\n"
+                         "  prune:\n    method: magnitude\n", "key 'prune' given twice"),
+    "duplicate_in_flow": ("name: bad\nbase: {prune: {method: wanda, method: magnitude}}\n",
+                          "key 'method' given twice"),
+    "huge_product": (BASE + "axes:\n"
+                     f"  - prune.calibration.samples: {list(range(1, 101))}\n"
+                     f"  - prune.calibration.seed: {list(range(100))}\n"
+                     f"seeds: {list(range(1000))}\n", "10,000,000 cells"),
+    "alias_bomb": ("name: bad\nbase: {}\nx0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)) +
+        "include: [{prune: {method: wanda}, extra: *a8}]\n", "expands to more than"),
+    "negative_seed": (BASE + "seeds: [-1]\n", "field 'seeds.0'"),
+    "boolean_seed": (BASE + "seeds: [true]\n", "field 'seeds.0'"),
+    "huge_seed": (BASE + "seeds: [99999999999]\n", "field 'seeds.0'"),
+    "late_exclude_key": (BASE + "axes: [{prune.sparsity: [0.5, 0.6]}]\n"
+                         "exclude: [{prune.method: wanda}, {prune.bogus: 1}]\n",
+                         "exclude[1].prune.bogus"),
+    "unquoted_nm": (BASE + "axes: [{prune.pattern: [unstructured, 2:4]}]\n",
+                    'quote it: "2:4"'),
+}
+
+
+def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=60)
+
+
+def refused(p: subprocess.CompletedProcess, words: str, seconds: float) -> None:
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert words in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert seconds < 10
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A folder to run in, with its own (absent) results and reports folders."""
+    env = {"VLMPRUNE_RESULTS": str(tmp_path / "results"),
+           "VLMPRUNE_REPORTS": str(tmp_path / "reports")}
+    return tmp_path, env
+
+
+def nothing_written(tmp_path: Path, *keep: str) -> None:
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+@pytest.mark.parametrize("case", sorted(GRIDS))
+def test_bad_grid(case, scratch):
+    tmp_path, env = scratch
+    text, words = GRIDS[case]
+    (tmp_path / "bad.yaml").write_text(text)
+    t0 = time.perf_counter()
+    p = run("plan", "bad.yaml", cwd=tmp_path, env=env)
+    refused(p, words, time.perf_counter() - t0)
+    assert "bad.yaml" in p.stderr
+    nothing_written(tmp_path, "bad.yaml")
+
+
+def test_binary_grid(scratch):
+    tmp_path, env = scratch
+    (tmp_path / "bad.yaml").write_bytes(bytes(range(256)) * 4)
+    t0 = time.perf_counter()
+    p = run("sweep", "bad.yaml", cwd=tmp_path, env=env)
+    refused(p, "not a text grid file", time.perf_counter() - t0)
+    nothing_written(tmp_path, "bad.yaml")
+
+
+def test_cell_limit_can_be_raised(scratch):
+    tmp_path, env = scratch
+    (tmp_path / "big.yaml").write_text(BASE + "axes: [{prune.calibration.seed: [0, 1, 2]}]\n"
+                                       "seeds: [0, 1, 2, 3]\n")
+    p = run("plan", "big.yaml", "--max-cells", "5", cwd=tmp_path, env=env)
+    refused(p, "12 cells (axes 3, plus 0 included, × 4 seeds)", 0)
+    assert "--max-cells" in p.stderr
+    assert run("plan", "big.yaml", "--max-cells", "12", cwd=tmp_path, env=env).returncode == 0
+
+
+SPECS = {
+    "a_list": ("- method: wanda\n", "a list, not a mapping"),
+    "a_scalar": ("wanda\n", "a str, not a mapping"),
+    "empty": ("", "empty; a prune spec is a mapping"),
+    "prune_null": ("prune: null\n", "field 'prune': null"),
+    "extra_key": ("prune: {method: wanda}\nrecover: {method: lora}\n",
+                  "field 'recover': unknown key beside 'prune:'"),
+    "duplicate": ("method: wanda\nmethod: magnitude\n", "key 'method' given twice"),
+    "unquoted_nm": ("pattern: 2:4\n", 'quote it: "2:4"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPECS))
+def test_bad_prune_spec(case, scratch):
+    tmp_path, env = scratch
+    text, words = SPECS[case]
+    (tmp_path / "spec.yaml").write_text(text)
+    t0 = time.perf_counter()
+    p = run("prune", "spec.yaml", cwd=tmp_path, env=env)
+    refused(p, words, time.perf_counter() - t0)
+    assert "spec.yaml" in p.stderr
+    nothing_written(tmp_path, "spec.yaml")
+
+
+def test_bad_calibration_line_is_one_line(scratch):
+    tmp_path, env = scratch
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "cal.jsonl").write_text('{"image": "a.png", "text": "hi"}\n{"image": oops}\n')
+    (tmp_path / "spec.yaml").write_text("method: wanda\ncalibration: {source: cal.jsonl}\n")
+    t0 = time.perf_counter()
+    p = run("prune", "spec.yaml", cwd=tmp_path, env=env)
+    refused(p, "prune.calibration.source: cal.jsonl: line 2 is not JSON",
+            time.perf_counter() - t0)
+    (tmp_path / "cal.jsonl").write_text('{"image": "b.png", "text": "hi"}\n')
+    p = run("prune", "spec.yaml", cwd=tmp_path, env=env)
+    refused(p, "line 1: image 'b.png' not found", 0)
+
+
+def test_prune_out_on_an_existing_file_fails_first(scratch):
+    tmp_path, env = scratch
+    (tmp_path / "spec.yaml").write_text("method: magnitude\n")
+    (tmp_path / "taken").write_text("precious")
+    t0 = time.perf_counter()
+    p = run("prune", "spec.yaml", "--out", "taken", cwd=tmp_path, env=env)
+    refused(p, "--out taken: a file is there", time.perf_counter() - t0)
+    assert (tmp_path / "taken").read_text() == "precious"
+
+
+@pytest.mark.parametrize("flags, words", [(["--limit", "0"], "--limit 0: give 1 or more"),
+                                          (["--limit", "-3"], "--limit -3: give 1 or more"),
+                                          (["--batch-size", "0"], "--batch-size 0"),
+                                          (["--limit", "x"], "invalid int value")])
+def test_bad_eval_flags(flags, words, scratch):
+    tmp_path, env = scratch
+    t0 = time.perf_counter()
+    p = run("eval", *flags, cwd=tmp_path, env=env)
+    refused(p, words, time.perf_counter() - t0)
+    nothing_written(tmp_path)  # the test split is not materialized first
+
+
+def test_list_works_from_any_folder_and_reads_extra_folders(tmp_path):
+    extra = tmp_path / "mine"
+    extra.mkdir()
+    (extra / "my_grid.yaml").write_text("name: my_grid\ndescription: a grid of mine\n"
+                                        "base: {prune: null}\n")
+    p = run("list", cwd=tmp_path, env={"VLMPRUNE_EXPERIMENTS": str(extra)})
+    assert p.returncode == 0, p.stderr
+    assert "modality_ratio" in p.stdout and "my_grid" in p.stdout
+    p = run("plan", "modality_choice", cwd=tmp_path,
+            env={"VLMPRUNE_RESULTS": str(tmp_path / "results")})
+    assert p.returncode == 0 and "modality_choice" in p.stdout
+
+
+LATE = {  # found only when the cell ran, after other cells' pruning
+    "unknown_suite": ("eval: {suite: shapez}",
+                      "field 'eval.suite': unknown evaluation suite 'shapez'"),
+    "nm_width": ("prune: {pattern: \"3:7\"}", "M=7 does not divide the input width"),
+    "budget": ("prune: {distribution: budget, sparsity: 0.9, vision_share: 0.95}",
+               "field 'prune': budget 0.90 with vision_share 0.95"),
+    "seed_range": ("prune: {method: random, seed: -5}", "field 'prune.seed'"),
+    "missing_model": ("model: {name: no-such-model}", "field 'model.name': 'no-such-model'"),
+}
+
+
+@pytest.fixture(scope="module")
+def shapes_seen():
+    """The embedded model's shapes seen once, as on any machine after its first check of a
+    model (the first builds the model on the meta device, importing transformers: ~9 s on
+    2 cores, once per model and machine; harness/models/shapes.py)."""
+    from harness.models.load import ModelSpec
+    from harness.models.shapes import shapes_of
+
+    shapes_of(ModelSpec())
+
+
+@pytest.mark.parametrize("case", sorted(LATE))
+@pytest.mark.parametrize("command", [["plan"], ["sweep", "--dry-run"]])
+def test_late_failures_are_found_before_work(case, command, scratch, shapes_seen):
+    tmp_path, env = scratch
+    override, words = LATE[case]
+    (tmp_path / "late.yaml").write_text(
+        "name: late\nbase: {prune: {method: wanda, sparsity: 0.5}, eval: {suite: quick}}\n"
+        f"include: [{{prune: null}}, {{{override}}}]\n")
+    t0 = time.perf_counter()
+    p = run(command[0], "late.yaml", *command[1:], cwd=tmp_path, env=env)
+    refused(p, words, time.perf_counter() - t0)
+    assert "late.yaml: cell " in p.stderr
+    nothing_written(tmp_path, "late.yaml")
+
+
+SHAPES = ROOT / "harness" / "zoo" / "shapes-llava"
+
+
+def model_folder(tmp_path: Path, case: str) -> str:
+    """A model folder broken in one way (or a name), as a user might hand one over."""
+    folder = tmp_path / "model"
+    if case == "empty_name":
+        return ""
+    folder.mkdir()
+    if case == "empty_folder":
+        return str(folder)
+    if case == "bad_config":
+        (folder / "config.json").write_text('{"model_type": "llava",')
+        return str(folder)
+    if case == "unknown_type":
+        (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
+        return str(folder)
+    if case == "text_only":
+        (folder / "config.json").write_text(
+            '{"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, '
+            '"num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 64}')
+        return str(folder)
+    for f in SHAPES.iterdir():  # the embedded model, less one part
+        if case == "no_weights" and f.suffix == ".safetensors":
+            continue
+        if case == "no_processor" and ("token" in f.name or "processor" in f.name
+                                       or "vocab" in f.name or "chat" in f.name):
+            continue
+        shutil.copy(f, folder / f.name)
+    return str(folder)
+
+
+MODELS = {"empty_name": "model name is empty", "empty_folder": "no config.json",
+          "bad_config": "config.json: not valid JSON",
+          "unknown_type": "a model_type transformers",
+          "no_weights": "no weights (*.safetensors or *.bin)", "no_processor": "processor",
+          "text_only": "not a vision-language model"}
+
+
+@pytest.mark.parametrize("case", sorted(MODELS))
+def test_bad_model_is_one_line(case, scratch):
+    tmp_path, env = scratch
+    name = model_folder(tmp_path, case)
+    t0 = time.perf_counter()
+    p = run("inspect", name, cwd=tmp_path, env=env)
+    refused(p, MODELS[case], time.perf_counter() - t0)

@@ -1,0 +1,44 @@
+"""The three private APIs of other libraries the project relies on, each checked for the
+behaviour we use, so that an upgrade that changes one fails here, loudly, not somewhere deep
+in a sweep."""
+
+from __future__ import annotations
+
+
+def test_mlflow_sqlalchemy_engine_map(tmp_path):
+    """tracking._dispose_engine pops the cached engine of a temporary store before the file
+    is deleted (MLflow keeps engines by URI in this class-level dict)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.tracking import MlflowClient
+
+    from harness.sweep.tracking import _dispose_engine
+
+    uri = f"sqlite:///{tmp_path / 'probe.db'}"
+    MlflowClient(uri).search_experiments()
+    assert isinstance(SqlAlchemyStore._engine_map, dict)
+    assert uri in SqlAlchemyStore._engine_map
+    _dispose_engine(uri)
+    assert uri not in SqlAlchemyStore._engine_map
+
+
+def test_peft_register_custom_module_builds_sparse_lora_layers():
+    """recovery/sparse_lora.register: PEFT builds our layer for a registered module type."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from harness.recovery.sparse_lora import SparseLoraLinear, layers, register
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    config = register(LoraConfig(r=2, target_modules=["0", "2"]))
+    peft_model = get_peft_model(model, config)
+    found = [m for m in peft_model.modules() if isinstance(m, SparseLoraLinear)]
+    assert len(found) == 2 and len(layers(peft_model)) == 2
+
+
+def test_lmms_eval_task_manager_get_config():
+    """evaluation.run.check_offline reads a task's dataset_path through _get_config."""
+    from harness.evaluation.run import task_manager
+
+    tm = task_manager(False)
+    config = tm._get_config("shapes_vqa")
+    assert isinstance(config, dict) and config.get("dataset_path") == "json"
