@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from harness.errors import UserError, unknown
 from harness.models import blip, generic, llava
@@ -23,7 +25,28 @@ if TYPE_CHECKING:  # torch loads with the first model, not with a grid file
 log = logging.getLogger(__name__)
 
 EMBEDDED = {"shapes-llava": Path(__file__).resolve().parent.parent / "zoo" / "shapes-llava"}
-FAMILIES = ("llava", "blip2", "instructblip", "generic")
+
+
+@dataclass(frozen=True)
+class Family:
+    """An architecture family: the config model_types it covers, the transformers class that
+    loads it, where its roles live (None: a YAML layout) and how it is prompted."""
+
+    model_types: tuple[str, ...]
+    model_class: str
+    layout: Callable[[nn.Module], Layout] | None = None
+    prompts: Prompts | None = None
+
+
+FAMILIES: dict[str, Family] = {
+    "llava": Family(llava.MODEL_TYPES, "LlavaForConditionalGeneration", llava.layout,
+                    llava.PROMPTS),
+    "blip2": Family(blip.MODEL_TYPES[:1], "Blip2ForConditionalGeneration", blip.layout,
+                    blip.PROMPTS["blip-2"]),
+    "instructblip": Family(blip.MODEL_TYPES[1:], "InstructBlipForConditionalGeneration",
+                           blip.layout, blip.PROMPTS["instructblip"]),
+    "generic": Family((), "AutoModelForImageTextToText"),
+}
 
 
 def _dtype(name: str):
@@ -37,10 +60,18 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = "shapes-llava"
-    adapter: Literal["auto", "llava", "blip2", "instructblip", "generic"] = "auto"
+    adapter: str = "auto"  # "auto" (from config.json's model_type) or a key of FAMILIES
     layout: str | None = None  # YAML file of module paths; required for adapter: generic
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # auto: cuda when there is one, else cpu
+
+    @field_validator("adapter")
+    @classmethod
+    def _family(cls, v: str) -> str:
+        if v != "auto" and v not in FAMILIES:
+            raise ValueError(f"unknown adapter family '{v}' (known: auto, "
+                             f"{', '.join(FAMILIES)})")
+        return v
 
 
 VLM_FOLDER = ("a VLM folder holds config.json, its weights (*.safetensors) and its processor "
@@ -69,13 +100,8 @@ def resolve(name: str) -> str:
 
 
 def family_of(model_type: str) -> str:
-    if model_type in llava.MODEL_TYPES:
-        return "llava"
-    if model_type == "blip-2":
-        return "blip2"
-    if model_type == "instructblip":
-        return "instructblip"
-    return "generic"
+    return next((name for name, f in FAMILIES.items() if model_type in f.model_types),
+                "generic")
 
 
 def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str | None = None,
@@ -85,18 +111,16 @@ def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str |
         family = family_of(model.config.model_type)
     if family not in FAMILIES:
         raise unknown("adapter", family, FAMILIES)
+    f = FAMILIES[family]
     prompts: Prompts
     lay: Layout
-    if family == "generic" or layout is not None:
+    if f.layout is None or layout is not None:
         if layout is None:
             raise UserError(f"model '{name or model.config.model_type}' needs adapter: generic "
                             "with a layout file (module paths of vision, bridge, language)")
         lay, prompts = generic.load_layout(layout)
-    elif family == "llava":
-        lay, prompts = llava.layout(model), llava.PROMPTS
     else:
-        lay = blip.layout(model)
-        prompts = blip.PROMPTS["blip-2" if family == "blip2" else "instructblip"]
+        lay, prompts = f.layout(model), f.prompts or Prompts()
     from harness.models.adapter import Adapter
 
     return Adapter(model, processor, lay, family, prompts, name)
@@ -216,7 +240,4 @@ def _problems(where: str, what: str, config):
 def _model_class(family: str):
     import transformers as tf
 
-    return {"llava": tf.LlavaForConditionalGeneration,
-            "blip2": tf.Blip2ForConditionalGeneration,
-            "instructblip": tf.InstructBlipForConditionalGeneration,
-            "generic": tf.AutoModelForImageTextToText}[family]
+    return getattr(tf, FAMILIES[family].model_class)

@@ -1,4 +1,4 @@
-"""Apply keep masks to a model's Linears and measure what was achieved."""
+"""Apply keep masks to a model's Linears (what was achieved is measured in report.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from torch import nn
 
 @torch.no_grad()
 def apply_mask(linear: nn.Linear, keep: torch.Tensor) -> None:
-    linear.weight.mul_(keep.to(linear.weight.dtype))
+    linear.weight.mul_(keep.to(linear.weight.device, linear.weight.dtype))
 
 
-def sparsity(linears: dict[str, nn.Linear]) -> float:
-    """Share of exactly-zero weights over the given Linears."""
-    total = sum(lin.weight.numel() for lin in linears.values())
-    zeros = sum(int((lin.weight == 0).sum()) for lin in linears.values())
-    return zeros / total if total else 0.0
+@torch.no_grad()
+def apply_masks(linears: dict[str, nn.Linear], masks: dict[str, torch.Tensor],
+                rewritten: dict[str, torch.Tensor] | None = None) -> None:
+    """Prune the Linears named in `masks`; those a method rewrote (SparseGPT) take their
+    stored weights as well."""
+    rewritten = rewritten or {}
+    for path, keep in masks.items():
+        apply_mask(linears[path], keep)
+        if path in rewritten:
+            linears[path].weight.copy_(rewritten[path])

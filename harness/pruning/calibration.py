@@ -7,41 +7,28 @@ image paths relative to the file.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-from PIL import Image
-
-from harness import jsonl
+from harness import jsonl, sources
 from harness.models.adapter import Adapter
 from harness.pruning.spec import CalibrationSpec
-from harness.world.scene import render
-from harness.world.splits import caption_sample, vqa_sample
 
 CALIBRATION_OFFSET = 10_000_000  # train indices far from where training started
 
 
 def samples(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[object, str]]:
+    """(image, text) pairs: questions with their answers and captions, alternating, from the
+    shapes train split, or the rows of a JSONL file in a seeded order."""
     if spec.source == "shapes":
         out = []
         for i in range(spec.samples):
             j = CALIBRATION_OFFSET + spec.seed * spec.samples + i
-            if i % 2:
-                scene, text = caption_sample("train", j)
-                out.append((render(scene), f"{adapter.prompts.caption} {text}"))
-            else:
-                s = vqa_sample("train", j)
-                out.append((render(s.scene),
-                            f"{adapter.prompts.question(s.qa.question)} {s.qa.answer}"))
+            im, question, answer = sources.shapes_item(j, caption=bool(i % 2))
+            text = (f"{adapter.prompts.caption} {answer}" if i % 2 else
+                    f"{adapter.prompts.question(question)} {answer}")
+            out.append((im, text))
         return out
-    return _jsonl(Path(spec.source), spec.samples, spec.seed)
-
-
-def _jsonl(path: Path, n: int, seed: int) -> list[tuple[object, str]]:
-    rows = jsonl.rows(path, *jsonl.CALIBRATION)
-    order = np.random.default_rng(seed).permutation(len(rows))[:n]
-    return [(Image.open(path.parent / rows[i]["image"]).convert("RGB"), rows[i]["text"])
-            for i in order]
+    rows = sources.rows(spec.source, jsonl.CALIBRATION)
+    picked = sources.order(len(rows), spec.seed)[:spec.samples]
+    return [(sources.image(spec.source, rows[i]), rows[i]["text"]) for i in picked]
 
 
 def batches(spec: CalibrationSpec, adapter: Adapter) -> list[dict]:

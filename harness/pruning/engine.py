@@ -26,6 +26,7 @@ import logging
 import weakref
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,6 +47,19 @@ class _Stop(Exception):
     """Raised by the capture hook to end a forward once the wanted inputs are recorded."""
 
 
+@dataclass
+class _Pass:
+    """What every way of pruning shares: the method (bound to its seed and options), the
+    statistics it needs, whether Linears reading one input are pruned in one call (`stack`),
+    where the masks go, and the progress bar."""
+
+    fn: Callable
+    needs: str | None
+    stack: bool
+    masks: dict[str, torch.Tensor]
+    bar: Any
+
+
 def prune(adapter: Adapter, targets: dict[str, Target], method: str,
           batches: Sequence[dict] = (), propagation: str = "sequential", seed: int = 0,
           options: dict | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
@@ -54,30 +68,28 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
     fn = _bind(m.fn, seed, options or {})
     if m.needs and not batches:
         raise ValueError(f"method {method!r} needs calibration batches")
-    masks: dict[str, torch.Tensor] = {}
     roles = [r for r in ROLES if r in targets]
     total = sum(len(adapter.blocks(r)) for r in roles)
     bar = tqdm(total=total, desc=f"prune {method}", disable=not progress, unit="block")
+    p = _Pass(fn, m.needs, m.stack, {}, bar)
     if m.needs is None:
         for role in roles:
             for block in adapter.blocks(role):
-                _prune_block(block, _target_of(targets, role), fn, None, masks)
+                _prune_block(p, block, _target_of(targets, role), None)
                 bar.update()
     elif propagation == "dense":
-        _dense(adapter, roles, targets, fn, m.needs, batches, masks, bar, m.stack)
+        _dense(p, adapter, roles, targets, batches)
     elif len(batches) == 1:
-        _single_forward(adapter, roles, targets, fn, m.needs, batches[0], masks, bar,
-                        stack=m.stack)
+        _single_forward(p, adapter, roles, targets, batches[0])
     else:
         for role in roles:
             for path in adapter.layout.paths(role):
                 blocks = [b for b in adapter.blocks(role) if _in_segment(b, path)]
-                _sequential(adapter, blocks, adapter.layout.carry_for(path),
-                            _target_of(targets, role), fn,
-                            m.needs, batches, [_text_mask(b, role) for b in batches], masks,
-                            bar, m.stack)
+                _sequential(p, adapter, blocks, adapter.layout.carry_for(path),
+                            _target_of(targets, role), batches,
+                            [_text_mask(b, role) for b in batches])
     bar.close()
-    return masks
+    return p.masks
 
 
 def _bind(fn: Callable, seed: int, options: dict) -> Callable:
@@ -156,21 +168,21 @@ def _target_of(targets: dict[str, Target], role: str) -> Callable[[str], Target]
     return lambda name: targets.get(name, targets[role])
 
 
-def _prune_block(block: Block, target_of: Callable[[str], Target], fn: Callable,
-                 stats: dict[str, InputStats] | None, masks: dict, stack: bool = False) -> None:
+def _prune_block(p: _Pass, block: Block, target_of: Callable[[str], Target],
+                 stats: dict[str, InputStats] | None) -> None:
     """Prune a block's Linears; with `stack`, those sharing one statistics object (they read
     one tensor, see `_collect`) and one target in one call when the target is per row or
     N:M."""
     linears = Adapter.linears(block)
     names = {rel: f"{block.name}.{rel}" if rel else block.name for rel in linears}
     for rel in linears:
-        if names[rel] in masks:
+        if names[rel] in p.masks:
             continue
         st = stats[rel] if stats else None
         target = target_of(names[rel])
-        group = [r for r in linears if stats[r] is st and names[r] not in masks
-                 and target_of(names[r]) == target] if stack and st is not None else [rel]
-        _prune_group([(names[r], linears[r]) for r in group], st, target, fn, masks)
+        group = [r for r in linears if stats[r] is st and names[r] not in p.masks
+                 and target_of(names[r]) == target] if p.stack and st is not None else [rel]
+        _prune_group([(names[r], linears[r]) for r in group], st, target, p.fn, p.masks)
 
 
 def real_tokens(x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -254,14 +266,15 @@ def _advance(inputs: Inputs, output: Any, carry) -> Inputs:
 
 
 @torch.no_grad()
-def _sequential(adapter, blocks, carry, target_of, fn, needs, batches, text_masks, masks,
-                bar, stack: bool = False) -> None:
+def _sequential(p: _Pass, adapter: Adapter, blocks: list[Block], carry,
+                target_of: Callable[[str], Target], batches: Sequence[dict],
+                text_masks: list) -> None:
     """Several calibration batches: per block, statistics from one dense pass of the block
     over all batches, prune, then the pruned block's outputs feed the next block."""
     inputs = capture(adapter, blocks[0].module, batches)
     current: list[torch.Tensor | None] = [None]
     for i, block in enumerate(blocks):
-        stats, hooks = _collect(Adapter.linears(block), needs, lambda: current[0])
+        stats, hooks = _collect(Adapter.linears(block), p.needs, lambda: current[0])
         try:
             for (args, kwargs), text_mask in zip(inputs, text_masks, strict=True):
                 current[0] = text_mask
@@ -269,16 +282,16 @@ def _sequential(adapter, blocks, carry, target_of, fn, needs, batches, text_mask
         finally:
             for h in hooks:
                 h.remove()
-        _prune_block(block, target_of, fn, stats, masks, stack)
+        _prune_block(p, block, target_of, stats)
         del stats
         if i + 1 < len(blocks):
             inputs = [_advance((a, k), block.module(*a, **k), carry) for a, k in inputs]
-        bar.update()
+        p.bar.update()
 
 
 @torch.no_grad()
-def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
-                    stack: bool = False) -> None:
+def _single_forward(p: _Pass, adapter: Adapter, roles: list[str],
+                    targets: dict[str, Target], batch: dict) -> None:
     """One calibration batch: one forward of the whole model, each Linear pruned by a
     pre-hook from the batch it is about to receive. Execution order makes this sequential
     propagation (the language blocks read the pruned vision tower's tokens), and within a
@@ -297,7 +310,8 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
                 owner[name] = block.name
                 left[block.name] = left.get(block.name, 0) + 1
     groups = siblings(adapter, batch, {n: lin for n, (lin, _, _) in linears.items()}) \
-        if stack else {}
+        if p.stack else {}
+    masks = p.masks
     last: list[tuple[torch.Tensor, InputStats]] = []  # the latest input and its statistics
 
     def prune_now(name: str, x: torch.Tensor | None) -> None:
@@ -305,7 +319,7 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
         if x is not None and last and last[0][0] is x:  # readers of one tensor run in a row
             st = last[0][1]
         else:
-            st = InputStats(lin.in_features, needs, lin.weight.device)
+            st = InputStats(lin.in_features, p.needs, lin.weight.device)
             if x is not None:
                 st.add(x, real_tokens(x, text_mask))
                 last[:] = [(x, st)]
@@ -313,10 +327,10 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
         # the same encoder states in every layer); it never mixes targets
         group = [n for n in groups.get(name, [name])
                  if n in linears and n not in masks and linears[n][1] == target]
-        for n in _prune_group([(n, linears[n][0]) for n in group], st, target, fn, masks):
+        for n in _prune_group([(n, linears[n][0]) for n in group], st, target, p.fn, masks):
             left[owner[n]] -= 1
             if not left[owner[n]]:
-                bar.update()
+                p.bar.update()
 
     hooks = [lin.register_forward_pre_hook(
         lambda mod, args, name=name: None if name in masks else prune_now(name, args[0]))
@@ -332,13 +346,14 @@ def _single_forward(adapter, roles, targets, fn, needs, batch, masks, bar,
 
 
 @torch.no_grad()
-def _dense(adapter, roles, targets, fn, needs, batches, masks, bar, stack: bool = False) -> None:
+def _dense(p: _Pass, adapter: Adapter, roles: list[str], targets: dict[str, Target],
+           batches: Sequence[dict]) -> None:
     per_block = {}
     hooks = []
     current: dict[str, torch.Tensor | None] = {}
     for role in roles:
         for block in adapter.blocks(role):
-            stats, h = _collect(Adapter.linears(block), needs,
+            stats, h = _collect(Adapter.linears(block), p.needs,
                                 lambda role=role: current.get(role))
             per_block[block.name] = (block, role, stats)
             hooks += h
@@ -350,5 +365,5 @@ def _dense(adapter, roles, targets, fn, needs, batches, masks, bar, stack: bool 
         for h in hooks:
             h.remove()
     for block, role, stats in per_block.values():
-        _prune_block(block, _target_of(targets, role), fn, stats, masks, stack)
-        bar.update()
+        _prune_block(p, block, _target_of(targets, role), stats)
+        p.bar.update()

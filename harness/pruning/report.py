@@ -28,6 +28,13 @@ class LayerSparsity:
         return self.zeros / self.params
 
 
+def zero_share(linears: dict) -> float:
+    """Share of exactly-zero weights over the given Linears."""
+    total = sum(lin.weight.numel() for lin in linears.values())
+    zeros = sum(int((lin.weight == 0).sum()) for lin in linears.values())
+    return zeros / total if total else 0.0
+
+
 def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
     """{"layers": [...], "roles": {role: {...}}, "overall": {...}} as plain data (JSON-able)."""
     targets = targets or {}

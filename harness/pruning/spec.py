@@ -266,6 +266,42 @@ def _solve(shapes: list[tuple[int, int]], zeros: float, scope: Scope) -> float:
     return min((lo, hi), key=lambda s: abs(_zeros(shapes, s, scope) - zeros))
 
 
+def _joint(shapes: dict[str, list[tuple[int, int]]], want: dict[str, float],
+           scope: Scope) -> tuple[float, float]:
+    """(vision, language) sparsities whose floored counts add up closest to the budget's
+    zeros. Counts move in steps (all Linears of one width cross a floor at once), so each role
+    rounded to its own closest count can miss the total by both steps. Here vision takes its
+    closest count or the achievable count just below or above it (the share moves by at most
+    one of its steps), language the count closest to the rest, and the pair closest to the
+    total wins (then the one closest to the share)."""
+    total = want["vision"] + want["language"]
+    s0 = _solve(shapes["vision"], want["vision"], scope)
+    best: tuple[tuple[float, float], tuple[float, float]] | None = None
+    for sv in (s0, *_neighbours(shapes["vision"], s0, scope)):
+        zv = _zeros(shapes["vision"], sv, scope)
+        sl = _solve(shapes["language"], total - zv, scope)
+        score = (abs(zv + _zeros(shapes["language"], sl, scope) - total),
+                 abs(zv - want["vision"]))
+        if best is None or score < best[0]:
+            best = (score, (sv, sl))
+    assert best is not None
+    return best[1]
+
+
+def _neighbours(shapes: list[tuple[int, int]], s0: float, scope: Scope) -> list[float]:
+    """The sparsities of the achievable counts just below and just above the count at s0."""
+    c0 = _zeros(shapes, s0, scope)
+    out = []
+    for lo, hi, up in ((s0, 0.999999, True), (0.0, s0, False)):
+        if (_zeros(shapes, hi, scope) > c0) if up else (_zeros(shapes, lo, scope) < c0):
+            for _ in range(50):  # the first s past s0 whose count differs
+                mid = (lo + hi) / 2
+                moved = _zeros(shapes, mid, scope) != c0
+                lo, hi = (lo, mid) if moved == up else (mid, hi)
+            out.append(hi if up else lo)
+    return out
+
+
 def block_groups(adapter: Adapter, role: str, n: int) -> list[list[str]]:
     """A role's blocks in `n` consecutive groups (earlier groups one longer when n does not
     divide the count), as lists of block names."""
@@ -298,13 +334,10 @@ def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
         # rounded jointly: vision takes the count closest to its share, then language the
         # count that brings the total closest to the budget (not each to its own closest,
         # which let both round the same way: 0.5085 for 0.5 on a tiny LLaVA)
-        total = levels["vision"] * params["vision"] + levels["language"] * params["language"]
-        shapes = {r: [tuple(lin.weight.shape) for lin in adapter.role_linears(r).values()]
-                  for r in ("vision", "language")}
-        levels["vision"] = _solve(shapes["vision"], levels["vision"] * params["vision"],
-                                  spec.scope)
-        left = total - _zeros(shapes["vision"], levels["vision"], spec.scope)
-        levels["language"] = _solve(shapes["language"], left, spec.scope)
+        levels["vision"], levels["language"] = _joint(
+            {r: [tuple(lin.weight.shape) for lin in adapter.role_linears(r).values()]
+             for r in ("vision", "language")},
+            {r: levels[r] * params[r] for r in ("vision", "language")}, spec.scope)
     out = {}
     for role, s in levels.items():
         if s <= 0:

@@ -13,40 +13,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from harness import jsonl
+from harness import jsonl, sources
 from harness.errors import UserError
 from harness.models.adapter import Adapter
 from harness.recovery.spec import DataSpec
-from harness.world.scene import render
-from harness.world.splits import caption_sample, vqa_sample
 
 
 def samples(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
     """Samples start .. start+n-1 of the training stream: (image, request, answer)."""
     if data.source == "shapes":
-        out = []
-        for i in range(start, start + n):
-            k = seed * 1_000_003 + i
-            if np.random.default_rng([seed, i]).random() < data.caption_share:
-                scene, text = caption_sample("train", k)
-                out.append((render(scene), "", text))
-            else:
-                s = vqa_sample("train", k)
-                out.append((render(s.scene), s.qa.question, s.qa.answer))
-        return out
+        return [sources.shapes_item(seed * 1_000_003 + i, caption=bool(
+            np.random.default_rng([seed, i]).random() < data.caption_share))
+            for i in range(start, start + n)]
     if Path(data.source).is_dir():
         ds = _dataset(data.source)
-        order = _order(len(ds), seed)
+        order = sources.order(len(ds), seed)
         picked = [ds[int(order[i % len(ds)])] for i in range(start, start + n)]
         return [(r["image"].convert("RGB"), r.get("prompt") or "", r["answer"]) for r in picked]
-    rows = _jsonl(data.source)
-    order = _order(len(rows), seed)
-    root = Path(data.source).parent
+    rows = sources.rows(data.source, jsonl.RECOVERY)
+    order = sources.order(len(rows), seed)
     picked = [rows[order[i % len(rows)]] for i in range(start, start + n)]
-    return [(Image.open(root / r["image"]).convert("RGB"), r.get("prompt", ""), r["answer"])
-            for r in picked]
+    return [(sources.image(data.source, r), r.get("prompt", ""), r["answer"]) for r in picked]
 
 
 @cache
@@ -63,17 +51,6 @@ def _dataset(path: str):
         raise UserError(f"recover.data.source: {path} needs columns 'image' and 'answer' "
                         f"(and optional 'prompt'); it has {ds.column_names}")
     return ds
-
-
-@cache
-def _jsonl(path: str) -> list[dict]:
-    return jsonl.rows(path, *jsonl.RECOVERY)
-
-
-@cache
-def _order(n: int, seed: int) -> np.ndarray:
-    """The seeded order of a source's n rows (computed once, not per micro-batch)."""
-    return np.random.default_rng(seed).permutation(n)
 
 
 def encode(adapter: Adapter, items: list[tuple]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

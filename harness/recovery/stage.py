@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from harness.models.adapter import Adapter
-from harness.pruning.apply import sparsity
+from harness.pruning.report import zero_share
 from harness.recovery import lora, sparse_lora
 from harness.recovery.spec import RecoverySpec
 from harness.recovery.teacher import Teacher
@@ -56,5 +56,5 @@ def sparsity_report(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict:
         removed = ~masks[p].to(lin.weight.device, torch.bool)
         kept_zero += int((lin.weight.data[removed] == 0).sum())
         total += int(removed.sum())
-    return {"sparsity": sparsity(pruned) if pruned else 0.0,
+    return {"sparsity": zero_share(pruned) if pruned else 0.0,
             "pruned_still_zero": kept_zero / total if total else 1.0}

@@ -173,7 +173,8 @@ class Workers(Protocol):
 def run(todo: Sequence[Cell], workers: Workers,
         started: Callable[[Cell], None], finished: Callable[[Cell, Outcome], None]) -> None:
     """Work through `todo` on `workers`: `started` when a cell goes out, `finished` once per
-    cell with its final outcome (done, failed, or failed after its worker died twice)."""
+    cell with its final outcome (done, failed, or failed after its worker died twice). The
+    caller owns the workers and closes them."""
     queue = deque(groups(todo))
     attempts: dict[str, int] = {}
     slots = [Slot(i) for i in range(workers.size)]
@@ -190,30 +191,27 @@ def run(todo: Sequence[Cell], workers: Workers,
         workers.submit(slot.index, cell, attempts[cell.hash])
         started(cell)
 
-    try:
-        for slot in slots:
+    for slot in slots:
+        feed(slot)
+    while any(s.busy for s in slots):
+        for index, outcome in workers.wait():
+            slot = slots[index]
+            cell = slot.busy
+            assert cell is not None
+            if outcome.kind == "fatal":
+                raise UserError(outcome.failure or "the results folder cannot be used")
+            if outcome.kind == "died":
+                workers.restart(index)
+                if attempts[cell.hash] < ATTEMPTS:
+                    log.warning("worker %d died (%s) on cell %s; running it again",
+                                index, outcome.failure, cell.label)
+                    feed(slot)
+                    continue
+                outcome = Outcome("failed", failure=f"WorkerDied: {outcome.failure} "
+                                  f"(on all {ATTEMPTS} attempts)")
+            slot.todo.popleft()
+            finished(cell, outcome)
             feed(slot)
-        while any(s.busy for s in slots):
-            for index, outcome in workers.wait():
-                slot = slots[index]
-                cell = slot.busy
-                assert cell is not None
-                if outcome.kind == "fatal":
-                    raise UserError(outcome.failure or "the results folder cannot be used")
-                if outcome.kind == "died":
-                    workers.restart(index)
-                    if attempts[cell.hash] < ATTEMPTS:
-                        log.warning("worker %d died (%s) on cell %s; running it again",
-                                    index, outcome.failure, cell.label)
-                        feed(slot)
-                        continue
-                    outcome = Outcome("failed", failure=f"WorkerDied: {outcome.failure} "
-                                      f"(on all {ATTEMPTS} attempts)")
-                slot.todo.popleft()
-                finished(cell, outcome)
-                feed(slot)
-    finally:
-        workers.close()
 
 
 def worker_count(workers: int | None, gpus: int) -> int:

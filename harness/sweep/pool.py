@@ -15,6 +15,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
+import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -37,15 +38,25 @@ def gpus() -> list[str]:
 
 
 class Pool:
-    def __init__(self, workers: int | None = None, thread_count: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, thread_count: int | None = None,
+                 log_tag: str = "pool") -> None:
         self.devices = gpus()
         self.size = dispatch.worker_count(workers, len(self.devices))
         self.threads = threads.count(thread_count, self.size)
         self.ctx = mp.get_context("spawn")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.logs = [results_dir() / "logs" / f"{log_tag}-{stamp}-worker{i}.log"
+                     for i in range(self.size)]
         self.procs: list[mp.process.BaseProcess | None] = [None] * self.size
         self.conns: list[Connection | None] = [None] * self.size
-        for i in range(self.size):
-            self._start(i)
+        # the processes multiprocessing starts for us (the resource tracker: it reports the
+        # semaphores of killed workers, then cleans them up) write to the first worker's log
+        with _stderr_to(self.logs[0]):
+            from multiprocessing import resource_tracker
+
+            resource_tracker.ensure_running()
+            for i in range(self.size):
+                self._start(i)
 
     def describe(self) -> str:
         where = (f"GPUs {', '.join(self.devices[:self.size])}" if self.devices
@@ -54,6 +65,7 @@ class Pool:
 
     def _start(self, i: int) -> None:
         env = dispatch.worker_env(str(results_dir().resolve()), self.threads)
+        env["VLMPRUNE_WORKER_LOG"] = str(self.logs[i].resolve())
         if self.devices:
             env["CUDA_VISIBLE_DEVICES"] = self.devices[i % len(self.devices)]
         ours, theirs = self.ctx.Pipe()
@@ -97,16 +109,14 @@ class Pool:
         self._start(slot)
 
     def _stop(self, i: int) -> None:
+        """A worker holds nothing to save between cells (stages are written whole or not at
+        all), so it is killed rather than asked to unwind torch and lmms-eval (seconds)."""
         p, conn = self.procs[i], self.conns[i]
         if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.send(None)
             conn.close()
         if p is not None:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-                p.join()
+            p.kill()
+            p.join()
         self.procs[i], self.conns[i] = None, None
 
     def close(self) -> None:
@@ -134,12 +144,45 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    """fd 2 of this process goes to `path` for the duration (children inherit it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        yield
+        return
+    saved = os.dup(2)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _to_log(path: str | None) -> None:
+    """What the libraries print in this worker goes to its own log file (the sweep's display
+    owns the terminal; the worker may start before it)."""
+    if not path:
+        return
+    with contextlib.suppress(OSError):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
 def _main(conn: Connection, env: dict[str, str]) -> None:
     """A worker: cells in, outcomes out, until the pipe closes or says stop."""
     os.environ.update(env)
     _die_with_parent()
     if os.getppid() == 1:  # the sweep died before the line above took effect
         return
+    _to_log(env.get("VLMPRUNE_WORKER_LOG"))
     threads.configure()
     threads.apply()
     from harness.sweep import runner

@@ -131,11 +131,11 @@ class Dispatch:
     ray_address: str | None = None
     threads: int | None = None
 
-    def workers_for(self):
+    def workers_for(self, grid: str):
         if self.executor == "pool":
             from harness.sweep.pool import Pool
 
-            return Pool(self.workers, self.threads)
+            return Pool(self.workers, self.threads, log_tag=grid)
         from harness.sweep.ray_pool import RayWorkers
 
         return RayWorkers(self.workers, self.ray_address, self.threads)
@@ -156,10 +156,21 @@ def _check_executor(executor: str, workers: int | None, ray_address: str | None)
 
 def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
            progress: bool, how: Dispatch | None = None) -> int:
-    from harness import fingerprint
-    from harness.sweep.tracking import Tracker
 
     how = how or Dispatch()
+    # workers start first: they import torch while this process opens MLflow
+    workers = how.workers_for(g.name) if how.executor != "local" else None
+    try:
+        return _run_cells(g, cells, where, force, progress, how, workers)
+    finally:
+        if workers is not None:
+            workers.close()
+
+
+def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
+               progress: bool, how: Dispatch, workers) -> int:
+    from harness import fingerprint
+    from harness.sweep.tracking import Tracker
 
     cache.sweep_stale()
     fingerprint.save()
@@ -191,7 +202,7 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
             display.finished(cell.label, _score(outcome.result, outcome.failure),
                              time.perf_counter() - began.pop(cell.hash, time.perf_counter()))
 
-        if how.executor == "local" or not todo:
+        if workers is None or not todo:
             for cell in todo:
                 on_started(cell)
                 outcome = dispatch.execute(cell, notify=lambda s, c=cell: display.stage(
@@ -200,7 +211,6 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
                     raise UserError(outcome.failure or "the results folder cannot be used")
                 on_finished(cell, outcome)
         else:
-            workers = how.workers_for()
             dispatch.prepare(todo)  # while the workers import torch
             console.print(f"running on a {workers.describe()}")
             dispatch.run(todo, workers, on_started, on_finished)

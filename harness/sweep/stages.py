@@ -27,6 +27,7 @@ from harness.models.load import load
 from harness.pruning import persist
 from harness.pruning import report as sparsity_report
 from harness.pruning import stage as prune_stage
+from harness.pruning.apply import apply_masks
 from harness.sweep import cache
 from harness.sweep.cell import CellSpec, eval_key, prune_key, recover_key
 
@@ -61,11 +62,7 @@ def pruned(cell: CellSpec, force: bool = False):
     d = cell.recover.distill  # only a distillation teacher reads the dense weights
     teacher = cell.recover.method != "none" and d is not None and d.weight > 0
     dense = {p: lins[p].weight.detach().clone() for p in masks} if teacher else {}
-    with torch.no_grad():
-        for p, m in masks.items():
-            lins[p].weight.mul_(m.to(lins[p].weight.dtype))
-            if p in rewritten:
-                lins[p].weight.copy_(rewritten[p])
+    apply_masks(lins, masks, rewritten)
     return adapter, masks, dense, report
 
 

@@ -17,8 +17,8 @@ from harness.evaluation.scoring import cider, normalize
 from harness.models.adapter import Adapter
 from harness.models.load import load
 from harness.pruning import engine
-from harness.pruning.apply import sparsity
 from harness.pruning.masks import Target
+from harness.pruning.report import zero_share
 from harness.world.scene import render
 from harness.world.splits import caption_sample, vqa_sample
 from harness.world.text import QUESTION_TYPES, described_objects, scene_objects
@@ -61,7 +61,7 @@ def prune_magnitude(adapter: Adapter, levels: dict[str, float]) -> float:
     linears = {}
     for role in levels:
         linears |= adapter.role_linears(role)
-    return sparsity(linears)
+    return zero_share(linears)
 
 
 def run(model: str = "shapes-llava", n_vqa: int = 1000, n_caption: int = 300,

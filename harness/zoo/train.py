@@ -21,6 +21,7 @@ import argparse
 import logging
 import math
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -196,10 +197,27 @@ def position_loss(heads_in: torch.Tensor, enc: dict, cells: list[list[int]],
             nn.functional.cross_entropy(probes[1](x), torch.tensor(cols)))
 
 
-def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: float,
-          vision_lr_scale: float, eval_every: int, stop_at: int | None = None,
-          grounding: float = 0.0, grounding_layer: int = 2, position: float = 0.0,
-          outliers: float = 0.0) -> None:
+@dataclass(frozen=True)
+class Recipe:
+    """The training recipe (defaults: the committed model's; `make zoo`)."""
+
+    seed: int = 0
+    vision_steps: int = 400
+    steps: int = 1800
+    batch: int = 128
+    lr: float = 1e-3
+    vision_lr_scale: float = 0.3
+    eval_every: int = 300
+    stop_at: int | None = None  # stop after this step of the schedule
+    grounding: float = 0.3  # weight of the attention-grounding loss (0: off)
+    grounding_layer: int = 2
+    position: float = 0.3  # weight of the position probes on the grounded heads (0: off)
+    outliers: float = 0.75  # sigma of the final outlier-channel rescaling (0: off)
+
+
+def train(out: Path, r: Recipe) -> None:
+    seed, vision_steps, steps, batch, lr = r.seed, r.vision_steps, r.steps, r.batch, r.lr
+    grounding, grounding_layer, position = r.grounding, r.grounding_layer, r.position
     torch.manual_seed(seed)
     model, processor = build_model(seed)
     if grounding > 0:
@@ -219,7 +237,7 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
         o_proj = model.model.language_model.layers[grounding_layer].self_attn.o_proj
         o_proj.register_forward_pre_hook(lambda mod, args: captured.__setitem__("x", args[0]))
     opt = torch.optim.AdamW([{"params": rest + list(probes.parameters()), "scale": 1.0},
-                             {"params": vision, "scale": vision_lr_scale}],
+                             {"params": vision, "scale": r.vision_lr_scale}],
                             lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     bar = tqdm(range(steps), desc="train")
     for step in bar:
@@ -239,20 +257,20 @@ def train(out: Path, seed: int, vision_steps: int, steps: int, batch: int, lr: f
         opt.step()
         opt.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        if (step + 1) % r.eval_every == 0 or step + 1 == steps:
             acc, by_kind = teacher_forced_accuracy(model, tok)
             log.info("step %d loss %.4f val_tf_acc %.4f %s elapsed %.0fs", step + 1, loss.item(),
                      acc, " ".join(f"{k}={v:.2f}" for k, v in by_kind.items()),
                      time.time() - t0)
             save(model, processor, out)
-        if stop_at is not None and step + 1 == stop_at:
+        if r.stop_at is not None and step + 1 == r.stop_at:
             break
     model.eval()
     model.set_attn_implementation("sdpa")
-    if outliers > 0:
+    if r.outliers > 0:
         from harness.zoo.outliers import rescale
 
-        rescale(model, outliers, seed)
+        rescale(model, r.outliers, seed)
     save(model, processor, out)
 
 
@@ -277,8 +295,7 @@ def main() -> None:
                     help="sigma of the final outlier-channel rescaling (0: off; outliers.py)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(a.out, a.seed, a.vision_steps, a.steps, a.batch, a.lr, a.vision_lr_scale, a.eval_every,
-          a.stop_at, a.grounding, a.grounding_layer, a.position, a.outliers)
+    train(a.out, Recipe(**{f.name: getattr(a, f.name) for f in fields(Recipe)}))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,17 +41,39 @@ GRIDS = {
 }
 
 
-def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+class Ran(subprocess.CompletedProcess):
+    peak_mb: float = 0.0
+
+
+# A small launcher between pytest and the command: a child's peak RSS counts the pages it
+# shares with its parent at fork, and pytest's own can exceed a gigabyte by now.
+LAUNCHER = ("import os, subprocess, sys\n"
+            "p = subprocess.Popen(sys.argv[2:])\n"
+            "_, status, usage = os.wait4(p.pid, 0)\n"
+            "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+            "sys.exit(os.waitstatus_to_exitcode(status))\n")
+
+
+def run(*args: str, cwd: Path, env: dict | None = None) -> Ran:
+    """`vlmprune ARGS` in `cwd`, with its peak memory (its own, from wait4)."""
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=e,
-                          capture_output=True, text=True, timeout=60)
+    with tempfile.TemporaryDirectory() as tmp:
+        peak = Path(tmp) / "peak"
+        p = subprocess.run([sys.executable, "-c", LAUNCHER, str(peak), sys.executable, "-m",
+                            "harness.cli", *args], cwd=cwd, env=e, capture_output=True,
+                           text=True, timeout=60)
+        ran = Ran(p.args, p.returncode, p.stdout, p.stderr)
+        ran.peak_mb = int(peak.read_text()) / 1024  # KiB on Linux
+    return ran
 
 
-def refused(p: subprocess.CompletedProcess, words: str, seconds: float) -> None:
+def refused(p: Ran, words: str, seconds: float) -> None:
+    """Exit 2, one stderr line with `words`, no traceback, within 10 s and 1 GB."""
     assert p.returncode == 2, p.stderr[-2000:]
     assert words in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
     assert seconds < 10
+    assert p.peak_mb < 1024, f"{p.peak_mb:.0f} MB"
 
 
 @pytest.fixture
