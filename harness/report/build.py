@@ -29,10 +29,11 @@ def reports_dir() -> Path:
 
 def write(grid: str, out: Path | None = None, experiment: str | None = None) -> Path:
     """Build the report of a grid from the tracking store; returns its folder."""
-    from harness.sweep.grid import path_of
+    from harness.sweep.grid import path_of, read
 
-    name = path_of(grid).stem if grid.endswith((".yaml", ".yml")) else grid
-    report = data.load(name, experiment)
+    path = path_of(grid)
+    name = read(grid).name if path.is_file() else grid  # the experiment is the grid's name
+    report = data.load(name, experiment, source=str(path) if path.is_file() else None)
     out = Path(out) if out else reports_dir() / name
     _claim(out)
     t0 = time.perf_counter()

@@ -46,13 +46,14 @@ class Report:
         return self.cells.filter(pl.col("status") == "finished")
 
 
-def load(grid: str, experiment: str | None = None) -> Report:
-    """The grid's cells from the tracking store (read-only: nothing is created)."""
+def load(grid: str, experiment: str | None = None, source: str | None = None) -> Report:
+    """The grid's cells from the tracking store (read-only: nothing is created); `source`
+    is the grid file when it is not found by name."""
     with store_errors():
-        return _load(grid, experiment or grid)
+        return _load(grid, experiment or grid, source or grid)
 
 
-def _load(grid: str, experiment: str) -> Report:
+def _load(grid: str, experiment: str, source: str) -> Report:
     uri = tracking_uri(create=False)
     if uri is None:
         raise UserError(f"no MLflow store at {os.environ.get('VLMPRUNE_RESULTS', 'results')}/"
@@ -71,7 +72,7 @@ def _load(grid: str, experiment: str) -> Report:
     runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'cell'",
                               max_results=50000)
     rows = _rows(runs)
-    current = _current(grid) if experiment == grid else None
+    current = _current(source) if experiment == grid else None
     outdated = 0
     if current is not None:
         kept = [r for r in rows if r["hash"] in current]

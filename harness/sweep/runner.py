@@ -98,7 +98,7 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
         code = _sweep(g, cells, where, force, progress,
                       Dispatch(executor, workers, ray_address, threads))
     if report:
-        write_report(g.name)
+        write_report(name)  # the grid as given: a name, or its file
     return code
 
 
@@ -156,7 +156,6 @@ def _check_executor(executor: str, workers: int | None, ray_address: str | None)
 
 def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
            progress: bool, how: Dispatch | None = None) -> int:
-
     how = how or Dispatch()
     # workers start first: they import torch while this process opens MLflow
     workers = how.workers_for(g.name) if how.executor != "local" else None

@@ -277,3 +277,4 @@ def test_bad_model_is_one_line(case, scratch):
     t0 = time.perf_counter()
     p = run("inspect", name, cwd=tmp_path, env=env)
     refused(p, MODELS[case], time.perf_counter() - t0)
+    nothing_written(tmp_path, *(["model"] if name else []))

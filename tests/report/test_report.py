@@ -198,8 +198,8 @@ axes: [{prune.sparsity: [0.5, 0.6, 0.7]}]
     g = grid_file(tmp_path, "shrinking", text)
     assert demo.fill(g) == 3
     grid_file(tmp_path, "shrinking", text.replace("0.5, 0.6, 0.7", "0.5, 0.7"))
-    assert main(["report", "shrinking"]) == 0
-    rep = data.load("shrinking")
+    assert main(["report", g]) == 0  # the grid by its file
+    rep = data.load("shrinking", source=g)
     assert sorted(rep.cells["p.prune.sparsity"].to_list()) == ["0.5", "0.7"]
     page = text_of(parse(tmp_path / "reports" / "shrinking" / "index.html"))
     assert "1 run of cells the grid no longer defines left out" in page
