@@ -50,14 +50,18 @@ CALIBRATION = ("prune.calibration.source", ("image", "text"), ())
 RECOVERY = ("recover.data.source", ("image", "answer"), ("prompt",))
 
 
-def check_sources(cell) -> None:
+def check_sources(cell, seen: set | None = None) -> None:
     """The JSONL files a cell's calibration and recovery read, checked whole before any
-    model loads (`shapes` and datasets folders are not JSONL)."""
+    model loads (`shapes` and datasets folders are not JSONL); `seen` skips files checked
+    for an earlier cell."""
+    seen = set() if seen is None else seen
+    wanted = []
     if cell.prune is not None and cell.prune.calibration is not None:
-        source = cell.prune.calibration.source
-        if source != "shapes":
-            rows(source, *CALIBRATION)
+        wanted.append((cell.prune.calibration.source, CALIBRATION))
     if getattr(cell, "recover", None) is not None and cell.recover.method != "none":
-        source = cell.recover.data.source
-        if source != "shapes" and not Path(source).is_dir():
-            rows(source, *RECOVERY)
+        wanted.append((cell.recover.data.source, RECOVERY))
+    for source, kind in wanted:
+        if source == "shapes" or Path(source).is_dir() or (source, kind) in seen:
+            continue
+        rows(source, *kind)
+        seen.add((source, kind))

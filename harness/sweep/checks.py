@@ -28,6 +28,7 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False) -> None:
 
     suites: dict[str, str | None] = {}
     models: dict[str, object] = {}
+    sources: set = set()
     for cell in cells:
         where = f"{path}: cell {cell.index} ({cell.label}): "
         suite = cell.spec.eval.suite
@@ -54,7 +55,7 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False) -> None:
                             "the hub is reachable; --keep-going records such cells as FAILED "
                             "and runs the others)")
         try:
-            jsonl.check_sources(cell.spec)
+            jsonl.check_sources(cell.spec, sources)
         except UserError as e:
             raise UserError(f"{where}{e}") from None
         p = cell.spec.prune
