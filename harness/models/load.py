@@ -74,6 +74,7 @@ class ModelSpec(BaseModel):
         return v
 
 
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 VLM_FOLDER = ("a VLM folder holds config.json, its weights (*.safetensors) and its processor "
               "files, as save_pretrained writes them")
 
@@ -133,7 +134,7 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
     where = resolve(spec.name)  # the cheap checks first: no torch for a misspelt path
     spec = _own_layout(spec, where)
-    config = _config(where)
+    config = _config(where, weights, spec.layout)
     import torch
 
     if getattr(config, "vision_config", None) is None and spec.layout is None:
@@ -148,10 +149,6 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
             else:  # an Auto class (generic family): shapes only, dtype does not matter
                 model = cls.from_config(config)
         return adapter_for(model, None, spec.adapter, spec.layout, spec.name)
-    folder = Path(where)
-    if folder.is_dir() and not any(p.suffix in (".safetensors", ".bin")
-                                   for p in folder.iterdir()):
-        raise UserError(f"{where}: no weights (*.safetensors or *.bin); {VLM_FOLDER}")
     from transformers import AutoProcessor
 
     with _problems(where, "the processor", config):  # first: it fails fast, weights do not
@@ -189,15 +186,17 @@ def _own_layout(spec: ModelSpec, where: str) -> ModelSpec:
     return spec.model_copy(update={"layout": str(Path(where) / own), "adapter": "generic"})
 
 
-def _config(where: str):
-    """The folder's config, or one line saying what is wrong with it."""
+def _config(where: str, weights: bool = True, layout: str | None = None):
+    """The folder's config, or one line saying what is wrong with it (and, with `weights`,
+    that the folder has weight files: all checked before transformers is imported)."""
     folder = Path(where)
     if folder.is_dir():
         file = folder / "config.json"
         if not file.is_file():
             raise UserError(f"{where}: no config.json; {VLM_FOLDER}")
         try:
-            model_type = json.loads(file.read_text()).get("model_type")
+            raw = json.loads(file.read_text())
+            model_type = raw.get("model_type")
         except (ValueError, UnicodeDecodeError, AttributeError) as e:
             raise UserError(f"{file}: not valid JSON ({str(e).splitlines()[0]})") from None
         from transformers import __version__
@@ -207,6 +206,15 @@ def _config(where: str):
             raise UserError(f"{file}: a model_type transformers {__version__} does not know "
                             f"({model_type!r}); a VLM folder's config.json names one, e.g. "
                             "'llava'")
+        if layout is None and not any("vision" in k or "visual" in k for k in raw):
+            raise UserError(f"{where}: model_type '{model_type}' has no vision part in its "
+                            "config: a text-only model, not a vision-language model (vlmprune "
+                            "prunes VLMs; a VLM of another shape needs --layout)")
+        if weights and not any(p.suffix in (".safetensors", ".bin") for p in folder.iterdir()):
+            raise UserError(f"{where}: no weights (*.safetensors or *.bin); {VLM_FOLDER}")
+        if weights and not any((folder / n).is_file() for n in PROCESSOR_FILES):
+            raise UserError(f"{where}: no processor ({' or '.join(PROCESSOR_FILES)}); "
+                            f"{VLM_FOLDER}")
     from transformers import AutoConfig
 
     try:

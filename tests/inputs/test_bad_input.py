@@ -248,10 +248,14 @@ def model_folder(tmp_path: Path, case: str) -> str:
     if case == "unknown_type":
         (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
         return str(folder)
-    if case == "text_only":
+    if case == "text_only":  # a text-only model folder: its config and its weights
+        import torch
+        from safetensors.torch import save_file
+
         (folder / "config.json").write_text(
             '{"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, '
             '"num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 64}')
+        save_file({"lm_head.weight": torch.zeros(64, 16)}, str(folder / "model.safetensors"))
         return str(folder)
     for f in SHAPES.iterdir():  # the embedded model, less one part
         if case == "no_weights" and f.suffix == ".safetensors":
