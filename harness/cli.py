@@ -78,13 +78,15 @@ def _prune(a: argparse.Namespace) -> int:
 def _eval(a: argparse.Namespace) -> int:
     import json
 
-    from harness.evaluation.run import evaluate, get_suite
+    from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
     from harness.models.load import load
 
     for flag, value in (("--limit", a.limit), ("--batch-size", a.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: give 1 or more")
-    get_suite(a.suite)  # a misspelt suite fails before the model loads
+    suite = get_suite(a.suite)  # a misspelt suite, or missing data, fails before the model loads
+    if suite.builtin:
+        check_offline(suite.tasks, task_manager(True))
     r = evaluate(load(_model_spec(a)), a.suite, run_hash=f"cli:{a.model}", limit=a.limit,
                  batch_size=a.batch_size)
     for key, value in sorted(r.metrics.items()):

@@ -1,4 +1,4 @@
-"""The three private APIs of other libraries the project relies on, each checked for the
+"""The private APIs of other libraries the project relies on, each checked for the
 behaviour we use, so that an upgrade that changes one fails here, loudly, not somewhere deep
 in a sweep."""
 
@@ -42,3 +42,22 @@ def test_lmms_eval_task_manager_get_config():
     tm = task_manager(False)
     config = tm._get_config("shapes_vqa")
     assert isinstance(config, dict) and config.get("dataset_path") == "json"
+
+
+def test_lmms_eval_datasets_cache_dir(tmp_path, monkeypatch):
+    """evaluation.hub_data checks a dataset in the cache folder lmms-eval's loader will pass
+    to `load_dataset`, which lmms-eval picks in api.task._resolve_hf_datasets_cache_dir."""
+    from lmms_eval.api.task import _resolve_hf_datasets_cache_dir
+
+    from harness.evaluation.hub_data import datasets_cache
+
+    monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "lmms"))
+    _resolve_hf_datasets_cache_dir.cache_clear()
+    assert datasets_cache() == str(tmp_path / "lmms")
+    monkeypatch.delenv("LMMS_EVAL_DATASETS_CACHE")
+    monkeypatch.delenv("HF_DATASETS_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    _resolve_hf_datasets_cache_dir.cache_clear()  # cached once per process by lmms-eval
+    assert datasets_cache() == str(tmp_path / "hf" / "datasets")
+    monkeypatch.undo()
+    _resolve_hf_datasets_cache_dir.cache_clear()

@@ -9,9 +9,12 @@ Two lmms-eval habits are handled here: `evaluate()` ends with `lm.clean()`, whic
 the wrapped model (overridden: the caller owns the model), and the response cache keys on the
 model's `repr` (it carries the run's hash, so one cell never reads another's answers).
 
-Prompts: a context holding `<image>` is used as it is; an empty context asks for a caption
-(the model's own caption prompt); anything else is a question, phrased in the model's VQA
-format (`Adapter.prompts`).
+Prompts: a context holding `<image>` is used as it is. A caption task (one that scores its
+answers with caption metrics, `run.task_kind`) gets the model's own caption prompt whatever
+text the task sends (lmms-eval's NoCaps and Flickr30k send an instruction, which phrased as a
+question gets a one-word answer); so does an empty context. Anything else is a question,
+phrased in the model's VQA format (`Adapter.prompts`). `evaluate()` tells the wrapper each
+task's kind; under lmms-eval's own command line it is looked up in lmms-eval's task index.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class VlmpruneLM(lmms):
         self.batch_size_per_gpu = 32 if str(batch_size).startswith("auto") else int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
         self.progress = progress
+        self.task_kinds: dict[str, str] = {}  # task -> "caption" | "vqa"
 
     def __repr__(self) -> str:
         return f"VlmpruneLM(model={self.adapter.name or self.adapter.family!r}, " \
@@ -68,8 +72,19 @@ class VlmpruneLM(lmms):
         return self.batch_size_per_gpu
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _prompt(self, context: str) -> str:
+    def _prompt(self, context: str, task: str | None = None) -> str:
+        if task is not None and "<image>" not in context and self._kind(task) == "caption":
+            return self.adapter.prompts.caption
         return self.adapter.prompt_for(context)
+
+    def _kind(self, task: str) -> str:
+        if task not in self.task_kinds:
+            from harness.evaluation.run import task_kind, task_manager
+
+            tm = task_manager(True)
+            known = task in tm.all_tasks
+            self.task_kinds[task] = task_kind(tm._get_config(task)) if known else "vqa"
+        return self.task_kinds[task]
 
     def _doc(self, task: str, split: str, doc_id: int) -> dict:
         return self.task_dict[task][split][doc_id]
@@ -81,7 +96,8 @@ class VlmpruneLM(lmms):
                              "the model class evaluates image-text tasks")
         return visuals[0]
 
-    def _generate(self, images: list, contexts: list[str], gen_kwargs: dict) -> list[str]:
+    def _generate(self, images: list, contexts: list[str], gen_kwargs: dict,
+                  task: str | None = None) -> list[str]:
         kw = dict(gen_kwargs)
         until = kw.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
@@ -93,15 +109,16 @@ class VlmpruneLM(lmms):
             args["temperature"] = temperature
         else:
             args.pop("top_p", None)
-        outs = self.adapter.generate(images, [self._prompt(c) for c in contexts],
+        outs = self.adapter.generate(images, [self._prompt(c, task) for c in contexts],
                                      batch_size=len(contexts), **args)
         return [_cut(o, until) for o in outs]
 
     def _batches(self, requests: list[Instance]):
-        """Chunks of request indices with equal generation kwargs, longest contexts first."""
+        """Chunks of request indices of one task with equal generation kwargs (lmms-eval sends
+        every task's requests at once), longest contexts first."""
         groups: dict[str, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
-            groups[json.dumps(r.args[1], sort_keys=True, default=str)].append(i)
+            groups[json.dumps([r.args[4], r.args[1]], sort_keys=True, default=str)].append(i)
         for idx in groups.values():
             idx.sort(key=lambda i: -len(requests[i].args[0]))
             for s in range(0, len(idx), self.batch_size):
@@ -114,7 +131,7 @@ class VlmpruneLM(lmms):
         for chunk in self._batches(requests):
             args = [requests[i].args for i in chunk]
             images = [self._image(a[2], self._doc(a[4], a[5], a[3]), a[4], a[3]) for a in args]
-            texts = self._generate(images, [a[0] for a in args], args[0][1])
+            texts = self._generate(images, [a[0] for a in args], args[0][1], args[0][4])
             for i, a, t in zip(chunk, args, texts, strict=True):
                 out[i] = t
                 self.cache_hook.add_partial("generate_until", (a[0], a[1]), t)
@@ -134,7 +151,7 @@ class VlmpruneLM(lmms):
                 doc = self._doc(task, split, doc_id)  # fetched once: it may decode an image
                 conts.append(target if isinstance(target, str) else target(doc))
                 images.append(self._image(doc_to_visual, doc, task, doc_id))
-                prompts.append(self._prompt(context))
+                prompts.append(self._prompt(context, task))
             cont_ids = [tok(c, add_special_tokens=False).input_ids for c in conts]
             texts = [p + c for p, c in zip(prompts, conts, strict=True)]
             out += self._loglik(images, prompts, texts, cont_ids)
@@ -174,7 +191,7 @@ class VlmpruneLM(lmms):
                     if terminal:
                         break
                     image = visuals[0] if visuals else image
-                rounds.append(self._generate([image], [context], gen_kwargs)[0])
+                rounds.append(self._generate([image], [context], gen_kwargs, task)[0])
             out.append(rounds)
         return out
 

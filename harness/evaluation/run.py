@@ -8,8 +8,9 @@ lmms-eval's TaskManager include path.
 
 from __future__ import annotations
 
+import argparse
 import functools
-import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from harness.errors import UserError, unknown
+from harness.errors import unknown
 
 if TYPE_CHECKING:
     from harness.models.adapter import Adapter
@@ -57,55 +58,81 @@ def get_suite(name: str) -> Suite:
 @functools.cache
 def task_manager(include_defaults: bool):
     """lmms-eval's TaskManager with the shapes tasks on its include path (indexing lmms-eval's
-    hundreds of built-in task folders only when a suite needs them)."""
+    hundreds of built-in task folders only when a suite needs them). lmms-eval logs through
+    loguru, whose default prints DEBUG lines while the index is built: warnings only."""
+    import sys
+
     from lmms_eval.tasks import TaskManager
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
 
     return TaskManager("WARNING", include_path=str(TASKS_DIR),
                        include_defaults=include_defaults)
 
 
-def check_offline(tasks: list[str], tm) -> None:
-    """Each built-in task's dataset must be a local folder or in the Hugging Face cache."""
-    from huggingface_hub import snapshot_download
+def check_offline(tasks: list[str], tm) -> dict[str, list]:
+    """Where each built-in task's data lies on this machine (`hub_data.locate`): a one-line
+    `UserError` naming the task, the dataset and a working remedy when any is missing."""
+    from harness.evaluation.hub_data import task_sources
 
+    found = {}
     for task in tasks:
         if task not in tm.all_tasks:
             raise unknown("lmms-eval task", task, tm.all_tasks)
-        path = tm._get_config(task).get("dataset_path")
-        if not path or Path(path).is_dir() or path in ("json", "csv", "parquet", "arrow"):
-            continue
-        try:
-            snapshot_download(path, repo_type="dataset", local_files_only=True)
-        except Exception:
-            raise UserError(
-                f"task {task}: its dataset {path} is not available offline; download it where "
-                f"the hub is reachable (`hf download {path} --repo-type dataset`) and bring the "
-                f"Hugging Face cache (HF_HOME) to this machine") from None
+        found[task] = task_sources(task, tm._get_config(task))
+    return found
+
+
+CAPTION_METRICS = ("cider", "bleu", "meteor", "rouge", "spice")
+
+
+def task_kind(config: dict) -> str:
+    """"caption" when the task scores its answers with caption metrics (CIDEr, BLEU, METEOR,
+    ROUGE, SPICE: its own `metric_list` says so), else "vqa"."""
+    names = [str(m.get("metric", "")).lower() for m in config.get("metric_list") or []
+             if isinstance(m, dict)]
+    return "caption" if any(c in n for n in names for c in CAPTION_METRICS) else "vqa"
+
+
+def output_dir(run_hash: str) -> Path:
+    """Where lmms-eval writes a run's files (its tasks' `submissions/`): under results/."""
+    from harness.paths import results_dir
+
+    name = re.sub(r"[^\w.-]+", "_", run_hash).strip("_")[:100] or "eval"
+    return results_dir() / "lmms-eval" / name
 
 
 def evaluate(adapter: Adapter | None, suite: str = "shapes", run_hash: str = "",
              limit: int | None = None, batch_size: int = 32, response_cache: Path | None = None,
              lm=None, progress: bool = True) -> EvalResult:
     """Run a suite on a model in memory (or on a ready `VlmpruneLM` passed as `lm`)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from harness.evaluation.hub_data import offline, override
+
+    offline()
     from lmms_eval.evaluator import simple_evaluate
 
     from harness.evaluation.lmms_model import VlmpruneLM
 
     s = get_suite(suite)
     tm = task_manager(s.builtin)
-    if s.builtin:
-        check_offline(s.tasks, tm)
+    found = check_offline(s.tasks, tm) if s.builtin else {}
     if lm is None:
         lm = VlmpruneLM(adapter=adapter, run_hash=run_hash, batch_size=batch_size,
                         progress=progress)
+    bare = not lm.adapter.prompts.instructions
+    tasks = [override(t, tm._get_config(t), found[t], bare) if s.builtin else t
+             for t in s.tasks]
+    lm.task_kinds.update({t: task_kind(tm._get_config(t)) for t in s.tasks})
     t0 = time.perf_counter()
     out = simple_evaluate(
-        model=lm, tasks=list(s.tasks), task_manager=tm,
+        model=lm, tasks=tasks, task_manager=tm,
         limit=limit if limit is not None else s.limit, log_samples=True, bootstrap_iters=0,
         use_cache=str(response_cache) if response_cache is not None else None,
         verbosity="WARNING", process_docs_parallel=1,
+        cli_args=argparse.Namespace(output_path=str(output_dir(run_hash)),
+                                    process_with_media=True),
     )
     seconds = time.perf_counter() - t0
     return EvalResult(metrics(out), samples(out), seconds)

@@ -26,6 +26,7 @@ class PromptsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     vqa: str = "{question}"
     caption: str = "a photo of"
+    instructions: bool = True  # follows the instructions built-in tasks add to a question
 
 
 class LayoutSpec(BaseModel):
@@ -49,7 +50,8 @@ def dump_layout(layout: Layout, prompts: Prompts) -> str:
     data = {"vision": list(layout.vision), "bridge": list(layout.bridge),
             "language": list(layout.language), "exclude": list(layout.exclude),
             "carry": {path: [list(p) for p in pairs] for path, pairs in layout.carry},
-            "prompts": {"vqa": prompts.vqa, "caption": prompts.caption}}
+            "prompts": {"vqa": prompts.vqa, "caption": prompts.caption,
+                        "instructions": prompts.instructions}}
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -62,5 +64,6 @@ def load_layout(path: str | Path) -> tuple[Layout, Prompts]:
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     spec = validate(LayoutSpec, data, path)
-    return spec.layout(), Prompts(spec.prompts.vqa, spec.prompts.caption)
+    return spec.layout(), Prompts(spec.prompts.vqa, spec.prompts.caption,
+                                  spec.prompts.instructions)
 

@@ -31,10 +31,14 @@ class Layout:
 
 @dataclass(frozen=True)
 class Prompts:
-    """How a model wants a question or a caption request phrased (`{question}` is replaced)."""
+    """How a model wants a question or a caption request phrased (`{question}` is replaced).
+    `instructions`: whether the model follows the instructions lmms-eval's built-in tasks add
+    around a question ("Answer the question using a single word or phrase."); a model trained
+    on bare questions (shapes-llava) gets the bare question."""
 
     vqa: str = "{question}"
     caption: str = "a photo of"
+    instructions: bool = True
 
     def question(self, q: str) -> str:
         return self.vqa.replace("{question}", q)

@@ -167,7 +167,8 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     if extra.is_file():
         p = json.loads(extra.read_text()).get("prompts", {})
         adapter.prompts = Prompts(p.get("vqa", adapter.prompts.vqa),
-                                  p.get("caption", adapter.prompts.caption))
+                                  p.get("caption", adapter.prompts.caption),
+                                  bool(p.get("instructions", adapter.prompts.instructions)))
     return adapter
 
 

@@ -38,8 +38,9 @@ def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> 
     adapter.model.save_pretrained(path, safe_serialization=True)
     adapter.processor.save_pretrained(path)
     save_masks(masks, path / MASKS)
-    meta: dict = {"family": adapter.family, "prompts": {"vqa": adapter.prompts.vqa,
-                                                        "caption": adapter.prompts.caption}}
+    meta: dict = {"family": adapter.family, "prompts": {
+        "vqa": adapter.prompts.vqa, "caption": adapter.prompts.caption,
+        "instructions": adapter.prompts.instructions}}
     if adapter.family == "generic":  # reloads by path alone: the layout travels with it
         from harness.models.generic import dump_layout
 

@@ -12,6 +12,7 @@ not change the output."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -90,8 +91,9 @@ def _hub_snapshot(name: str) -> Path | None:
 
 
 def suite_content(suite: str) -> dict[str, str]:
-    """The suite's definition and its tasks' files (local suites), or lmms-eval's version
-    (built-in suites: their tasks and datasets come with lmms-eval and the hub's cache)."""
+    """The suite's definition and its tasks' files (local suites), or lmms-eval's version and
+    where each task's data was found (built-in suites: a hub snapshot is named by its
+    commit, a datasets cache by its folder)."""
     from importlib.metadata import version
 
     from harness.evaluation.run import TASKS_DIR, suites
@@ -99,8 +101,22 @@ def suite_content(suite: str) -> dict[str, str]:
     s = suites().get(suite)
     if s is None:
         return {"suite": f"unknown:{suite}"}
-    tasks = f"lmms-eval {version('lmms_eval')}" if s.builtin else fingerprint.of_folder(TASKS_DIR)
-    return {"suite": digest(s.model_dump()), "tasks": tasks}
+    if s.builtin:
+        return {"suite": digest(s.model_dump()), "tasks": f"lmms-eval {version('lmms_eval')}",
+                "data": _builtin_data(tuple(s.tasks))}
+    return {"suite": digest(s.model_dump()), "tasks": fingerprint.of_folder(TASKS_DIR)}
+
+
+@functools.cache
+def _builtin_data(tasks: tuple[str, ...]) -> str:
+    from harness.errors import UserError
+    from harness.evaluation.run import check_offline, task_manager
+
+    try:
+        found = check_offline(list(tasks), task_manager(True))
+    except UserError as e:
+        return f"unavailable: {e}"  # the eval stage stops with this line; nothing is stored
+    return digest({t: [place.identity for place in where] for t, where in found.items()})
 
 
 def prune_key(c: CellSpec) -> str:

@@ -24,7 +24,7 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False) -> None:
     """Raise a one-line `UserError` naming the grid file, the cell and the field of the first
     cell that cannot run. `keep_going`: a missing model is left to fail its cells (recorded
     as FAILED) while the others run."""
-    from harness.evaluation.run import TASKS_DIR, get_suite
+    from harness.evaluation.run import TASKS_DIR, check_offline, get_suite, task_manager
 
     suites: dict[str, str | None] = {}
     models: dict[str, object] = {}
@@ -39,6 +39,8 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False) -> None:
                            and not any(TASKS_DIR.rglob(f"{t}.yaml"))]
                 suites[suite] = (f"suite '{suite}' names task '{missing[0]}', which has no "
                                  f"YAML under {TASKS_DIR}") if missing else None
+                if s.builtin:  # its datasets, where the loader will read them
+                    check_offline(s.tasks, task_manager(True))
             except UserError as e:
                 suites[suite] = str(e)
         if suites[suite]:

@@ -94,5 +94,6 @@ def save(model: LlavaForConditionalGeneration, processor: LlavaProcessor, path: 
     model.save_pretrained(path, safe_serialization=True)
     processor.save_pretrained(path)
     meta = {"family": "llava", "prompts": {"vqa": vqa_prompt("{question}"),
-                                           "caption": caption_prompt()}}
+                                           "caption": caption_prompt(),
+                                           "instructions": False}}  # trained on bare questions
     (Path(path) / "vlmprune.json").write_text(json.dumps(meta, indent=2) + "\n")

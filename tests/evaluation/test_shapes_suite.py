@@ -92,7 +92,7 @@ def test_paper_suite_without_its_data_fails_in_one_line(dense):
     with pytest.raises(UserError) as e:
         evaluate(dense, "paper", limit=2, progress=False)
     msg = str(e.value)
-    assert "vqav2_val" in msg and "not available offline" in msg and "\n" not in msg
+    assert "vqav2_val" in msg and "is not on this machine" in msg and "\n" not in msg
 
 
 def test_unknown_suite_is_a_user_error(dense):
