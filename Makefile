@@ -9,7 +9,7 @@ EXECUTOR ?= local
 WORKERS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: install sweep server search report test check-slow lint zoo zoo-check bench clean
+.PHONY: paper install sweep server search report test check-slow lint zoo zoo-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ search: $(STAMP)
 
 report: $(STAMP)
 	$(VENV)/bin/vlmprune report $(GRID)
+
+# The paper study on shapes-llava (docs/REPRODUCTION.md): four grids with three seeds, the same
+# split question at an equal parameter-weighted budget, one search, and the reference report
+# reports/paper/ (committed). Resumes like any sweep; about an hour on 2 cores.
+PAPER_GRIDS = modality_ratio modality_choice methods recovery equal_budget
+paper: $(STAMP)
+	@set -e; for g in $(PAPER_GRIDS); do \
+	  VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune sweep experiments/paper/$$g.yaml; done
+	VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune search modality_search
+	VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune report modality_search
+	$(PY) -m harness.report.paper --out reports/paper
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check harness tests benchmarks

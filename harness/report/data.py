@@ -9,7 +9,7 @@ failed, killed or still running cell shows with its status). Columns:
   `sparsity.overall` over the pruned roles), `time.<stage>` (seconds);
 - one column per task metric (`shapes_vqa/exact_match`, ...).
 
-`aggregate()` folds cells that differ only by seed (the cell seed and the calibration seed)
+`aggregate()` folds cells that differ only by seed (the cell, calibration, pruning seeds)
 into one row with mean, std and n per metric, so a table shows `0.912 ± 0.004 (n=3)`.
 """
 
@@ -24,7 +24,7 @@ import polars as pl
 from harness.errors import UserError
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, quiet_mlflow, store_errors, tracking_uri
 
-SEED_PARAMS = ("p.seed", "p.prune.calibration.seed", "p.recover.seed")
+SEED_PARAMS = ("p.seed", "p.prune.calibration.seed", "p.prune.seed", "p.recover.seed")
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "KILLED": "killed",
           "SCHEDULED": "running"}
 _RANK = {"finished": 0, "running": 1, "failed": 2, "killed": 3}
@@ -132,8 +132,8 @@ def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
             data[k] = [None if v is None else str(v) for v in data[k]]
     cells = pl.DataFrame(data)
     metrics = [k for k in keys if "/" in k]
-    params = [k for k in keys if k.startswith("p.") and k not in SEED_PARAMS
-              and k != "p.prune" and _varies(cells, k)]
+    params = _grid_order([k for k in keys if k.startswith("p.") and k not in SEED_PARAMS
+                          and k != "p.prune" and _varies(cells, k)], cells)
     cells = cells.sort([*params, "cell"], nulls_last=False) if params else cells.sort("cell")
     return Report(grid, description, cells, metrics, params)
 
@@ -153,6 +153,17 @@ def takes_effect(row: dict, key: str) -> bool:
     if key.startswith("p.recover.") and key != "p.recover.method":
         return row.get("p.recover.method") not in ("none", None)
     return row.get(key) is not None
+
+
+def _grid_order(params: list[str], cells: pl.DataFrame) -> list[str]:
+    """The parameters in the order the grid's axes give them (a cell's label lists its
+    overrides in that order; the fullest label decides), not in the order runs happen to be
+    read, which follows their hashes."""
+    labels = [str(x) for x in cells["cell"].to_list()] if "cell" in cells.columns else []
+    fullest = max(labels, key=lambda la: la.count("="), default="")
+    order = [part.split("=", 1)[0] for part in fullest.split(", ")]
+    rank = {f"p.{k}": i for i, k in enumerate(order)}
+    return sorted(params, key=lambda k: (rank.get(k, len(rank)), params.index(k)))
 
 
 def setting_columns(report: Report) -> list[str]:

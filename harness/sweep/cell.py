@@ -47,12 +47,19 @@ class CellSpec(BaseModel):
 
 
 def seeded(c: CellSpec) -> CellSpec:
-    """The cell's seed is the recovery seed: `seeds: [0, 1]` in a grid repeats the training,
-    and every seed shares the cell's prune stage. (Pruning and calibration have their own
-    `prune.seed` / `prune.calibration.seed`, which an axis can vary.)"""
-    if c.recover.method == "none":
-        return c  # nothing trained: the seed cannot matter
-    return c.model_copy(update={"recover": c.recover.model_copy(update={"seed": c.seed})})
+    """What a grid's `seeds: [0, 1, 2]` repeats. With recovery, the training: the cell's seed
+    is the recovery seed, and every seed shares the cell's prune stage. Without, the pruning:
+    the seed offsets `prune.calibration.seed` and `prune.seed` (seed 0 leaves a cell as
+    written; a method that reads neither gets the same stage for every seed, computed once)."""
+    if c.recover.method != "none":
+        return c.model_copy(update={"recover": c.recover.model_copy(update={"seed": c.seed})})
+    if c.prune is None or c.seed == 0:
+        return c
+    data = c.prune.model_dump()
+    data["seed"] += c.seed
+    if data.get("calibration"):
+        data["calibration"]["seed"] += c.seed
+    return c.model_copy(update={"prune": PruneSpec.model_validate(data)})
 
 
 def digest(obj) -> str:

@@ -57,8 +57,11 @@ def test_html_holds_every_cell_and_metric_and_no_external_url(smoke_report, refe
             for tr in doc.findall(".//table[@class='gt_table']/tbody/tr")]
     assert len(rows) == len(reference[0]) == 4
     settings = {(r[heads.index("recover")], r[heads.index("pattern")]) for r in rows}
-    assert settings == {("dense", "-"), ("none", "2:4"), ("none", "unstructured"),
-                        ("sparselora", "2:4")}  # the grid's axes as columns
+    # the grid's axes as columns, in the grid's order (pattern, then recover); the dense row
+    # says so in the first
+    assert heads.index("pattern") < heads.index("recover")
+    assert settings == {("none", "dense"), ("none", "2:4"), ("none", "unstructured"),
+                        ("sparselora", "2:4")}
     metrics = {k for m in reference[0].values() for k in m if "/" in k and not
                k.startswith(("sparsity/", "target/", "block/"))}
     assert metrics and all(metric_label(m) in text for m in metrics)

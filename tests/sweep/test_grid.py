@@ -28,13 +28,16 @@ exclude: [{prune.method: magnitude, prune.pattern: "2:4"}]
 seeds: [0, 1]
 """)
     _, cells = grid.expand(str(p))
-    # without recovery nothing depends on the seed: one cell per prune setting, plus dense,
-    # and the label leaves out the seed, which had no effect
-    assert len(cells) == 2 * 2 - 1 + 1
+    # without recovery the seed offsets the calibration seed: wanda repeats per seed; magnitude
+    # reads no calibration, so its seeds are one cell, labelled without the seed; dense is one
+    assert len(cells) == 1 + 2 * 2 + 1
     labels = [c.label for c in cells]
     assert "prune.method=magnitude, prune.pattern=unstructured, prune.sparsity=0.6" in labels
     assert not any("magnitude" in la and "2:4" in la for la in labels)
     assert sum(c.spec.prune is None for c in cells) == 1
+    wanda = [c for c in cells if c.spec.prune and c.spec.prune.method == "wanda"]
+    assert sorted(c.spec.prune.calibration.seed for c in wanda) == [0, 0, 1, 1]
+    assert all(("seed=1" in c.label) == (c.spec.prune.calibration.seed == 1) for c in wanda)
 
 
 def test_seeds_repeat_recovery_and_share_the_prune_stage(tmp_path):

@@ -1,0 +1,235 @@
+"""The paper study's summary (`make paper`, last step): the main figure and the findings.
+
+Each grid of experiments/paper/ has its own report (its sweep wrote it under reports/paper/);
+this adds, from the same MLflow store:
+- `main.{svg,png,pdf}`: VQA accuracy against vision sparsity on the paper's axis (vision +
+  language = 100% / 120%), beside the same question at an equal parameter-weighted budget
+  (50% / 60% of the prunable weights, only vision's part moving), mean ± std over seeds;
+- `findings.md` and `findings.json`: the numbers docs/REPRODUCTION.md quotes, per finding;
+- `index.html`: both, and links to every grid's report.
+
+`python -m harness.report.paper --out reports/paper`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+
+from harness.report import data, figures
+from harness.sweep.grid import EXPERIMENTS
+
+PAPER = EXPERIMENTS / "paper"
+GRIDS = ("modality_ratio", "modality_choice", "methods", "recovery", "equal_budget")
+VQA = "shapes_vqa/exact_match"
+CIDER = "shapes_caption/cider"
+
+
+def aggregated(grid: str) -> pl.DataFrame:
+    return data.aggregate(data.load(grid, source=str(PAPER / f"{grid}.yaml")))
+
+
+def _f(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def stat(row: dict, metric: str = VQA) -> dict:
+    """{"mean", "std", "n"} of a metric in an aggregated row (std 0 for one seed)."""
+    return {"mean": _f(row.get(metric)), "std": _f(row.get(f"{metric}.std")) or 0.0,
+            "n": int(row.get("n") or 0)}
+
+
+def fmt(s: dict, scale: float = 100.0) -> str:
+    if s["mean"] is None:
+        return "-"
+    return f"{s['mean'] * scale:.1f} ± {s['std'] * scale:.1f}"
+
+
+def _dense(agg: pl.DataFrame) -> dict:
+    rows = agg.filter(pl.col("p.prune") == "None").to_dicts() if "p.prune" in agg.columns \
+        else []
+    return rows[0] if rows else {}
+
+
+def _pruned(agg: pl.DataFrame) -> list[dict]:
+    if "p.prune" not in agg.columns:
+        return agg.to_dicts()
+    return agg.filter(pl.col("p.prune").ne_missing("None")).to_dicts()
+
+
+def _level(r: dict) -> str:
+    pattern = r.get("p.prune.pattern") or "unstructured"
+    return pattern if pattern != "unstructured" else f"{_f(r.get('p.prune.sparsity')):.0%}"
+
+
+def ratio_findings(agg: pl.DataFrame) -> dict:
+    """Finding 1: per split of a 100% / 120% total, the VQA accuracy and the share of all
+    prunable weights it prunes."""
+    out: dict[str, list] = {}
+    for r in _pruned(agg):
+        v, lang = _f(r.get("p.prune.sparsity.vision")), _f(r.get("p.prune.sparsity.language"))
+        total = f"{round((v + lang) * 100)}%"
+        out.setdefault(total, []).append({
+            "split": f"{v * 100:.0f}:{lang * 100:.0f}", "vision": v, "language": lang,
+            "overall": _f(r.get("sparsity.overall")), "vqa": stat(r), "cider": stat(r, CIDER)})
+    for rows in out.values():
+        rows.sort(key=lambda x: x["vision"])
+    return out
+
+
+def choice_findings(agg: pl.DataFrame) -> dict:
+    out: dict[str, dict] = {}
+    for r in _pruned(agg):
+        out.setdefault(_level(r), {})[r["p.prune.distribution"]] = {
+            "vqa": stat(r), "cider": stat(r, CIDER), "overall": _f(r.get("sparsity.overall"))}
+    return out
+
+
+def method_findings(agg: pl.DataFrame) -> dict:
+    out: dict[str, dict] = {}
+    for r in _pruned(agg):
+        out.setdefault(_level(r), {})[r["p.prune.method"]] = {"vqa": stat(r),
+                                                               "cider": stat(r, CIDER)}
+    return out
+
+
+def recovery_findings(agg: pl.DataFrame) -> dict:
+    out: dict[str, dict] = {}
+    for r in _pruned(agg):
+        out.setdefault(_level(r), {})[r["p.recover.method"]] = {
+            "vqa": stat(r), "cider": stat(r, CIDER),
+            "overall": _f(r.get("sparsity.overall"))}
+    return out
+
+
+def budget_findings(agg: pl.DataFrame) -> dict:
+    out: dict[str, list] = {}
+    for r in _pruned(agg):
+        out.setdefault(f"{_f(r.get('p.prune.sparsity')):.0%}", []).append({
+            "vision_share": _f(r.get("p.prune.vision_share")),
+            "vision": _f(r.get("target.vision")), "language": _f(r.get("target.language")),
+            "overall": _f(r.get("sparsity.overall")), "vqa": stat(r), "cider": stat(r, CIDER)})
+    for rows in out.values():
+        rows.sort(key=lambda x: x["vision_share"])
+    return out
+
+
+def main_figure(ratio: dict, budget: dict):
+    """Left: the paper's axis; right: equal parameter-weighted budgets. x: vision sparsity."""
+    plt = figures.plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharey=True)
+    panels = [(axes[0], ratio, "vision + language = {}",
+               "The paper's axis: vision + language sparsity fixed"),
+              (axes[1], budget, "{} of all prunable weights",
+               "Equal budget: pruned share of all weights fixed")]
+    for ax, series, label, title in panels:
+        for i, key in enumerate(sorted(series)):
+            rows = series[key]
+            ax.errorbar([r["vision"] for r in rows], [r["vqa"]["mean"] for r in rows],
+                        yerr=[r["vqa"]["std"] for r in rows], marker="o", capsize=3,
+                        color=figures.COLORS[i % len(figures.COLORS)],
+                        label=label.format(key))
+        ax.set(xlabel="vision sparsity", title=title)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("VQA exact match (shapes)")
+    fig.tight_layout()
+    return fig
+
+
+def findings() -> dict:
+    aggs = {g: aggregated(g) for g in GRIDS}
+    dense = _dense(aggs["modality_ratio"])
+    return {"dense": {"vqa": stat(dense), "cider": stat(dense, CIDER)},
+            "modality_ratio": ratio_findings(aggs["modality_ratio"]),
+            "equal_budget": budget_findings(aggs["equal_budget"]),
+            "modality_choice": choice_findings(aggs["modality_choice"]),
+            "methods": method_findings(aggs["methods"]),
+            "recovery": recovery_findings(aggs["recovery"])}
+
+
+def markdown(f: dict) -> str:
+    lines = ["# The paper study on shapes-llava: findings",
+             "", "VQA exact match on the shapes test split (1000 questions), in %, mean ± std "
+             "over 3 seeds (sample std); CIDEr on its 500 captions. Written by "
+             "`python -m harness.report.paper` from the MLflow store `make paper` filled.", "",
+             f"Dense: VQA {fmt(f['dense']['vqa'])}, CIDEr "
+             f"{fmt(f['dense']['cider'], 1)}", "",
+             "## 1. Vision:language split (wanda, unstructured)", "",
+             "| total | split | pruned share of all weights | VQA | CIDEr |",
+             "| --- | --- | --- | --- | --- |"]
+    for total, rows in sorted(f["modality_ratio"].items()):
+        lines += [f"| {total} | {r['split']} | {r['overall']:.3f} | {fmt(r['vqa'])} | "
+                  f"{fmt(r['cider'], 1)} |" for r in rows]
+    lines += ["", "## 1b. The same question at an equal parameter-weighted budget", "",
+              "| budget | vision share | vision | language | VQA | CIDEr |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for budget, rows in sorted(f["equal_budget"].items()):
+        lines += [f"| {budget} | {r['vision_share']:.2f} | {r['vision']:.3f} | "
+                  f"{r['language']:.3f} | {fmt(r['vqa'])} | {fmt(r['cider'], 1)} |"
+                  for r in rows]
+    for key, title, cols in (
+            ("modality_choice", "2. Which modality to prune (wanda)",
+             ["equal", "language_only", "vision_only"]),
+            ("methods", "3. Methods (both modalities)",
+             ["magnitude", "random", "wanda", "sparsegpt", "dsnot"]),
+            ("recovery", "4. Recovery (wanda, both modalities)", ["none", "lora", "sparselora"])):
+        lines += ["", f"## {title}", "", "| setting | " + " | ".join(cols) + " |",
+                  "| --- |" + " --- |" * len(cols)]
+        for level, by in f[key].items():
+            cells = []
+            for c in cols:
+                s = by.get(c)
+                text = fmt(s["vqa"]) if s else "-"
+                if s and key == "recovery" and s.get("overall") is not None:
+                    text += f" (sparsity {s['overall']:.3f})"
+                cells.append(text)
+            lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    f = findings()
+    fig = main_figure(f["modality_ratio"], f["equal_budget"])
+    svg = io.StringIO()
+    fig.savefig(svg, format="svg")
+    (out / "main.svg").write_text(svg.getvalue())
+    fig.savefig(out / "main.png", format="png", dpi=150)
+    fig.savefig(out / "main.pdf", format="pdf")
+    figures.plt.close(fig)
+    (out / "findings.json").write_text(json.dumps(f, indent=1) + "\n")
+    md = markdown(f)
+    (out / "findings.md").write_text(md)
+    links = "".join(f'<li><a href="{g}/index.html">{g}</a></li>'
+                    for g in (*GRIDS, "modality_search") if (out / g / "index.html").exists())
+    (out / "index.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>vlmprune: the paper study"
+        "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "pre{white-space:pre-wrap}</style></head><body><h1>The paper study on shapes-llava</h1>"
+        f"<p>See docs/REPRODUCTION.md for the verdicts.</p>{svg.getvalue()}"
+        f"<h2>Reports</h2><ul>{links}</ul><h2>Findings</h2><pre>{html.escape(md)}</pre>"
+        "</body></html>\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.report.paper")
+    p.add_argument("--out", type=Path, default=Path("reports/paper"))
+    a = p.parse_args(argv)
+    print(f"paper summary written to {write(a.out)}/index.html")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
