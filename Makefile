@@ -35,13 +35,16 @@ report: $(STAMP)
 
 # The paper study on shapes-llava (docs/REPRODUCTION.md): four grids with three seeds, the same
 # split question at an equal parameter-weighted budget, one search, and the reference report
-# reports/paper/ (committed). Resumes like any sweep; about an hour on 2 cores.
+# reports/paper/ (committed). Resumes like any sweep; about 82 minutes on 2 cores.
 PAPER_GRIDS = modality_ratio modality_choice methods recovery equal_budget
 paper: $(STAMP)
 	@set -e; for g in $(PAPER_GRIDS); do \
 	  VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune sweep experiments/paper/$$g.yaml; done
-	VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune search modality_search
-	VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune report modality_search
+	@mkdir -p reports/paper/modality_search
+	VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune search modality_search \
+	  > reports/paper/modality_search/trials.txt 2>&1; s=$$?; \
+	  tail -n 4 reports/paper/modality_search/trials.txt; exit $$s
+	$(PY) -m harness.report.probes --out reports/paper
 	$(PY) -m harness.report.paper --out reports/paper
 
 test: $(STAMP)

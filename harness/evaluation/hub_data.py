@@ -115,7 +115,8 @@ def locate(task: str, repo: str, name: str | None, split: str) -> Located:
                 builder = datasets.load_dataset_builder(folder, name, cache_dir=datasets_cache())
         except Exception as e:
             raise UserError(f"task {task}: the hub snapshot of {repo} at {folder} cannot be read "
-                            f"for {what}: {_line(e)}") from None
+                            f"for {what} ({_line(e)}); download it whole: `hf download {repo} "
+                            f"--repo-type dataset`") from None
         if split not in _splits(builder):
             raise UserError(f"task {task}: the hub snapshot of {repo} at {folder} has no split "
                             f"'{split}' (has: {', '.join(_splits(builder)) or 'none'}); download "
@@ -125,8 +126,7 @@ def locate(task: str, repo: str, name: str | None, split: str) -> Located:
         with _quiet():
             builder = datasets.load_dataset_builder(repo, name, cache_dir=datasets_cache())
     except Exception as e:
-        cached = "not cached" in str(e) or "Couldn't find cache" in str(e)
-        if cached and "config" in str(e):
+        if "Couldn't find cache" in str(e) and "for config" in str(e):  # cached, not that one
             raise UserError(f"task {task}: the datasets cache of {repo} under {datasets_cache()} "
                             f"has no {what}: {_line(e)}") from None
         raise UserError(

@@ -124,8 +124,9 @@ def budget_findings(agg: pl.DataFrame) -> dict:
     return out
 
 
-def main_figure(ratio: dict, budget: dict):
-    """Left: the paper's axis; right: equal parameter-weighted budgets. x: vision sparsity."""
+def main_figure(ratio: dict, budget: dict, search: dict | None = None):
+    """Left: the paper's axis; right: equal parameter-weighted budgets (with the search's best
+    at 50%, a star). x: vision sparsity."""
     plt = figures.plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharey=True)
     panels = [(axes[0], ratio, "vision + language = {}",
@@ -142,15 +143,41 @@ def main_figure(ratio: dict, budget: dict):
         ax.set(xlabel="vision sparsity", title=title)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    if search and "sparsity.vision" in search.get("params", {}):
+        axes[1].plot([search["params"]["sparsity.vision"]], [search["vqa"]], marker="*",
+                     ms=14, ls="none", color="black", label="search best, 50% (one seed)")
+        axes[1].legend(fontsize=8)
     axes[0].set_ylabel("VQA exact match (shapes)")
     fig.tight_layout()
     return fig
+
+
+def search_findings(name: str = "modality_search") -> dict:
+    """The search's best complete trial and the trials' counts, from its Optuna storage."""
+    import optuna
+
+    from harness.search.study import info, storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage_url(None))
+    except Exception:  # noqa: BLE001 - no search run: the summary says so
+        return {}
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        return {}
+    best = max(done, key=lambda t: t.values[0])
+    return {"complete": len(done), "trials": len(study.trials), "vqa": best.values[0],
+            "trial": best.number, "params": {k: round(v, 4) for k, v in best.params.items()},
+            "achieved": info(best).get("achieved")}
 
 
 def findings() -> dict:
     aggs = {g: aggregated(g) for g in GRIDS}
     dense = _dense(aggs["modality_ratio"])
     return {"dense": {"vqa": stat(dense), "cider": stat(dense, CIDER)},
+            "search": search_findings(),
             "modality_ratio": ratio_findings(aggs["modality_ratio"]),
             "equal_budget": budget_findings(aggs["equal_budget"]),
             "modality_choice": choice_findings(aggs["modality_choice"]),
@@ -178,6 +205,12 @@ def markdown(f: dict) -> str:
         lines += [f"| {budget} | {r['vision_share']:.2f} | {r['vision']:.3f} | "
                   f"{r['language']:.3f} | {fmt(r['vqa'])} | {fmt(r['cider'], 1)} |"
                   for r in rows]
+    if f.get("search"):
+        se = f["search"]
+        lines += ["", f"Search (`modality_search`, 50% budget, one seed): best of {se['complete']} "
+                  f"complete trials ({se['trials']} asked): trial {se['trial']}, "
+                  f"{se['params']}, achieved budget {_f(se['achieved']) or 0:.4f}, "
+                  f"VQA {se['vqa'] * 100:.1f}"]
     for key, title, cols in (
             ("modality_choice", "2. Which modality to prune (wanda)",
              ["equal", "language_only", "vision_only"]),
@@ -201,7 +234,7 @@ def markdown(f: dict) -> str:
 def write(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     f = findings()
-    fig = main_figure(f["modality_ratio"], f["equal_budget"])
+    fig = main_figure(f["modality_ratio"], f["equal_budget"], f.get("search"))
     svg = io.StringIO()
     fig.savefig(svg, format="svg")
     (out / "main.svg").write_text(svg.getvalue())
@@ -211,8 +244,16 @@ def write(out: Path) -> Path:
     (out / "findings.json").write_text(json.dumps(f, indent=1) + "\n")
     md = markdown(f)
     (out / "findings.md").write_text(md)
-    links = "".join(f'<li><a href="{g}/index.html">{g}</a></li>'
-                    for g in (*GRIDS, "modality_search") if (out / g / "index.html").exists())
+    extra = [("modality_search/trials.txt", "the search's trials (modality_search)"),
+             ("modality_search/search/history.svg", "the search's history"),
+             ("modality_search/search/slice.svg", "the search's score by vision sparsity"),
+             ("probe_outliers.md", "probe: magnitude vs Wanda with and without the outliers"),
+             ("findings.md", "these findings as Markdown"),
+             ("findings.json", "and as JSON")]
+    links = "".join(f'<li><a href="{g}/index.html">{g}</a> (HTML; LaTeX: {g}/report.tex)</li>'
+                    for g in GRIDS if (out / g / "index.html").exists())
+    links += "".join(f'<li><a href="{path}">{html.escape(text)}</a></li>'
+                     for path, text in extra if (out / path).exists())
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>vlmprune: the paper study"
         "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
