@@ -56,9 +56,9 @@ def seeded(c: CellSpec) -> CellSpec:
     if c.prune is None or c.seed == 0:
         return c
     data = c.prune.model_dump()
-    data["seed"] += c.seed
+    data["seed"] = (data["seed"] + c.seed) % 2**32  # seeds stay in range: never an error here
     if data.get("calibration"):
-        data["calibration"]["seed"] += c.seed
+        data["calibration"]["seed"] = (data["calibration"]["seed"] + c.seed) % 2**32
     return c.model_copy(update={"prune": PruneSpec.model_validate(data)})
 
 
