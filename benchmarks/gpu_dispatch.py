@@ -10,8 +10,8 @@ then the GPU pool's folder is swept again (a resume: every cell finished, nothin
 Prints wall seconds, cells per minute, and how far the GPU's metrics lie from the CPU's
 (not bit-identical: other kernels); the two CPU executors' metrics are checked equal.
 
-Run where a CUDA GPU is: `python benchmarks/gpu_dispatch.py [OUT_FILE]` (each line is also
-appended to OUT_FILE as it is measured, so a run cut short keeps what it measured).
+Run where a CUDA GPU is: `python benchmarks/gpu_dispatch.py [--only GRID] [OUT_FILE]` (each
+line is also appended to OUT_FILE as it is measured: a run cut short keeps what it measured).
 """
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ def largest_gap(a: dict, b: dict) -> float:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    args = sys.argv[1:]
+    only = args[args.index("--only") + 1] if "--only" in args else None
+    if only:
+        del args[args.index("--only"):args.index("--only") + 2]
+    out = Path(args[0]) if args else None
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -83,6 +87,8 @@ def main() -> None:
     wide.write_text(GRID.replace("SUITE", "shapes"))
     grids = [("smoke", ROOT / "experiments" / "smoke.yaml"), ("dispatch-bench", wide)]
     for name, grid in grids:
+        if only and name != only:
+            continue
         runs = {}
         for label, gpu, executor in (("GPU pool", True, "pool"), ("CPU pool x2", False, "pool"),
                                      ("CPU local", False, "local")):
