@@ -34,6 +34,7 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
     path = path_of(grid)
     name = read(grid).name if path.is_file() else grid  # the experiment is the grid's name
     report = data.load(name, experiment, source=str(path) if path.is_file() else None)
+    report.meta["command"] = _as_typed(grid, path)
     out = Path(out) if out else reports_dir() / name
     _claim(out)
     t0 = time.perf_counter()
@@ -71,6 +72,17 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
     _text(out / "results.md", f"# {name}\n\n{report.description}\n\n{tables.markdown(head)}")
     (out / MARKER).write_text(f"{time.strftime('%F %T')} {time.perf_counter() - t0:.1f}s\n")
     return out
+
+
+def _as_typed(grid: str, path: Path) -> str:
+    """How the page names the grid in its commands: the name a user typed, or the grid file
+    (relative to the working folder when under it), since `sweep NAME` would find another."""
+    if path != Path(grid):  # found by name
+        return grid
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _claim(out: Path) -> None:

@@ -41,7 +41,8 @@ def _dense(df: pl.DataFrame, metric: str) -> float | None:
     return None if d.is_empty() else float(d[metric][0])
 
 
-def _pruned(df: pl.DataFrame) -> pl.DataFrame:
+def pruned(df: pl.DataFrame) -> pl.DataFrame:
+    """The rows of pruned settings (the dense reference left out)."""
     return df.filter(pl.col("p.prune").ne_missing("None")) if "p.prune" in df.columns else df
 
 
@@ -51,7 +52,8 @@ def _std(df: pl.DataFrame, metric: str) -> list[float] | None:
     return [0.0 if v is None else v for v in df[f"{metric}.std"].to_list()]
 
 
-def _level(row: dict) -> str:
+def level(row: dict) -> str:
+    """The pruning level a row is drawn at: its N:M pattern, else its sparsity ("50%")."""
     pattern = row.get("p.prune.pattern") or "unstructured"
     if pattern != "unstructured":
         return pattern
@@ -71,7 +73,7 @@ def modality_split(df: pl.DataFrame, metric: str) -> Figure | None:
     v, lang = _col(df, "p.prune.sparsity.vision"), _col(df, "p.prune.sparsity.language")
     if v is None or lang is None:
         return None
-    d = _pruned(df).filter(pl.col("p.prune.sparsity.vision").is_not_null()
+    d = pruned(df).filter(pl.col("p.prune.sparsity.vision").is_not_null()
                            & pl.col("p.prune.sparsity.language").is_not_null())
     if d.height < 3:
         return None
@@ -100,18 +102,18 @@ def _bars(df: pl.DataFrame, metric: str, key: str, order: list[str], title: str,
           annotate: Callable[[dict], str] | None = None) -> Figure | None:
     if key not in df.columns:
         return None
-    d = _pruned(df).filter(pl.col(key).is_in(order))
+    d = pruned(df).filter(pl.col(key).is_in(order))
     kinds = [k for k in order if k in set(d[key].to_list())]
     if len(kinds) < 2:
         return None
     rows = d.to_dicts()
-    levels = sorted({_level(r) for r in rows}, key=lambda s: (not s.endswith("%"), s))
+    levels = sorted({level(r) for r in rows}, key=lambda s: (not s.endswith("%"), s))
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(levels) * len(kinds) / 2), 3.8))
     width = 0.8 / len(kinds)
     for k, kind in enumerate(kinds):
         xs, ys, errs, notes = [], [], [], []
         for i, lev in enumerate(levels):
-            match = [r for r in rows if r[key] == kind and _level(r) == lev]
+            match = [r for r in rows if r[key] == kind and level(r) == lev]
             if match:
                 r = match[0]
                 xs.append(i + (k - (len(kinds) - 1) / 2) * width)
@@ -152,7 +154,7 @@ def methods(df: pl.DataFrame, metric: str) -> Figure | None:
     compares uniform with layer-wise allocations)."""
     if "p.prune.method" not in df.columns or "p.prune.sparsity" not in df.columns:
         return None
-    d = _pruned(df).filter((pl.col("p.prune.pattern") == "unstructured")
+    d = pruned(df).filter((pl.col("p.prune.pattern") == "unstructured")
                            & pl.col("p.prune.sparsity").is_not_null())
     d = d.with_columns(pl.col("p.prune.sparsity").cast(pl.Float64, strict=False).alias("s"))
     d = d.filter(pl.col("s").is_not_null())

@@ -80,6 +80,7 @@ def render(report: Report, table_html: str, figures: list[tuple[str, str, str]],
     counts = {s: cells.filter(pl.col("status") == s).height
               for s in ("finished", "failed", "running", "killed")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    typed = report.meta.get("command", report.grid)  # the grid as the user names it
     outdated = report.meta.get("outdated", 0)
     if outdated:
         summary += (f" ({outdated} run{'s' * (outdated > 1)} of cells the grid no longer "
@@ -90,8 +91,8 @@ def render(report: Report, table_html: str, figures: list[tuple[str, str, str]],
         f"<title>vlmprune report: {h.escape(report.grid)}</title>", f"<style>{CSS}</style>",
         "</head>", "<body>", f"<h1>{h.escape(report.grid)}</h1>",
         f'<p class="lead">{h.escape(report.description or "(no description)")}</p>',
-        f"<p>Made by <code>vlmprune sweep {h.escape(report.grid)}</code>; this page by "
-        f"<code>vlmprune report {h.escape(report.grid)}</code>. {cells.height} cells: "
+        f"<p>Made by <code>vlmprune sweep {h.escape(typed)}</code>; this page by "
+        f"<code>vlmprune report {h.escape(typed)}</code>. {cells.height} cells: "
         f"{summary}.</p>",
         "<p>One row per setting (cells that differ only by seed are averaged: mean ± std, "
         "n runs). Best value of each metric among pruned settings in <b>bold</b>; the dense "

@@ -62,14 +62,7 @@ def _dense(agg: pl.DataFrame) -> dict:
 
 
 def _pruned(agg: pl.DataFrame) -> list[dict]:
-    if "p.prune" not in agg.columns:
-        return agg.to_dicts()
-    return agg.filter(pl.col("p.prune").ne_missing("None")).to_dicts()
-
-
-def _level(r: dict) -> str:
-    pattern = r.get("p.prune.pattern") or "unstructured"
-    return pattern if pattern != "unstructured" else f"{_f(r.get('p.prune.sparsity')):.0%}"
+    return figures.pruned(agg).to_dicts()
 
 
 def ratio_findings(agg: pl.DataFrame) -> dict:
@@ -90,7 +83,7 @@ def ratio_findings(agg: pl.DataFrame) -> dict:
 def choice_findings(agg: pl.DataFrame) -> dict:
     out: dict[str, dict] = {}
     for r in _pruned(agg):
-        out.setdefault(_level(r), {})[r["p.prune.distribution"]] = {
+        out.setdefault(figures.level(r), {})[r["p.prune.distribution"]] = {
             "vqa": stat(r), "cider": stat(r, CIDER), "overall": _f(r.get("sparsity.overall"))}
     return out
 
@@ -98,7 +91,7 @@ def choice_findings(agg: pl.DataFrame) -> dict:
 def method_findings(agg: pl.DataFrame) -> dict:
     out: dict[str, dict] = {}
     for r in _pruned(agg):
-        out.setdefault(_level(r), {})[r["p.prune.method"]] = {"vqa": stat(r),
+        out.setdefault(figures.level(r), {})[r["p.prune.method"]] = {"vqa": stat(r),
                                                                "cider": stat(r, CIDER)}
     return out
 
@@ -106,7 +99,7 @@ def method_findings(agg: pl.DataFrame) -> dict:
 def recovery_findings(agg: pl.DataFrame) -> dict:
     out: dict[str, dict] = {}
     for r in _pruned(agg):
-        out.setdefault(_level(r), {})[r["p.recover.method"]] = {
+        out.setdefault(figures.level(r), {})[r["p.recover.method"]] = {
             "vqa": stat(r), "cider": stat(r, CIDER),
             "overall": _f(r.get("sparsity.overall"))}
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import html5lib
 import numpy as np
@@ -150,6 +151,12 @@ seeds: [0, 1, 2]
     tex = (out / "tables.tex").read_text()
     assert f"{want.mean():.3f} $\\pm$ {want.std():.3f}" in tex
     pdflatex(out / "report.tex")
+    # the page's commands name the grid as it was given: a name, or its file
+    assert "Made by vlmprune sweep mixed ; this page by vlmprune report mixed ." in \
+        " ".join(text.split())
+    assert main(["report", g]) == 0
+    made = re.search(r"Made by\s+vlmprune sweep (\S+)\s+;", text_of(parse(out / "index.html")))
+    assert made and Path(made[1]).resolve() == Path(g).resolve()
 
 
 @pytest.mark.parametrize("name, figure", [("modality_ratio", "modality_split"),
