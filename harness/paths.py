@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: folders made by mkdtemp (0700) get the usual mode instead
@@ -26,6 +28,29 @@ def user_cache() -> Path:
     if home:
         return Path(home)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlmprune"
+
+
+def memo_json(kind: str, key: str, make: Callable[[], Any],
+              valid: Callable[[Any], bool] = lambda _: True) -> Any:
+    """A JSON value derived from content that `key` digests, kept in the user cache as
+    <kind>/<key>.json: read when there and `valid`, else made and written whole (a temporary
+    file renamed into place). A cache that cannot be written only means making it again."""
+    memo = user_cache() / kind / f"{key}.json"
+    try:
+        value = json.loads(memo.read_text())
+        if valid(value):
+            return value
+    except (OSError, ValueError):
+        pass
+    value = make()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".tmp-{os.getpid()}-{memo.name}")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return value
 
 
 def cache_dir(*parts: str) -> Path:

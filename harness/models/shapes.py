@@ -10,9 +10,7 @@ feasibility, per-group lists) then cost milliseconds instead of importing transf
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass
 
 from harness.models.layout import ROLES
@@ -58,27 +56,19 @@ class Shapes:
 
 def shapes_of(spec: ModelSpec) -> Shapes:
     """The model's shapes, from the user cache or from the model built on the meta device."""
-    from harness.paths import user_cache
+    from harness.paths import memo_json
     from harness.sweep.cell import digest, model_content
 
     key = digest({"model": spec.model_dump(exclude={"device", "dtype"}),
                   "content": model_content(spec)})
-    memo = user_cache() / "shapes" / f"{key}.json"
-    try:
-        return Shapes(json.loads(memo.read_text()))
-    except (OSError, ValueError):
-        pass
-    from harness.models.load import load
 
-    adapter = load(spec, weights=False)
-    data = {"blocks": {r: [b.name for b in adapter.blocks(r)] for r in ROLES},
-            "linears": {r: {p: list(lin.weight.shape) for p, lin in
-                            adapter.role_linears(r).items()} for r in ROLES}}
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".tmp-{os.getpid()}-{memo.name}")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, memo)
-    except OSError:
-        pass  # no writable cache: read from the model again next time
-    return Shapes(data)
+    def build() -> dict:
+        from harness.models.load import load
+
+        adapter = load(spec, weights=False)
+        return {"blocks": {r: [b.name for b in adapter.blocks(r)] for r in ROLES},
+                "linears": {r: {p: list(lin.weight.shape) for p, lin in
+                                adapter.role_linears(r).items()} for r in ROLES}}
+
+    return Shapes(memo_json("shapes", key, build,
+                            lambda d: isinstance(d, dict) and {"blocks", "linears"} <= d.keys()))

@@ -89,30 +89,15 @@ def weight_counts(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict
     """Prunable weights of each searched dimension, from the model built on the meta
     device; kept in the user cache under a key of the model's content, layout and groups
     (building it means importing transformers: seconds a resumed search need not spend)."""
-    import json
-
-    from harness.paths import user_cache
+    from harness.paths import memo_json
     from harness.sweep.cell import digest, model_content
 
     groups = {r: rng.groups for r, rng in s.roles.items()}
     key = digest({"model": base.model.model_dump(exclude={"device"}),
                   "content": model_content(base.model), "groups": groups})
-    memo = user_cache() / "weights" / f"{key}.json"
-    try:
-        params = json.loads(memo.read_text())
-        if isinstance(params, dict) and all(isinstance(v, int) for v in params.values()):
-            return params
-    except (OSError, ValueError):
-        pass
-    params = _count_weights(s, base, path)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".tmp-{os.getpid()}-{memo.name}")
-        tmp.write_text(json.dumps(params))
-        os.replace(tmp, memo)
-    except OSError:
-        pass  # no writable cache: counted again next time
-    return params
+    return memo_json("weights", key, lambda: _count_weights(s, base, path),
+                     lambda v: isinstance(v, dict) and all(isinstance(n, int)
+                                                           for n in v.values()))
 
 
 def _count_weights(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict[str, int]:
