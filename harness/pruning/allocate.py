@@ -69,32 +69,12 @@ def per_linear(adapter: Adapter, spec: PruneSpec, targets: dict[str, Target],
 def owl_shares(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict],
                m: float) -> list[float]:
     """Each block's outlier share of |W|·‖X‖ from one dense pass."""
-    import torch
+    from harness.pruning.engine import dense_statistics
 
-    from harness.pruning.engine import _text_mask, real_tokens
-    from harness.pruning.stats import InputStats
-
-    stats, hooks = {}, []
-    current: dict[str, torch.Tensor | None] = {}
-    for b in blocks:
-        for rel, lin in adapter.linears(b).items():
-            st = stats[(b.name, rel)] = InputStats(lin.in_features, "norms", lin.weight.device)
-
-            def hook(mod, inp, out, st=st, role=b.role):
-                st.add(inp[0], real_tokens(inp[0], current.get(role)))
-
-            hooks.append(lin.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                current.update({r: _text_mask(batch, r) for r in ROLES})
-                adapter.forward(batch)
-    finally:
-        for h in hooks:
-            h.remove()
+    stats = dense_statistics(adapter, blocks, "norms", batches)
     shares = []
     for b in blocks:
-        scores = [lin.weight.detach().abs() * stats[(b.name, rel)].norm.unsqueeze(0)
+        scores = [lin.weight.detach().abs() * stats[b.name][rel].norm.unsqueeze(0)
                   for rel, lin in adapter.linears(b).items()]
         shares.append(allocation.outlier_share(scores, m))
     return shares

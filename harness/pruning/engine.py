@@ -346,17 +346,17 @@ def _single_forward(p: _Pass, adapter: Adapter, roles: list[str],
 
 
 @torch.no_grad()
-def _dense(p: _Pass, adapter: Adapter, roles: list[str], targets: dict[str, Target],
-           batches: Sequence[dict]) -> None:
-    per_block = {}
-    hooks = []
+def dense_statistics(adapter: Adapter, blocks: Sequence[Block], needs: str,
+                     batches: Sequence[dict]) -> dict[str, dict[str, InputStats]]:
+    """One pass of the unpruned model over the batches with every block's Linears hooked:
+    each block's input statistics, by block name, then by the Linear's path in the block."""
     current: dict[str, torch.Tensor | None] = {}
-    for role in roles:
-        for block in adapter.blocks(role):
-            stats, h = _collect(Adapter.linears(block), p.needs,
-                                lambda role=role: current.get(role))
-            per_block[block.name] = (block, role, stats)
-            hooks += h
+    out, hooks = {}, []
+    for block in blocks:
+        out[block.name], h = _collect(Adapter.linears(block), needs,
+                                      lambda role=block.role: current.get(role))
+        hooks += h
+    roles = list(dict.fromkeys(b.role for b in blocks))
     try:
         for batch in batches:
             current.update({role: _text_mask(batch, role) for role in roles})
@@ -364,6 +364,13 @@ def _dense(p: _Pass, adapter: Adapter, roles: list[str], targets: dict[str, Targ
     finally:
         for h in hooks:
             h.remove()
-    for block, role, stats in per_block.values():
-        _prune_block(p, block, _target_of(targets, role), stats)
+    return out
+
+
+def _dense(p: _Pass, adapter: Adapter, roles: list[str], targets: dict[str, Target],
+           batches: Sequence[dict]) -> None:
+    blocks = [block for role in roles for block in adapter.blocks(role)]
+    stats = dense_statistics(adapter, blocks, p.needs, batches)
+    for block in blocks:
+        _prune_block(p, block, _target_of(targets, block.role), stats[block.name])
         p.bar.update()
