@@ -367,6 +367,7 @@ def dense_statistics(adapter: Adapter, blocks: Sequence[Block], needs: str,
     return out
 
 
+@torch.no_grad()
 def _dense(p: _Pass, adapter: Adapter, roles: list[str], targets: dict[str, Target],
            batches: Sequence[dict]) -> None:
     blocks = [block for role in roles for block in adapter.blocks(role)]
