@@ -42,6 +42,9 @@ def prepare(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec
     if needs_teacher and dense is None:
         raise ValueError("distillation needs the dense weights of the pruned Linears")
     teacher = Teacher(linears, masks, dense) if needs_teacher else None
+    # PEFT draws each LoRA A from torch's global generator: seeded here, or the adapters (and
+    # every trained weight after the first step) depend on what ran before in the process
+    torch.manual_seed(spec.seed)
     model = lora.wrap(adapter, spec)
     if spec.method == "sparselora":
         sparse_lora.set_masks(model, masks)

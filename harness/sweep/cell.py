@@ -28,6 +28,9 @@ from harness.recovery.spec import RecoverySpec
 # Bump when a stage's code changes what it produces (2: statistics skip padding; 3: keys hold
 # input contents and normalized specs, stage folders a manifest).
 VERSION = 3
+# The recovery stage's own (2: LoRA's initial adapters are drawn from the recovery seed, not
+# from whatever state the process's generator was in).
+RECOVER_VERSION = 2
 
 
 class EvalSpec(BaseModel):
@@ -140,7 +143,7 @@ def recover_key(c: CellSpec) -> str:
         return prune_key(c)  # nothing trained: the pruned model is the recovered one
     source = c.recover.data.source
     data = fingerprint.of_source(source) if source != "shapes" else None
-    return digest({"v": VERSION, "stage": "recover", "prune": prune_key(c),
+    return digest({"v": VERSION, "rv": RECOVER_VERSION, "stage": "recover", "prune": prune_key(c),
                    "recover": c.recover.model_dump(), "data": data})
 
 

@@ -57,6 +57,20 @@ def test_sparselora_merge_keeps_every_pruned_zero_and_the_2_4_pattern():
     assert changed == len(masks)  # the update reached every pruned Linear
 
 
+def test_a_recovery_depends_on_its_seed_not_on_what_ran_before():
+    """The same recovery in one process, the generator drawn from in between (as an earlier
+    cell would): the merged weights are the same; another recovery seed gives others."""
+    merged = []
+    for draws, seed in ((0, 0), (1000, 0), (0, 1)):
+        adapter, masks, dense = pruned()
+        torch.rand(draws)
+        recovery_stage.run(adapter, masks, spec("lora", steps=2, seed=seed), dense,
+                           progress=False)
+        merged.append({p: lin.weight.detach().clone() for p, lin in linears(adapter).items()})
+    assert all(torch.equal(merged[0][p], merged[1][p]) for p in merged[0])
+    assert any(not torch.equal(merged[0][p], merged[2][p]) for p in merged[0])
+
+
 def test_lora_merge_destroys_sparsity():
     adapter, masks, dense = pruned()
     rep = recovery_stage.run(adapter, masks, spec("lora"), dense, progress=False)
