@@ -20,7 +20,9 @@ from harness.recovery.spec import RecoverySpec
 from harness.recovery.teacher import Teacher
 
 WINDOW = 5  # divergence: the mean loss of the last WINDOW steps is >= GROWTH x the first
-GROWTH = 10.0  # step's and above half of ln(vocabulary), i.e. near-uniform guessing
+GROWTH = 10.0  # step's and above half of ln(vocabulary), i.e. near-uniform guessing; or it is
+UNIFORM = 0.9  # above UNIFORM x ln(vocabulary) (a collapsed model guessing uniformly) from a
+#                first step well below half of that (a model that knew something)
 
 
 class RecoveryFailed(RuntimeError):
@@ -76,7 +78,9 @@ def train(adapter: Adapter, model: nn.Module, spec: RecoverySpec, teacher: Teach
         first = total if first is None else first
         history.append(total)
         recent = sum(history[-WINDOW:]) / len(history[-WINDOW:])
-        if len(history) >= WINDOW and recent >= GROWTH * first and recent > 0.5 * log_vocab:
+        grew = recent >= GROWTH * first and recent > 0.5 * log_vocab
+        collapsed = recent > UNIFORM * log_vocab and first < 0.5 * log_vocab
+        if len(history) >= WINDOW and (grew or collapsed):
             raise RecoveryFailed(f"loss diverged by step {step}: {recent:.3g} over the last "
                                  f"{WINDOW} steps, from {first:.3g}")
         nn.utils.clip_grad_norm_(params, spec.max_grad_norm)

@@ -49,13 +49,13 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
     inline = []
     for fig_name, caption, fig in drawn:
         svg = io.StringIO()
-        fig.savefig(svg, format="svg")
+        figures.save(fig, svg, "svg")
         _atomic(out / "figures" / f"{fig_name}.svg", lambda f, s=svg: Path(f).write_text(
             s.getvalue()))
         _atomic(out / "figures" / f"{fig_name}.pdf",
-                lambda f, fig=fig: fig.savefig(f, format="pdf"))
+                lambda f, fig=fig: figures.save(fig, f, "pdf"))
         _atomic(out / "figures" / f"{fig_name}.png",
-                lambda f, fig=fig: fig.savefig(f, format="png", dpi=150))
+                lambda f, fig=fig: figures.save(fig, f, "png", dpi=150))
         inline.append((fig_name, f"{caption} (figures/{fig_name}.svg, .pdf, .png)",
                        page.inline_svg(svg.getvalue())))
         figures.plt.close(fig)

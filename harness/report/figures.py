@@ -30,6 +30,13 @@ plt.rcParams.update({"svg.hashsalt": "vlmprune", "font.size": 9, "axes.grid": Tr
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
+def save(fig: Figure, target, fmt: str, **kw) -> None:
+    """`fig` as svg, pdf or png without a creation date: an unchanged figure is written
+    byte-identical by every run (the committed reference report diffs clean)."""
+    meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
+    fig.savefig(target, format=fmt, metadata=meta, **kw)
+
+
 def _col(df: pl.DataFrame, name: str) -> pl.Series | None:
     return df[name] if name in df.columns else None
 

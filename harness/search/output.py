@@ -133,5 +133,6 @@ def figures(study, s: SearchSpec, grid_name: str) -> None:
             fig.set_size_inches(7, 4.5)
             fig.tight_layout()
             for ext in ("png", "svg"):
-                fig.savefig(out / f"{name}.{ext}", dpi=130)
+                fig.savefig(out / f"{name}.{ext}", dpi=130,  # no date: reruns diff clean
+                            metadata={"Date": None} if ext == "svg" else None)
             plt.close(fig)

@@ -170,6 +170,9 @@ def test_shipped_grids_get_their_paper_figure(results, name, figure):
     assert ET.parse(svg).getroot().tag.endswith("svg")
     assert (out / "figures" / f"{figure}.pdf").read_bytes().startswith(b"%PDF")
     assert f'id="fig-{figure}"' in (out / "index.html").read_text()
+    before = {f.name: f.read_bytes() for f in (out / "figures").iterdir()}
+    assert main(["report", name]) == 0  # unchanged results: byte-identical figures
+    assert {f.name: f.read_bytes() for f in (out / "figures").iterdir()} == before
 
 
 def test_compare_two_grids(results, tmp_path):
