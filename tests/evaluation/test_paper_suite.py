@@ -61,17 +61,19 @@ def result(p: subprocess.Popen, work: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """First with nothing downloaded (the error); then with what the command it names leaves
-    (a hub snapshot of every repo) and, beside it, with a datasets cache of every repo (the
-    two evaluations run at once: most of their time is single-threaded Java scoring)."""
+    """With nothing downloaded (the error; run while the stand-ins are built, in an empty
+    home of its own); then with what the command it names leaves (a hub snapshot of every
+    repo) and, beside it, with a datasets cache of every repo (the two evaluations run at
+    once: most of their time is single-threaded Java scoring)."""
     root = tmp_path_factory.mktemp("paper")
     home, cache_home = root / "hf", root / "hf-cache"
-    missing = finished(vlmprune(home, root / "work-missing", "eval", "--model",
-                                "shapes-llava", "--suite", "paper", "--limit", str(LIMIT)))
+    nothing = vlmprune(root / "hf-empty", root / "work-missing", "eval", "--model",
+                       "shapes-llava", "--suite", "paper", "--limit", str(LIMIT))
     for repo in standins.REPOS:
         standins.hub_snapshot(home, repo)
         standins.datasets_cache(cache_home, repo, root / "scratch")
     assert not (cache_home / "hub").exists()  # only the datasets cache holds them there
+    missing = finished(nothing)
     first, second = paper(home, root / "work"), paper(cache_home, root / "work-cache")
     return {"missing": missing, "snapshot": result(first, root / "work"),
             "cache": result(second, root / "work-cache"), "home": home}
