@@ -35,7 +35,7 @@ report: $(STAMP)
 
 # The paper study on shapes-llava (docs/REPRODUCTION.md): four grids with three seeds, the same
 # split question at an equal parameter-weighted budget, one search, and the reference report
-# reports/paper/ (committed). Resumes like any sweep; 82-88 minutes on 2 cores (two runs).
+# reports/paper/ (committed). Resumes like any sweep; 67-88 minutes on 2 cores (three runs).
 PAPER_GRIDS = modality_ratio modality_choice methods recovery equal_budget
 paper: $(STAMP)
 	@set -e; for g in $(PAPER_GRIDS); do \
