@@ -6,14 +6,16 @@ local Ray cluster, 2 workers). Wall seconds of `vlmprune sweep`; speedup of pool
 (target >= 1.6x on 2 cores) and Ray's overhead over pool; the metrics are checked equal.
 
 Two sizes of cell: smoke's own evaluation (the quick suite, 20 questions: about 1 s of work
-a cell, so the ~15 s every sweep spends starting up decides), and the full shapes suite
-(1,500 documents: about 12 s a cell, where the work decides). Quiet, then with a competing
-process (local and pool only).
+a cell, so the ~10 s every sweep spends starting up decides), and the full shapes suite
+(1,500 documents: about 10 s a cell, where the work decides; three rounds, the median ratio:
+single runs on this shared machine vary by 10-15%). Quiet, then with a competing process
+(local and pool, full-suite cells).
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,16 +68,26 @@ def metrics(results: Path) -> dict:
                                                 if not k.startswith("time/")} for r in runs}
 
 
-def measure(label: str, grid: Path, root: Path, executors: tuple[str, ...]) -> None:
-    out = {e: sweep(grid, e, root) for e in executors}
-    t = {e: s for e, (s, _) in out.items()}
-    same = all(m == out["local"][1] for _, m in out.values())
-    line = (f"-- {label}: " + ", ".join(f"{e} {s:.1f} s" for e, s in t.items()) +
-            f"; pool speedup over local {t['local'] / t['pool']:.2f}x (target >= 1.6)")
-    if "ray" in t:
-        line += f", ray over pool {t['ray'] / t['pool']:.2f}x"
-    print(line + f"; {len(out['local'][1])} cells, metrics {'identical' if same else 'DIFFER'}",
-          flush=True)
+def measure(label: str, grid: Path, root: Path, executors: tuple[str, ...],
+            rounds: int = 1) -> None:
+    """Each round sweeps with every executor, one after the other; a ratio is taken within
+    a round (the machine's speed drifts between rounds), the median over rounds reported."""
+    speedups, overheads, same, cells = [], [], True, 0
+    for r in range(rounds):
+        out = {e: sweep(grid, e, root) for e in executors}
+        t = {e: s for e, (s, _) in out.items()}
+        same &= all(m == out["local"][1] for _, m in out.values())
+        cells = len(out["local"][1])
+        speedups.append(t["local"] / t["pool"])
+        if "ray" in t:
+            overheads.append(t["ray"] / t["pool"])
+        print(f"   {label}, round {r + 1}: " + ", ".join(f"{e} {s:.1f} s" for e, s in t.items())
+              + f"; pool speedup {speedups[-1]:.2f}x", flush=True)
+    line = (f"-- {label}: pool speedup over local {statistics.median(speedups):.2f}x "
+            f"(median of {rounds}; target >= 1.6)")
+    if overheads:
+        line += f", ray over pool {statistics.median(overheads):.2f}x"
+    print(line + f"; {cells} cells, metrics {'identical' if same else 'DIFFER'}", flush=True)
 
 
 def main() -> None:
@@ -87,12 +99,12 @@ def main() -> None:
         grids[size].parent.mkdir()
         grids[size].write_text(GRID.replace("SUITE", suite))
     sweep(grids[next(iter(grids))], "local", root)  # warm the page cache and the user cache
-    for size, grid in grids.items():
-        measure(f"quiet, {size}", grid, root, ("local", "pool", "ray"))
+    small, full = grids.values()
+    measure(f"quiet, {next(iter(grids))}", small, root, ("local", "pool", "ray"))
+    measure(f"quiet, {list(grids)[1]}", full, root, ("local", "pool", "ray"), rounds=3)
     with competitor.running():
-        for size, grid in grids.items():
-            measure(f"with a competing 2-thread process, {size}", grid, root,
-                    ("local", "pool"))
+        measure(f"with a competing 2-thread process, {list(grids)[1]}", full, root,
+                ("local", "pool"))
 
 
 if __name__ == "__main__":

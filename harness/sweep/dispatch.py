@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("local", "pool", "ray")
 ATTEMPTS = 2  # a cell whose worker dies is run once more, then recorded as failed
 KILL_ENV = "VLMPRUNE_TEST_SIGKILL"  # fault injection for the tests (see `execute`)
+# what a worker gets from the sweep's environment when it is set there (and only then)
+PASSED_ON = ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", KILL_ENV)
 
 
 @dataclass
@@ -101,6 +104,28 @@ def _injected_kill(cell: Cell, attempt: int) -> None:
         prefix, _, times = item.partition(":")
         if prefix and cell.hash.startswith(prefix) and attempt <= int(times or 1):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def warm_up() -> float:
+    """A new worker's set-up, done while the sweep opens its store and before the first cell
+    arrives (a local sweep pays it inside its first cell): torch, the stage code, lmms-eval
+    and its index of the shapes tasks. Seconds spent. A failure here is only logged: the
+    first cell meets it again and records it as its own failure, with its reason."""
+    t0 = time.perf_counter()
+    try:
+        from harness.evaluation import hub_data, run
+
+        hub_data.offline()
+        import lmms_eval.evaluator  # noqa: F401
+
+        from harness.evaluation import lmms_model  # noqa: F401
+        from harness.sweep import stages  # noqa: F401 - torch, safetensors, the models
+
+        run.task_manager(False)
+    except Exception as e:  # noqa: BLE001 - see above
+        log.warning("worker warm-up failed (%s: %s); the cells will say more",
+                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+    return time.perf_counter() - t0
 
 
 def prepare(cells: Iterable[Cell]) -> None:
@@ -230,7 +255,7 @@ def worker_env(results: str, threads: int) -> dict[str, str]:
            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
            "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    for k in ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", KILL_ENV):
+    for k in PASSED_ON:
         if os.environ.get(k):
             env[k] = os.environ[k]
     return env

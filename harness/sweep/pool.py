@@ -2,10 +2,18 @@
 
 Each visible GPU gets a worker with its own CUDA_VISIBLE_DEVICES (its cells then run on
 `cuda`); with no GPU, `--workers N` CPU workers (2 by default) share the cores, torch's
-threads split between them (harness/threads.py). Workers are spawned (not forked: torch and
-OpenMP do not survive a fork), read cells from a pipe, run them through the stage cache in
-the shared results folder, and answer with an `Outcome`. They die with the sweep
-(PR_SET_PDEATHSIG), so a killed sweep leaves no worker computing for nobody.
+threads split between them (harness/threads.py). Workers read cells from a pipe, run them
+through the stage cache in the shared results folder, and answer with an `Outcome`. They die
+with the sweep (PR_SET_PDEATHSIG on their parent), so a killed sweep leaves no worker
+computing for nobody.
+
+Workers are forked from a fork server (multiprocessing's forkserver) that imported torch,
+transformers, lmms-eval and the stage code once: on 2 cores, two spawned workers importing
+all that side by side, beside the sweep opening MLflow, took ~16 s before the first cell; a
+fork of a process that has run no OpenMP parallel region is safe (forking after one is what
+torch and OpenMP do not survive), and the server runs nothing but imports. Each worker then
+sets its own environment (results folder, threads). GPU workers, and workers where there
+is no forkserver, are spawned (see `_context`).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -24,6 +33,8 @@ from harness.paths import results_dir
 from harness.sweep import dispatch
 from harness.sweep.dispatch import Outcome
 from harness.sweep.grid import Cell
+
+CUDA = "CUDA_VISIBLE_DEVICES"
 
 
 def gpus() -> list[str]:
@@ -43,40 +54,77 @@ class Pool:
         self.devices = gpus()
         self.size = dispatch.worker_count(workers, len(self.devices))
         self.threads = threads.count(thread_count, self.size)
-        self.ctx = mp.get_context("spawn")
+        self.ctx = _context(gpu=bool(self.devices))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.logs = [results_dir() / "logs" / f"{log_tag}-{stamp}-worker{i}.log"
                      for i in range(self.size)]
         self.procs: list[mp.process.BaseProcess | None] = [None] * self.size
         self.conns: list[Connection | None] = [None] * self.size
+        self.forked = self.ctx.get_start_method() == "forkserver"
+        self._starting: threading.Thread | None = None
+        self._failure: BaseException | None = None
         # the processes multiprocessing starts for us (the resource tracker: it reports the
-        # semaphores of killed workers, then cleans them up) write to the first worker's log
+        # semaphores of killed workers, then cleans them up; the fork server) write to the
+        # first worker's log
         with _stderr_to(self.logs[0]):
-            from multiprocessing import resource_tracker
+            from multiprocessing import forkserver, resource_tracker
 
             resource_tracker.ensure_running()
+            if not self.forked:
+                for i in range(self.size):
+                    self._start(i)
+                return
+            with _environ(self._env(0)):  # the server imports with the workers' settings
+                forkserver.ensure_running()
+        # a fork waits for the server's imports: the workers are started beside the sweep
+        # opening MLflow, not before it (`_ready` waits for them)
+        self._starting = threading.Thread(target=self._start_all, name="vlmprune-pool-start",
+                                          daemon=True)
+        self._starting.start()
+
+    def _start_all(self) -> None:
+        try:
             for i in range(self.size):
                 self._start(i)
+        except BaseException as e:  # noqa: BLE001 - raised in the sweep's thread by _ready
+            self._failure = e
+
+    def _ready(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+            if self._failure is not None:
+                raise self._failure
 
     def describe(self) -> str:
         where = (f"GPUs {', '.join(self.devices[:self.size])}" if self.devices
                  else f"CPU, {self.threads} thread{'s' * (self.threads > 1)} each")
         return f"pool of {self.size} workers ({where})"
 
-    def _start(self, i: int) -> None:
+    def _env(self, i: int) -> dict[str, str]:
         env = dispatch.worker_env(str(results_dir().resolve()), self.threads)
         env["VLMPRUNE_WORKER_LOG"] = str(self.logs[i].resolve())
         if self.devices:
-            env["CUDA_VISIBLE_DEVICES"] = self.devices[i % len(self.devices)]
+            env[CUDA] = self.devices[i % len(self.devices)]
+        elif CUDA in os.environ:  # CPU workers see the GPUs (none) the sweep sees
+            env[CUDA] = os.environ[CUDA]
+        return env
+
+    def _start(self, i: int) -> None:
+        env = self._env(i)
         ours, theirs = self.ctx.Pipe()
         p = self.ctx.Process(target=_main, args=(theirs, env), name=f"vlmprune-worker-{i}",
                              daemon=True)
-        with _environ(env):  # the spawned interpreter starts with these already set
+        if self.forked:  # the fork applies env itself (`_main`)
             p.start()
+        else:
+            with _environ(env):  # the spawned interpreter starts with these already set
+                p.start()
         theirs.close()
         self.procs[i], self.conns[i] = p, ours
 
     def submit(self, slot: int, cell: Cell, attempt: int) -> None:
+        self._ready()
         conn = self.conns[slot]
         assert conn is not None
         try:
@@ -85,6 +133,7 @@ class Pool:
             pass  # the worker is gone: wait() reports it
 
     def wait(self) -> list[tuple[int, Outcome]]:
+        self._ready()
         live = {c: i for i, c in enumerate(self.conns) if c is not None}
         out = []
         for conn in wait(list(live)):
@@ -105,6 +154,7 @@ class Pool:
         return f"worker process exited with code {code}"
 
     def restart(self, slot: int) -> None:
+        self._ready()
         self._stop(slot)
         self._start(slot)
 
@@ -120,8 +170,27 @@ class Pool:
         self.procs[i], self.conns[i] = None, None
 
     def close(self) -> None:
+        with contextlib.suppress(BaseException):
+            self._ready()  # a worker still starting would outlive the pool
         for i in range(self.size):
             self._stop(i)
+
+
+# what the fork server imports once, for every worker it forks (a failed import is skipped:
+# the worker then imports it itself)
+PRELOAD = ["torch", "transformers", "lmms_eval.evaluator", "harness.evaluation.lmms_model",
+           "harness.evaluation.run", "harness.sweep.stages", "harness.sweep.runner"]
+
+
+def _context(gpu: bool):
+    """forkserver for CPU workers; spawn for GPU workers (an import that touched CUDA in the
+    server would leave forked GPU workers unable to use it, and the GPU measurements were
+    made with spawned workers) and where there is no forkserver."""
+    if gpu or "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
 
 
 @contextlib.contextmanager
@@ -176,18 +245,30 @@ def _to_log(path: str | None) -> None:
         os.close(fd)
 
 
+def _say(line: str) -> None:
+    """A line of this worker's log, with the time of day."""
+    now = time.time()
+    stamp = time.strftime("%H:%M:%S", time.localtime(now))
+    print(f"{stamp}.{int(now * 1000) % 1000:03d} {line}", flush=True)
+
+
 def _main(conn: Connection, env: dict[str, str]) -> None:
     """A worker: cells in, outcomes out, until the pipe closes or says stop."""
     os.environ.update(env)
+    for k in (*dispatch.PASSED_ON, CUDA):  # a fork server started by an earlier sweep of
+        if k not in env:                     # this process may hold values this one has not
+            os.environ.pop(k, None)
     _die_with_parent()
     if os.getppid() == 1:  # the sweep died before the line above took effect
         return
     _to_log(env.get("VLMPRUNE_WORKER_LOG"))
+    _say(f"worker {os.getpid()}: started")
     threads.configure()
     threads.apply()
     from harness.sweep import runner
 
     runner.quiet_libraries()
+    _say(f"worker {os.getpid()}: ready in {dispatch.warm_up():.1f} s")
     while True:
         try:
             msg = conn.recv()
@@ -196,4 +277,8 @@ def _main(conn: Connection, env: dict[str, str]) -> None:
         if msg is None:
             return
         cell, attempt = msg
-        conn.send(dispatch.execute(cell, attempt))
+        t0 = time.perf_counter()
+        outcome = dispatch.execute(cell, attempt)
+        _say(f"cell {cell.label} (attempt {attempt}): {outcome.kind} in "
+             f"{time.perf_counter() - t0:.1f} s")
+        conn.send(outcome)

@@ -47,6 +47,7 @@ class _Worker:
         from harness.sweep import runner
 
         runner.quiet_libraries()
+        dispatch.warm_up()
 
     def run(self, cell: Cell, attempt: int) -> Outcome:
         return dispatch.execute(cell, attempt)

@@ -93,7 +93,6 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
         return plan(name, where, keep_going)
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     check(grid.path_of(name), cells, keep_going)
-    quiet_libraries()
     with store_errors():
         code = _sweep(g, cells, where, force, progress,
                       Dispatch(executor, workers, ray_address, threads))
@@ -160,6 +159,7 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
     # workers start first: they import torch while this process opens MLflow
     workers = how.workers_for(g.name) if how.executor != "local" else None
     try:
+        quiet_libraries()  # imports transformers: after the workers started
         return _run_cells(g, cells, where, force, progress, how, workers)
     finally:
         if workers is not None:

@@ -50,6 +50,10 @@ def test_pool_matches_local(reference, results):
     assert all(len(v) == 1 and v[0].info.status == "FINISHED" for v in runs.values())
     _, finished = cell_runs(status="FINISHED")
     assert metrics_by_hash(finished) == reference[0]  # bit-identical, computed afresh
+    logs = [p.read_text() for p in (results / "logs").glob("smoke-*-worker*.log")]
+    assert len(logs) == 2 and all("ready in" in text for text in logs)  # warmed up first
+    done = [line for text in logs for line in text.splitlines() if ": done in " in line]
+    assert len(done) == len(reference[0])  # each cell ran once, in one of the two workers
 
 
 def kill_plan() -> tuple[grid.Cell, grid.Cell, str]:
