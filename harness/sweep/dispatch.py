@@ -19,6 +19,7 @@ what came back; this file holds what they share.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("local", "pool", "ray")
 ATTEMPTS = 2  # a cell whose worker dies is run once more, then recorded as failed
 KILL_ENV = "VLMPRUNE_TEST_SIGKILL"  # fault injection for the tests (see `execute`)
+# what every cell imports: a worker imports it before its first cell (`warm_up`), and the
+# pool's fork server once for all its workers
+WORKER_MODULES = ("torch", "transformers", "lmms_eval.evaluator", "harness.evaluation.lmms_model",
+                  "harness.evaluation.run", "harness.sweep.stages", "harness.sweep.runner")
 # what a worker gets from the sweep's environment when it is set there (and only then)
 PASSED_ON = ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", KILL_ENV)
 
@@ -116,11 +121,8 @@ def warm_up() -> float:
         from harness.evaluation import hub_data, run
 
         hub_data.offline()
-        import lmms_eval.evaluator  # noqa: F401
-
-        from harness.evaluation import lmms_model  # noqa: F401
-        from harness.sweep import stages  # noqa: F401 - torch, safetensors, the models
-
+        for module in WORKER_MODULES:
+            importlib.import_module(module)
         run.task_manager(False)
     except Exception as e:  # noqa: BLE001 - see above
         log.warning("worker warm-up failed (%s: %s); the cells will say more",

@@ -176,12 +176,6 @@ class Pool:
             self._stop(i)
 
 
-# what the fork server imports once, for every worker it forks (a failed import is skipped:
-# the worker then imports it itself)
-PRELOAD = ["torch", "transformers", "lmms_eval.evaluator", "harness.evaluation.lmms_model",
-           "harness.evaluation.run", "harness.sweep.stages", "harness.sweep.runner"]
-
-
 def _context(gpu: bool):
     """forkserver for CPU workers; spawn for GPU workers (an import that touched CUDA in the
     server would leave forked GPU workers unable to use it, and the GPU measurements were
@@ -189,7 +183,9 @@ def _context(gpu: bool):
     if gpu or "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    # imported once by the server for every worker it forks (a failed import is skipped:
+    # the worker's warm-up then meets it)
+    ctx.set_forkserver_preload(list(dispatch.WORKER_MODULES))
     return ctx
 
 
