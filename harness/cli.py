@@ -308,8 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(a, "max_cells", None) is not None:
         os.environ["VLMPRUNE_MAX_CELLS"] = str(a.max_cells)
     try:
-        if a.command in COMPUTE:
+        if a.command in COMPUTE and getattr(a, "executor", "local") == "local":
             threads.apply(a.threads)
+        elif a.command in COMPUTE:  # its workers compute: this process never imports torch
+            threads.count(a.threads)
         return a.func(a)
     except UserError as e:
         print(f"vlmprune: error: {e}", file=sys.stderr)

@@ -61,3 +61,24 @@ def test_lmms_eval_datasets_cache_dir(tmp_path, monkeypatch):
     assert datasets_cache() == str(tmp_path / "hf" / "datasets")
     monkeypatch.undo()
     _resolve_hf_datasets_cache_dir.cache_clear()
+
+
+def test_multiprocessing_fork_server_stops_and_restarts():
+    """pool._stop_fork_server kills multiprocessing's fork server by its recorded pid and
+    reaps it through `_stop`; `ensure_running` then starts a new one for the next pool."""
+    import os
+    from multiprocessing import forkserver
+
+    from harness.sweep.pool import _stop_fork_server
+
+    server = forkserver._forkserver
+    server.set_forkserver_preload([])
+    forkserver.ensure_running()
+    first = server._forkserver_pid
+    assert first is not None and os.path.exists(f"/proc/{first}")
+    _stop_fork_server()
+    assert server._forkserver_pid is None and not os.path.exists(f"/proc/{first}")  # reaped
+    forkserver.ensure_running()
+    second = server._forkserver_pid
+    assert second not in (None, first)
+    _stop_fork_server()

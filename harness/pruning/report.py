@@ -7,9 +7,13 @@ recovery stage that breaks sparsity shows up here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from harness.models.adapter import ROLES, Adapter
+from harness.models.layout import ROLES
 from harness.pruning.masks import Target, nm_valid
+
+if TYPE_CHECKING:  # the sweep's process reads reports (`by_block`) without importing torch
+    from harness.models.adapter import Adapter
 
 
 @dataclass

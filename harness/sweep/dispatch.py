@@ -10,8 +10,10 @@ which keeps workers busy to the end without knowing real times.
 A worker runs one cell at a time and answers with an `Outcome`, so the loop always knows
 which cell a worker is on. A worker that dies (SIGKILL, out of memory, a node lost) costs its
 cell one attempt: the cell is retried once on a fresh worker, then recorded as failed; the
-rest of its group carries on. The parent alone writes to MLflow (see tracking.py), so a
-dead worker leaves no half-logged run behind.
+rest of its group carries on. A worker that dies with no cell (only once the queue is
+empty) is retired, not replaced. A worker gets its next cell before the parent logs the
+one it finished, so logging never holds a worker up. The parent alone writes to MLflow (see
+tracking.py), so a dead worker leaves no half-logged run behind.
 
 The executors (`pool.py`, `ray_pool.py`) only start workers, hand them cells and report
 what came back; this file holds what they share.
@@ -194,6 +196,8 @@ class Workers(Protocol):
 
     def restart(self, slot: int) -> None: ...
 
+    def retire(self, slot: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -224,7 +228,11 @@ def run(todo: Sequence[Cell], workers: Workers,
         for index, outcome in workers.wait():
             slot = slots[index]
             cell = slot.busy
-            assert cell is not None
+            if cell is None:  # a worker with nothing left to do died (the queue is empty)
+                log.warning("worker %d died while idle (%s); it is not replaced", index,
+                            outcome.failure)
+                workers.retire(index)
+                continue
             if outcome.kind == "fatal":
                 raise UserError(outcome.failure or "the results folder cannot be used")
             if outcome.kind == "died":
@@ -237,8 +245,8 @@ def run(todo: Sequence[Cell], workers: Workers,
                 outcome = Outcome("failed", failure=f"WorkerDied: {outcome.failure} "
                                   f"(on all {ATTEMPTS} attempts)")
             slot.todo.popleft()
+            feed(slot)  # the worker's next cell first: it computes while this one is logged
             finished(cell, outcome)
-            feed(slot)
 
 
 def worker_count(workers: int | None, gpus: int) -> int:

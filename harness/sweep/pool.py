@@ -23,6 +23,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
@@ -65,8 +66,9 @@ class Pool:
         self._failure: BaseException | None = None
         # the processes multiprocessing starts for us (the resource tracker: it reports the
         # semaphores of killed workers, then cleans them up; the fork server) write to the
-        # first worker's log
-        with _stderr_to(self.logs[0]):
+        # first worker's log, and hold no pipe of the sweep's (a caller reading the sweep's
+        # output would otherwise wait for them too)
+        with _output_to(self.logs[0]):
             from multiprocessing import forkserver, resource_tracker
 
             resource_tracker.ensure_running()
@@ -158,6 +160,9 @@ class Pool:
         self._stop(slot)
         self._start(slot)
 
+    def retire(self, slot: int) -> None:
+        self._stop(slot)
+
     def _stop(self, i: int) -> None:
         """A worker holds nothing to save between cells (stages are written whole or not at
         all), so it is killed rather than asked to unwind torch and lmms-eval (seconds)."""
@@ -174,6 +179,23 @@ class Pool:
             self._ready()  # a worker still starting would outlive the pool
         for i in range(self.size):
             self._stop(i)
+        if self.forked:
+            _stop_fork_server()
+
+
+def _stop_fork_server() -> None:
+    """The fork server ends with its pool: killed, not asked to stop (asked, it unloads torch
+    for ~2 s after the sweep is done, and in a long-lived process it would keep ~1 GB and
+    the first sweep's environment). The next pool starts a fresh one (`ensure_running`
+    sees it gone). Private parts of multiprocessing, checked in tests/test_private_apis.py."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    if server._forkserver_pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(server._forkserver_pid, signal.SIGKILL)
+    server._stop()  # reaps it, closes its pipe, removes its socket
 
 
 def _context(gpu: bool):
@@ -210,22 +232,26 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
-def _stderr_to(path: Path):
-    """fd 2 of this process goes to `path` for the duration (children inherit it)."""
+def _output_to(path: Path):
+    """fds 1 and 2 of this process go to `path` for the duration (children inherit them)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError:
         yield
         return
-    saved = os.dup(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     try:
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        for target, fd in ((1, saved[0]), (2, saved[1])):
+            os.dup2(fd, target)
+            os.close(fd)
 
 
 def _to_log(path: str | None) -> None:

@@ -119,6 +119,9 @@ class RayWorkers:
         self.ray.kill(self.actors[slot])
         self.actors[slot] = self.actor_class.remote()
 
+    def retire(self, slot: int) -> None:
+        self.ray.kill(self.actors[slot])
+
     def close(self) -> None:
         for a in getattr(self, "actors", []):
             try:

@@ -156,10 +156,12 @@ def _check_executor(executor: str, workers: int | None, ray_address: str | None)
 def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
            progress: bool, how: Dispatch | None = None) -> int:
     how = how or Dispatch()
-    # workers start first: they import torch while this process opens MLflow
+    # workers start first: they import torch while this process opens MLflow; this process
+    # then imports neither torch nor transformers (its workers quiet their own libraries)
     workers = how.workers_for(g.name) if how.executor != "local" else None
     try:
-        quiet_libraries()  # imports transformers: after the workers started
+        if workers is None:
+            quiet_libraries()
         return _run_cells(g, cells, where, force, progress, how, workers)
     finally:
         if workers is not None:

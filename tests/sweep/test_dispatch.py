@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -94,6 +95,41 @@ def test_pool_worker_killed_mid_cell(reference, results, monkeypatch, caplog):
     check_killed_sweep(reference, main(argv))
     assert "worker process killed by SIGKILL" in caplog.text  # each retry is announced
     resume_after_kill(reference, monkeypatch, argv)
+
+
+def test_pool_worker_dying_idle_is_retired(results, caplog):
+    """A worker with no cell left that dies (the OOM killer, a stray kill) is retired; the
+    sweep's other cells are not disturbed."""
+    from harness.sweep.pool import Pool
+
+    cell = smoke_cell(prune_pattern="unstructured", recover_method="none")
+    pool = Pool(2, 1, log_tag="idle")
+    outcomes = []
+
+    def started(c) -> None:  # cell 1 went to worker 0; worker 1 has nothing: kill it
+        pool._ready()
+        os.kill(pool.procs[1].pid, signal.SIGKILL)
+
+    try:
+        dispatch.run([cell], pool, started, lambda c, o: outcomes.append((c, o)))
+    finally:
+        pool.close()
+    assert [(c.hash, o.kind) for c, o in outcomes] == [(cell.hash, "done")]
+    assert "worker 1 died while idle (worker process killed by SIGKILL)" in caplog.text
+    assert pool.procs[1] is None
+
+
+def test_the_sweep_process_of_a_pool_does_not_import_torch():
+    """A pool's sweep only hands out cells and logs them: torch (~2.5 s to import, on a core
+    its workers need) stays in the workers. The modules it runs, imported in a fresh process."""
+    code = ("import sys; from harness import cli, threads; "
+            "from harness.sweep import runner, pool, tracking, dispatch; "
+            "from harness.pruning.report import by_block; import mlflow.entities; "
+            "threads.count(None); print(sorted(m for m in ('torch', 'transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_executor_flags_are_checked(results, capsys):
