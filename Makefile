@@ -28,7 +28,7 @@ server: $(STAMP)
 
 TRIALS ?=
 search: $(STAMP)
-	$(VENV)/bin/vlmprune search $(GRID) $(if $(TRIALS),--trials $(TRIALS))
+	$(VENV)/bin/vlmprune search $(GRID) $(if $(TRIALS),--trials $(TRIALS)) --executor $(EXECUTOR) $(if $(WORKERS),--workers $(WORKERS))
 
 report: $(STAMP)
 	$(VENV)/bin/vlmprune report $(GRID)

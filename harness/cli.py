@@ -155,7 +155,8 @@ def _search(a: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one progress bar
     from harness.search.run import search
 
-    return search(a.grid, a.trials, a.storage, a.study)
+    return search(a.grid, a.trials, a.storage, a.study, executor=a.executor,
+                  workers=a.workers, ray_address=a.ray_address)
 
 
 def _cache_verify(a: argparse.Namespace) -> int:
@@ -165,6 +166,16 @@ def _cache_verify(a: argparse.Namespace) -> int:
 
 
 COMPUTE = ("sweep", "search", "prune", "eval", "zoo-check")  # commands that run models
+
+
+def _executor_flags(s: argparse.ArgumentParser, local: str) -> None:
+    s.add_argument("--executor", default="local",
+                   help=f"where {local} (local), a worker per GPU or N CPU workers of this "
+                   "machine (pool), a Ray cluster (ray)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="pool/ray workers (default: one per GPU, else 2)")
+    s.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="a running Ray cluster (default: RAY_ADDRESS, else a local one)")
 
 
 def _model_flags(s: argparse.ArgumentParser) -> None:
@@ -201,13 +212,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     s.add_argument("--force", action="store_true",
                    help="recompute every stage and log new runs, even for finished cells")
-    s.add_argument("--executor", default="local",
-                   help="where cells run: here one at a time (local), a worker per GPU or N "
-                   "CPU workers of this machine (pool), a Ray cluster (ray)")
-    s.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="pool/ray workers (default: one per GPU, else 2)")
-    s.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="a running Ray cluster (default: RAY_ADDRESS, else a local one)")
+    _executor_flags(s, "cells run: here one at a time")
     s.add_argument("--keep-going", action="store_true",
                    help="run the cells that can run when some name a model that is not here "
                    "(those are recorded as FAILED); without it the sweep refuses to start")
@@ -236,6 +241,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite:///results/optuna.db)")
     s.add_argument("--study", default=None, help="study name (default: the grid's name)")
+    _executor_flags(s, "trials run: here one at a time")
     s.set_defaults(func=_search)
 
     s = sub.add_parser("server", help="an MLflow tracking server over results/mlflow.db, for "

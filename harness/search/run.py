@@ -25,19 +25,17 @@ log = logging.getLogger(__name__)
 
 
 def search(name: str, trials: int | None = None, storage: str | None = None,
-           study_name: str | None = None, progress: bool = True) -> int:
-    """Run (or resume) the search of a grid file; returns the exit code."""
-    g, s, base = st.prepare(name)
-    if trials is not None:
-        if trials < 1:
-            raise UserError(f"--trials {trials}: give 1 or more")
-        s = s.model_copy(update={"trials": trials})
-    path = grid.path_of(name)
-    space = st.space_for(s, base, path)
-    from harness.sweep.runner import quiet_libraries
+           study_name: str | None = None, progress: bool = True, executor: str = "local",
+           workers: int | None = None, ray_address: str | None = None) -> int:
+    """Run (or resume) the search of a grid file; returns the exit code. With an executor
+    other than local, its workers run the trials (parallel.py) and this process watches."""
+    from harness.sweep.runner import Dispatch, _check_executor, quiet_libraries
     from harness.sweep.tracking import store_errors
 
-    quiet_libraries()
+    _check_executor(executor, workers, ray_address)
+    g, s, base, path, space = _prepared(name, trials)
+    if executor == "local":
+        quiet_libraries()
     with store_errors():
         study = st.open_study(s, study_name or g.name, storage)
         lock = _lock(storage)
@@ -47,20 +45,66 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
                 st.enqueue_baselines(study, space)
         if dead:
             log.warning("%d trial(s) left RUNNING by a killed search marked FAIL", dead)
-        # MLflow opens in a background thread: importing it and opening its store (~3 s of
-        # Python) overlaps the first trial's compute instead of preceding it
-        mlflow = ThreadPoolExecutor(1, thread_name_prefix="mlflow").submit(
-            _open_tracking, g, study.study_name)
         t0 = time.perf_counter()
-        done = _loop(study, s, space, base, path, mlflow, lock, progress)
-        tracker, parent = mlflow.result()
-        tracker.client.log_metric(parent, "trials_complete", done)
-        tracker.client.set_terminated(parent, "FINISHED")
+        failures: list[str] = []
+        if executor == "local":
+            _trials(g, s, base, path, space, study, lock, progress)
+        else:
+            from harness.search import parallel
+
+            pool = Dispatch(executor, workers, ray_address).workers_for(f"{g.name}-search")
+            try:
+                failures = parallel.run(study, s, space, pool, name, trials, storage, study_name,
+                                        lock, progress)
+            finally:
+                pool.close()
+            with lock:
+                st.fail_dead_trials(study)  # a retired worker's last trial
     from harness.search import output
 
     output.summary(study, s, space, time.perf_counter() - t0)
     output.figures(study, s, g.name)
-    return 0  # stopped at the requested COMPLETE trials, or with the rest running elsewhere
+    for f in failures:
+        log.warning("search %s", f)
+    # stopped at the requested COMPLETE trials, or with the rest running elsewhere
+    return 1 if failures else 0
+
+
+def worker_loop(name: str, trials: int | None, storage: str | None, study_name: str | None,
+                index: int) -> int:
+    """One worker of a parallel search (parallel.py): the trial loop of `search`, sampling
+    with seed + index, until the study holds its trials; its COMPLETE trials' count."""
+    from harness.sweep.tracking import store_errors
+
+    g, s, base, path, space = _prepared(name, trials)
+    if s.seed is not None:
+        s = s.model_copy(update={"seed": s.seed + index})
+    with store_errors():
+        study = st.open_study(s, study_name or g.name, storage)
+        return _trials(g, s, base, path, space, study, _lock(storage), progress=False)
+
+
+def _prepared(name: str, trials: int | None):
+    g, s, base = st.prepare(name)
+    if trials is not None:
+        if trials < 1:
+            raise UserError(f"--trials {trials}: give 1 or more")
+        s = s.model_copy(update={"trials": trials})
+    path = grid.path_of(name)
+    return g, s, base, path, st.space_for(s, base, path)
+
+
+def _trials(g, s, base, path, space, study, lock, progress: bool) -> int:
+    """This process's trial loop, logged to MLflow; the study's COMPLETE trials after it."""
+    # MLflow opens in a background thread: importing it and opening its store (~3 s of
+    # Python) overlaps the first trial's compute instead of preceding it
+    mlflow = ThreadPoolExecutor(1, thread_name_prefix="mlflow").submit(
+        _open_tracking, g, study.study_name)
+    done = _loop(study, s, space, base, path, mlflow, lock, progress)
+    tracker, parent = mlflow.result()
+    tracker.client.log_metric(parent, "trials_complete", done)
+    tracker.client.set_terminated(parent, "FINISHED")
+    return done
 
 
 def _open_tracking(g: grid.GridFile, study_name: str):

@@ -61,6 +61,21 @@ class Outcome:
     failure: str | None = None
 
 
+@dataclass(frozen=True)
+class Call:
+    """A job that is not a grid cell, sent to a worker as a cell is: a module-level function
+    (`module:function`) and its arguments; the worker answers with what it returns (a
+    search's trial loop: search/parallel.py). A UserError in it is fatal for the sweep."""
+
+    label: str
+    function: str
+    args: tuple = ()
+
+    @property
+    def hash(self) -> str:
+        return self.label
+
+
 @dataclass
 class Group:
     key: str
@@ -77,9 +92,11 @@ class Slot:
     busy: Cell | None = None
 
 
-def execute(cell: Cell, attempt: int = 1, notify: Callable[[str], None] = lambda s: None
-            ) -> Outcome:
+def execute(cell: Cell | Call, attempt: int = 1,
+            notify: Callable[[str], None] = lambda s: None) -> Outcome:
     """Run one cell (prune -> recover -> evaluate, through the stage cache) in this process."""
+    if isinstance(cell, Call):
+        return _call(cell)
     from harness.sweep import stages
     from harness.sweep.tracking import store_problem
 
@@ -95,6 +112,19 @@ def execute(cell: Cell, attempt: int = 1, notify: Callable[[str], None] = lambda
         if problem is not None:  # the results folder, not the cell: every cell would fail
             return Outcome("fatal", failure=problem)
         log.debug("cell %s failed:\n%s", cell.label, traceback.format_exc())
+        first = str(e).splitlines()[0] if str(e) else ""
+        return Outcome("failed", failure=f"{type(e).__name__}: {first}")
+
+
+def _call(job: Call) -> Outcome:
+    module, _, name = job.function.partition(":")
+    try:
+        return Outcome("done", {"value": getattr(importlib.import_module(module), name)(
+            *job.args)})
+    except UserError as e:
+        return Outcome("fatal", failure=str(e))
+    except Exception as e:  # noqa: BLE001 - reported to the sweep, which decides
+        log.debug("%s failed:\n%s", job.label, traceback.format_exc())
         first = str(e).splitlines()[0] if str(e) else ""
         return Outcome("failed", failure=f"{type(e).__name__}: {first}")
 
@@ -190,9 +220,9 @@ class Workers(Protocol):
 
     size: int
 
-    def submit(self, slot: int, cell: Cell, attempt: int) -> None: ...
+    def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None: ...
 
-    def wait(self) -> list[tuple[int, Outcome]]: ...
+    def wait(self, timeout: float | None = None) -> list[tuple[int, Outcome]]: ...
 
     def restart(self, slot: int) -> None: ...
 

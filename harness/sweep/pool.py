@@ -4,8 +4,8 @@ Each visible GPU gets a worker with its own CUDA_VISIBLE_DEVICES (its cells then
 `cuda`); with no GPU, `--workers N` CPU workers (2 by default) share the cores, torch's
 threads split between them (harness/threads.py). Workers read cells from a pipe, run them
 through the stage cache in the shared results folder, and answer with an `Outcome`. They die
-with the sweep (PR_SET_PDEATHSIG on their parent), so a killed sweep leaves no worker
-computing for nobody.
+with the sweep (`_die_with_sweep`), so a killed sweep leaves no worker computing for
+nobody.
 
 Workers are forked from a fork server (multiprocessing's forkserver) that imported torch,
 transformers, lmms-eval and the stage code once: on 2 cores, two spawned workers importing
@@ -32,7 +32,7 @@ from pathlib import Path
 from harness import threads
 from harness.paths import results_dir
 from harness.sweep import dispatch
-from harness.sweep.dispatch import Outcome
+from harness.sweep.dispatch import Call, Outcome
 from harness.sweep.grid import Cell
 
 CUDA = "CUDA_VISIBLE_DEVICES"
@@ -125,7 +125,7 @@ class Pool:
         theirs.close()
         self.procs[i], self.conns[i] = p, ours
 
-    def submit(self, slot: int, cell: Cell, attempt: int) -> None:
+    def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None:
         self._ready()
         conn = self.conns[slot]
         assert conn is not None
@@ -134,11 +134,13 @@ class Pool:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the worker is gone: wait() reports it
 
-    def wait(self) -> list[tuple[int, Outcome]]:
+    def wait(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
+        """The workers that answered (or died), waiting at most `timeout` s (None: until
+        one does)."""
         self._ready()
         live = {c: i for i, c in enumerate(self.conns) if c is not None}
         out = []
-        for conn in wait(list(live)):
+        for conn in wait(list(live), timeout):
             i = live[conn]  # type: ignore[index]
             try:
                 out.append((i, conn.recv()))  # type: ignore[union-attr]
@@ -225,10 +227,26 @@ def _environ(env: dict[str, str]):
                 os.environ[k] = v
 
 
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the sweep that started it dies."""
+def _die_with_sweep() -> None:
+    """This process gets SIGKILL when the sweep that asked for it dies, even mid-cell.
+
+    A forked worker's parent is the fork server, which outlives the sweep as long as any
+    worker lives (each worker holds the server's "alive" pipe, as multiprocessing passes it
+    on), so the parent-death signal alone kept orphaned workers computing (a search's
+    workers finished 20 trials for nobody). The sweep's own end is multiprocessing's
+    parent sentinel: readable once the sweep has exited; a thread waits on it. The
+    parent-death signal stays for spawned workers, whose parent is the sweep."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    parent = mp.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="vlmprune-watch-sweep", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -280,9 +298,7 @@ def _main(conn: Connection, env: dict[str, str]) -> None:
     for k in (*dispatch.PASSED_ON, CUDA):  # a fork server started by an earlier sweep of
         if k not in env:                     # this process may hold values this one has not
             os.environ.pop(k, None)
-    _die_with_parent()
-    if os.getppid() == 1:  # the sweep died before the line above took effect
-        return
+    _die_with_sweep()
     _to_log(env.get("VLMPRUNE_WORKER_LOG"))
     _say(f"worker {os.getpid()}: started")
     threads.configure()
@@ -301,6 +317,7 @@ def _main(conn: Connection, env: dict[str, str]) -> None:
         cell, attempt = msg
         t0 = time.perf_counter()
         outcome = dispatch.execute(cell, attempt)
-        _say(f"cell {cell.label} (attempt {attempt}): {outcome.kind} in "
+        what = cell.label if isinstance(cell, Call) else f"cell {cell.label}"
+        _say(f"{what} (attempt {attempt}): {outcome.kind} in "
              f"{time.perf_counter() - t0:.1f} s")
         conn.send(outcome)

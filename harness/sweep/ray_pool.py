@@ -23,7 +23,7 @@ from harness import threads
 from harness.errors import UserError
 from harness.paths import results_dir
 from harness.sweep import dispatch
-from harness.sweep.dispatch import Outcome
+from harness.sweep.dispatch import Call, Outcome
 from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class _Worker:
         runner.quiet_libraries()
         dispatch.warm_up()
 
-    def run(self, cell: Cell, attempt: int) -> Outcome:
+    def run(self, cell: Cell | Call, attempt: int) -> Outcome:
         return dispatch.execute(cell, attempt)
 
 
@@ -96,12 +96,12 @@ class RayWorkers:
                  else f"CPU, {self.threads} thread{'s' * (self.threads > 1)} each")
         return f"Ray cluster, {self.size} workers ({where})"
 
-    def submit(self, slot: int, cell: Cell, attempt: int) -> None:
+    def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None:
         self.pending[self.actors[slot].run.remote(cell, attempt)] = slot
 
-    def wait(self) -> list[tuple[int, Outcome]]:
+    def wait(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
         ray = self.ray
-        ready, _ = ray.wait(list(self.pending), num_returns=1)
+        ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=timeout)
         out = []
         for ref in ready:
             slot = self.pending.pop(ref)

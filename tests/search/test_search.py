@@ -180,3 +180,104 @@ def test_grid_sampler_replays_a_grid(tmp_path, results):
     done = load_study(results).get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 2
     assert {round(t.params["sparsity.vision"], 3) for t in done} <= {0.4, 0.5, 0.6}
+
+
+# --- trials on workers (--executor pool) -------------------------------------------------
+
+def check_parallel_study(results, trials: int) -> list:
+    study = load_study(results)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == trials
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert len({tuple(sorted(t.params.items())) for t in done}) == trials  # none repeated
+    for name in ("equal", "language_only"):  # each baseline once, whoever ran it
+        assert len([t for t in done if t.user_attrs.get("vlmprune.baseline") == name]) == 1
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name("tiny_search-search")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'cell'")
+    assert sorted(r.data.tags["vlmprune.trial"] for r in runs
+                  if r.info.status == "FINISHED") == sorted(str(t.number) for t in done)
+    return done
+
+
+def test_search_trials_run_on_a_pool_of_workers(tmp_path, results, capsys):
+    grid = write(tmp_path, TINY)
+    assert main(["search", str(grid), "--executor", "pool", "--workers", "2"]) == 0
+    done = check_parallel_study(results, 4)
+    assert len({info(t)["pid"] for t in done}) == 2  # both workers ran trials
+    assert os.getpid() not in {info(t)["pid"] for t in done}  # none ran here
+    out = capsys.readouterr().out
+    assert "running 2 trial loops" in out and "search tiny_search: 4 trials wanted" in out
+    assert (tmp_path / "reports" / "tiny_search" / "search" / "history.png").is_file()
+
+
+def pool_search(grid, results, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "VLMPRUNE_RESULTS": str(results), "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "search", str(grid),
+                             "--executor", "pool", "--workers", "2", *extra], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def running_workers(proc, results) -> list[int]:
+    """The pids of the workers running trials of `proc`'s search, once there are some."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if not (results / "optuna.db").exists():
+            continue
+        try:
+            running = load_study(results).get_trials(states=(TrialState.RUNNING,))
+        except Exception:  # noqa: BLE001 - the study is being created
+            continue
+        pids = [info(t)["pid"] for t in running if info(t)["pid"] not in (None, proc.pid)]
+        if pids:
+            return pids
+    pytest.fail("no worker was seen running a trial")
+
+
+def test_search_worker_killed_mid_trial_is_started_again(tmp_path, results):
+    """SIGKILL a worker while it runs a trial: that trial is FAIL, the worker starts again,
+    the study still reaches its trials, none repeated."""
+    grid = write(tmp_path, TINY)
+    proc = pool_search(grid, results)
+    victim = running_workers(proc, results)[0]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    assert "search worker" in err and "died (worker process killed by SIGKILL)" in err
+    study = load_study(results)
+    killed = [t for t in study.trials if info(t)["pid"] == victim
+              and t.state == TrialState.FAIL]
+    assert len(killed) == 1  # the trial it was running, marked failed, not left RUNNING
+    check_parallel_study(results, 4)
+
+
+def test_killed_search_takes_its_workers_with_it(tmp_path, results):
+    """SIGKILL the search itself mid-trial: its workers die with it (none goes on running
+    trials for nobody), and the next search marks their trials FAIL and finishes."""
+    grid = write(tmp_path, TINY)
+    proc = pool_search(grid, results, "--trials", "60")
+    workers = running_workers(proc, results)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(alive(p) for p in workers), "a worker outlived its search"
+    complete = len(load_study(results).get_trials(states=(TrialState.COMPLETE,)))
+    time.sleep(3)
+    assert len(load_study(results).get_trials(states=(TrialState.COMPLETE,))) == complete
+    assert main(["search", str(grid), "--trials", str(complete + 1)]) == 0
+    study = load_study(results)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    assert {info(t)["pid"] for t in study.get_trials(states=(TrialState.FAIL,))} >= set(workers)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -217,3 +217,14 @@ def test_ray_worker_killed_mid_cell(reference, results, ray_cluster, monkeypatch
     argv = ["sweep", "smoke", "--executor", "ray", "--no-report"]
     check_killed_sweep(reference, main(argv))
     resume_after_kill(reference, monkeypatch, argv)
+
+
+def test_ray_runs_a_search_s_trials(tmp_path, results, ray_cluster):
+    """`vlmprune search --executor ray`: two actors run trial loops on one study."""
+    from harness.search.study import info
+    from tests.search.test_search import TINY, check_parallel_study, write
+
+    assert main(["search", str(write(tmp_path, TINY)), "--executor", "ray",
+                 "--workers", "2"]) == 0
+    done = check_parallel_study(results, 4)
+    assert len({info(t)["pid"] for t in done}) == 2  # both actors ran trials
