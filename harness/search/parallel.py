@@ -12,9 +12,8 @@ summary and figures once every worker is done.
 A worker that dies (SIGKILL, out of memory, a node lost) leaves its trial RUNNING: that
 trial is marked FAIL (its owner is gone) and the worker is started again once; a worker
 that dies a second time is not replaced, and the others finish the trials. A baseline
-killed that way is asked for again. Trials run in
-parallel are not reproducible one by one: what a sampler suggests depends on which trials
-had finished when it was asked.
+killed that way is asked for again. Trials run in parallel are not reproducible one by one:
+what a sampler suggests depends on which trials had finished when it was asked.
 """
 
 from __future__ import annotations
@@ -54,6 +53,9 @@ def run(study, s, space, workers, name: str, trials: int | None, storage: str | 
         display.done = len(shown)
         while busy:
             for slot, outcome in workers.wait(timeout=POLL_SECONDS):
+                if slot not in busy:  # its loop had ended; then the worker died: let it be
+                    workers.retire(slot)
+                    continue
                 busy.discard(slot)
                 if outcome.kind == "fatal":
                     raise UserError(outcome.failure or "the search's storage cannot be used")
