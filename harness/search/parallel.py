@@ -61,7 +61,7 @@ def run(study, s, space, workers, name: str, trials: int | None, storage: str | 
                     raise UserError(outcome.failure or "the search's storage cannot be used")
                 if outcome.kind == "died":
                     with lock:  # its trial, RUNNING with its owner gone: FAIL; a baseline
-                        st.fail_dead_trials(study)  # is asked for again
+                        st.fail_dead_trials(study, locked=st.file_locked(storage))
                         if s.baselines:
                             st.enqueue_baselines(study, space)
                     if attempts[slot] < ATTEMPTS:

@@ -40,7 +40,7 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
         study = st.open_study(s, study_name or g.name, storage)
         lock = _lock(storage)
         with lock:
-            dead = st.fail_dead_trials(study)
+            dead = st.fail_dead_trials(study, locked=st.file_locked(storage))
             if s.baselines:
                 st.enqueue_baselines(study, space)
         if dead:
@@ -51,15 +51,18 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
             _trials(g, s, base, path, space, study, lock, progress)
         else:
             from harness.search import parallel
+            from harness.sweep.tracking import Tracker
 
             pool = Dispatch(executor, workers, ray_address).workers_for(f"{g.name}-search")
             try:
+                # the workers' MLflow experiment, made while they start (each would make it)
+                Tracker(f"{g.name}-search", f"search: {g.description}")
                 failures = parallel.run(study, s, space, pool, name, trials, storage, study_name,
                                         lock, progress)
             finally:
                 pool.close()
-            with lock:
-                st.fail_dead_trials(study)  # a retired worker's last trial
+            with lock:  # a retired worker's last trial
+                st.fail_dead_trials(study, locked=st.file_locked(storage))
     from harness.search import output
 
     output.summary(study, s, space, time.perf_counter() - t0)
@@ -120,8 +123,8 @@ def _open_tracking(g: grid.GridFile, study_name: str):
 
 
 def _lock(storage: str | None):
-    if storage is not None and not storage.startswith("sqlite"):
-        return nullcontext()  # a database server serializes; no shared folder assumed
+    if not st.file_locked(storage):
+        return nullcontext()
     from filelock import FileLock
 
     results_dir().mkdir(parents=True, exist_ok=True)

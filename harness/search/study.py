@@ -152,13 +152,18 @@ def info(trial) -> dict[str, Any]:
 
 
 def alive(pid: int) -> bool:
+    """The process runs (a zombie, dead but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): kill(pid, 0) is all there is
 
 
 def open_study(s: search_spec.SearchSpec, name: str, storage: str | None):
@@ -212,16 +217,25 @@ def _pruner(s: search_spec.SearchSpec):
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
 
 
-def fail_dead_trials(study) -> int:
+def file_locked(storage: str | None) -> bool:
+    """Searches of this storage ask their trials under the results folder's file lock
+    (SQLite); a database server serializes on its own, and no shared folder is assumed."""
+    return storage is None or storage.startswith("sqlite")
+
+
+def fail_dead_trials(study, locked: bool = False) -> int:
     """Trials left RUNNING by a killed process of this host: FAIL (their cell's finished
-    stages are cached, so a later trial with the same settings costs nothing)."""
+    stages are cached, so a later trial with the same settings costs nothing). `locked`: the
+    caller holds the study's lock, under which every search asks a trial and records its
+    owner, so a RUNNING trial without an owner was asked by a process killed in between
+    (a parallel search's workers, killed as they start, left one): FAIL too."""
     from optuna.trial import TrialState
 
     me = socket.gethostname()
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid = t.user_attrs.get(OWNER) or [None, None]
-        if host == me and pid is not None and not alive(int(pid)):
+        if (host == me and pid is not None and not alive(int(pid))) or (locked and host is None):
             study.tell(t.number, state=TrialState.FAIL)
             n += 1
     return n

@@ -258,8 +258,18 @@ class Tracker:
         artifacts = None
         if not os.environ.get("MLFLOW_TRACKING_URI"):  # keep artifacts beside the database
             artifacts = (results_dir() / "mlartifacts").resolve().as_uri()
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            grid, artifact_location=artifacts, tags={"mlflow.note.content": description})
+        if exp is None:
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    grid, artifact_location=artifacts, tags={"mlflow.note.content": description})
+            except Exception:
+                # another process made it since we looked (a parallel search's workers
+                # start together; two sweeps of one grid): theirs is ours
+                exp = self.client.get_experiment_by_name(grid)
+                if exp is None:
+                    raise
+        if exp is not None:
+            self.experiment_id = exp.experiment_id
         self.commit = git_commit()
 
     def _cell_runs(self, status: str):

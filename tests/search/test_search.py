@@ -233,6 +233,9 @@ def running_workers(proc, results) -> list[int]:
         pids = [info(t)["pid"] for t in running if info(t)["pid"] not in (None, proc.pid)]
         if pids:
             return pids
+    if proc.poll() is not None:
+        pytest.fail(f"the search ended ({proc.returncode}) before a worker was seen running a "
+                    f"trial: {proc.stderr.read()[-2000:]}")
     pytest.fail("no worker was seen running a trial")
 
 
@@ -281,3 +284,25 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_dead_trials_are_those_of_gone_processes_or_ownerless_under_the_lock(tmp_path):
+    """fail_dead_trials: a RUNNING trial whose owner process is gone (a zombie counts as
+    gone) is FAIL; one with no owner only when the caller holds the lock under which every
+    search asks and records the owner (a process killed in between left it)."""
+    from harness.search.study import OWNER, alive, fail_dead_trials, owner
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.05)  # exited, not reaped: a zombie
+    assert alive(os.getpid()) and not alive(child.pid)
+    mine, gone, ownerless = study.ask(), study.ask(), study.ask()
+    mine.set_user_attr(OWNER, owner())
+    gone.set_user_attr(OWNER, [owner()[0], child.pid])
+    assert fail_dead_trials(study) == 1  # the zombie's
+    assert fail_dead_trials(study, locked=True) == 1  # the ownerless one
+    states = {t.number: t.state for t in study.trials}
+    assert states == {mine.number: TrialState.RUNNING, gone.number: TrialState.FAIL,
+                      ownerless.number: TrialState.FAIL}
+    child.wait()
