@@ -148,7 +148,7 @@ def _check_executor(executor: str, workers: int | None, ray_address: str | None)
     if workers is not None and (workers < 1 or executor == "local"):
         raise UserError(f"--workers {workers}: give 1 or more, with --executor pool or ray"
                         if workers < 1 else "--workers: only with --executor pool or ray "
-                        "(local runs one cell at a time)")
+                        "(local runs here, one at a time)")
     if ray_address and executor != "ray":
         raise UserError("--ray-address: only with --executor ray")
 
