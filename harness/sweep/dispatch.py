@@ -111,9 +111,14 @@ def execute(cell: Cell | Call, attempt: int = 1,
         problem = store_problem(e) if isinstance(e, OSError) else None
         if problem is not None:  # the results folder, not the cell: every cell would fail
             return Outcome("fatal", failure=problem)
-        log.debug("cell %s failed:\n%s", cell.label, traceback.format_exc())
-        first = str(e).splitlines()[0] if str(e) else ""
-        return Outcome("failed", failure=f"{type(e).__name__}: {first}")
+        return _failed(e, f"cell {cell.label}")
+
+
+def _failed(e: Exception, what: str) -> Outcome:
+    """A job's own failure: its type and first line (the traceback in the debug log)."""
+    log.debug("%s failed:\n%s", what, traceback.format_exc())
+    first = str(e).splitlines()[0] if str(e) else ""
+    return Outcome("failed", failure=f"{type(e).__name__}: {first}")
 
 
 def _call(job: Call) -> Outcome:
@@ -124,9 +129,7 @@ def _call(job: Call) -> Outcome:
     except UserError as e:
         return Outcome("fatal", failure=str(e))
     except Exception as e:  # noqa: BLE001 - reported to the sweep, which decides
-        log.debug("%s failed:\n%s", job.label, traceback.format_exc())
-        first = str(e).splitlines()[0] if str(e) else ""
-        return Outcome("failed", failure=f"{type(e).__name__}: {first}")
+        return _failed(e, job.label)
 
 
 def _injected_kill(cell: Cell, attempt: int) -> None:

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.cli import main
-from harness.search.study import info
+from harness.search.study import alive, info
 from harness.sweep.tracking import TAG_KIND, tracking_uri
 
 TINY = {
@@ -277,20 +277,11 @@ def test_killed_search_takes_its_workers_with_it(tmp_path, results):
     assert {info(t)["pid"] for t in study.get_trials(states=(TrialState.FAIL,))} >= set(workers)
 
 
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for its parent to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_dead_trials_are_those_of_gone_processes_or_ownerless_under_the_lock(tmp_path):
     """fail_dead_trials: a RUNNING trial whose owner process is gone (a zombie counts as
     gone) is FAIL; one with no owner only when the caller holds the lock under which every
     search asks and records the owner (a process killed in between left it)."""
-    from harness.search.study import OWNER, alive, fail_dead_trials, owner
+    from harness.search.study import OWNER, fail_dead_trials, owner
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
     child = subprocess.Popen([sys.executable, "-c", "pass"])
