@@ -49,13 +49,15 @@ paper: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check harness tests benchmarks
+	$(VENV)/bin/mypy harness tests benchmarks
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_FLAGS)
 
 check-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check harness tests
+	$(VENV)/bin/ruff check harness tests benchmarks
+	$(VENV)/bin/mypy harness tests benchmarks
 
 # Retrain the embedded model (seeded; about 50 minutes on 2 cores): the committed weights.
 zoo: $(STAMP)

@@ -18,6 +18,7 @@ import torch  # noqa: E402
 
 from harness.models.load import load  # noqa: E402
 from harness.pruning import allocate, calibration, stage  # noqa: E402
+from harness.pruning.spec import CalibrationSpec  # noqa: E402
 from harness.pruning.spec import load as load_spec  # noqa: E402
 
 REPEATS = 3
@@ -33,7 +34,7 @@ def prune_seconds(method: str, distribution: str) -> float:
 def zeroth_order_over_forward() -> tuple[float, float]:
     adapter = load("shapes-llava")
     spec = load_spec({"method": "wanda", "sparsity": 0.6, "distribution": "ecoflap"})
-    batches = calibration.batches(spec.calibration, adapter)
+    batches = calibration.batches(spec.calibration or CalibrationSpec(), adapter)
     with torch.no_grad():
         adapter.forward(batches[0])  # warm-up
         t0 = time.perf_counter()

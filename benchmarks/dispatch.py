@@ -130,7 +130,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="vlmprune-dispatch-"))
     if sys.argv[1:] == ["search"]:
         return search(root)
-    grids = {}
+    grids: dict = {}
     for size, suite in (("smoke-sized cells (quick suite, 20 questions)", "quick, limit: 20"),
                         ("full-suite cells (shapes, 1,500 documents)", "shapes")):
         grids[size] = root / f"{len(grids)}" / "dispatch-bench.yaml"

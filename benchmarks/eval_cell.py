@@ -54,7 +54,8 @@ def main() -> None:
         loaded = {p: evaluate(p, results) for p in ("policy", "default")}
     for p, label in (("policy", "thread policy (passive, threads = cores)"),
                      ("default", "torch default (spinning threads)")):
-        ratio = "-" if quiet[p] is None or loaded[p] is None else f"{loaded[p] / quiet[p]:.2f}"
+        q, ld = quiet[p], loaded[p]
+        ratio = "-" if q is None or ld is None else f"{ld / q:.2f}"
         print(f"{label:42s} quiet {show(quiet[p])}, loaded {show(loaded[p])}, "
               f"loaded / quiet {ratio}")
     print("targets: policy loaded / quiet <= 1.5; policy quiet <= 15.7 s")

@@ -190,7 +190,7 @@ def _model_flags(s: argparse.ArgumentParser) -> None:
 class _Parser(argparse.ArgumentParser):
     """Flag errors in one line (argparse prints the whole usage first), exit 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} -h)\n")
         sys.exit(EXIT_USAGE)
 

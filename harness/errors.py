@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 EXIT_USAGE = 2
 
@@ -20,7 +21,7 @@ def unknown(kind: str, name: str, known: Iterable[str]) -> UserError:
     return UserError(f"unknown {kind} '{name}'{hint} (known: {', '.join(known)})")
 
 
-def validate(model: type, data: object, source: object, where: str = ""):
+def validate(model: Any, data: object, source: object, where: str = "") -> Any:
     """`model.model_validate(data)`; a failure is one UserError line naming the source (and
     `where` in it, e.g. a cell) and the field."""
     from pydantic import ValidationError

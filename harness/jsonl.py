@@ -55,7 +55,7 @@ def check_sources(cell, seen: set | None = None) -> None:
     model loads (`shapes` and datasets folders are not JSONL); `seen` skips files checked
     for an earlier cell."""
     seen = set() if seen is None else seen
-    wanted = []
+    wanted: list[tuple[str, tuple]] = []
     if cell.prune is not None and cell.prune.calibration is not None:
         wanted.append((cell.prune.calibration.source, CALIBRATION))
     if getattr(cell, "recover", None) is not None and cell.recover.method != "none":

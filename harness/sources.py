@@ -16,7 +16,7 @@ from harness.world.scene import render
 from harness.world.splits import caption_sample, vqa_sample
 
 
-def shapes_item(index: int, caption: bool) -> tuple[Image.Image, str, str]:
+def shapes_item(index: int, caption: bool) -> tuple[np.ndarray, str, str]:
     """Train-split item `index`: (image, question or "" for a caption, answer or caption)."""
     if caption:
         scene, text = caption_sample("train", index)

@@ -4,6 +4,8 @@ in a sweep."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def test_mlflow_sqlalchemy_engine_map(tmp_path):
     """tracking._dispose_engine pops the cached engine of a temporary store before the file
@@ -71,7 +73,7 @@ def test_multiprocessing_fork_server_stops_and_restarts():
 
     from harness.sweep.pool import _stop_fork_server
 
-    server = forkserver._forkserver
+    server: Any = forkserver._forkserver
     server.set_forkserver_preload([])
     forkserver.ensure_running()
     first = server._forkserver_pid

@@ -24,17 +24,18 @@ from typing import TYPE_CHECKING
 
 from harness.models.layout import ROLES
 from harness.pruning import allocation
+from harness.pruning.spec import EcoflapSpec, OwlSpec, PruneSpec
 from harness.pruning.types import Target
 
 if TYPE_CHECKING:
     from harness.models.adapter import Adapter, Block
-    from harness.pruning.spec import PruneSpec
 
 
 def groups(spec: PruneSpec, targets: dict[str, Target]) -> list[list[str]]:
     """The roles allocated together: one group of all pruned roles, or one per role."""
     roles = [r for r in ROLES if r in targets]
-    opts = spec.owl if spec.distribution == "owl" else spec.ecoflap
+    opts = (spec.owl or OwlSpec()) if spec.distribution == "owl" else \
+        (spec.ecoflap or EcoflapSpec())
     return [roles] if opts.across == "roles" else [[r] for r in roles]
 
 
@@ -54,11 +55,13 @@ def per_linear(adapter: Adapter, spec: PruneSpec, targets: dict[str, Target],
         budget = sum(targets[r].sparsity * w for r, w in role_weights.items()) / \
             max(1, sum(role_weights.values()))
         if spec.distribution == "owl":
-            shares = owl_shares(adapter, blocks, batches, spec.owl.threshold_m)
-            levels = allocation.owl(shares, sizes, budget, spec.owl.lam)
+            owl = spec.owl or OwlSpec()
+            shares = owl_shares(adapter, blocks, batches, owl.threshold_m)
+            levels = allocation.owl(shares, sizes, budget, owl.lam)
         else:
-            scores = ecoflap_scores(adapter, blocks, batches, spec.ecoflap)
-            levels = allocation.ecoflap(scores, sizes, budget, spec.ecoflap.max_sparsity)
+            eco = spec.ecoflap or EcoflapSpec()
+            scores = ecoflap_scores(adapter, blocks, batches, eco)
+            levels = allocation.ecoflap(scores, sizes, budget, eco.max_sparsity)
         for block, level in zip(blocks, levels, strict=True):
             for rel in adapter.linears(block):
                 name = f"{block.name}.{rel}" if rel else block.name

@@ -7,6 +7,8 @@ image paths relative to the file.
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness import jsonl, sources
 from harness.models.adapter import Adapter
 from harness.pruning.spec import CalibrationSpec
@@ -14,7 +16,7 @@ from harness.pruning.spec import CalibrationSpec
 CALIBRATION_OFFSET = 10_000_000  # train indices far from where training started
 
 
-def samples(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[object, str]]:
+def samples(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[Any, str]]:
     """(image, text) pairs: questions with their answers and captions, alternating, from the
     shapes train split, or the rows of a JSONL file in a seeded order."""
     if spec.source == "shapes":

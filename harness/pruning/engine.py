@@ -22,6 +22,7 @@ data, and a left-padded batch of short and long samples would otherwise weigh pa
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 import zlib
@@ -178,10 +179,11 @@ def _prune_block(p: _Pass, block: Block, target_of: Callable[[str], Target],
     for rel in linears:
         if names[rel] in p.masks:
             continue
-        st = stats[rel] if stats else None
+        st = stats[rel] if stats is not None else None
         target = target_of(names[rel])
-        group = [r for r in linears if stats[r] is st and names[r] not in p.masks
-                 and target_of(names[r]) == target] if p.stack and st is not None else [rel]
+        group = [r for r in linears if stats is not None and stats[r] is st
+                 and names[r] not in p.masks and target_of(names[r]) == target] \
+            if p.stack and st is not None else [rel]
         _prune_group([(names[r], linears[r]) for r in group], st, target, p.fn, p.masks)
 
 
@@ -198,7 +200,7 @@ def _text_mask(batch: dict, role: str) -> torch.Tensor | None:
     return batch.get("attention_mask") if role == "language" else None
 
 
-def _collect(linears: dict[str, nn.Linear], needs: str,
+def _collect(linears: dict[str, nn.Linear], needs: str | None,
              mask: Callable[[], torch.Tensor | None]) -> tuple[dict[str, InputStats], list]:
     """Forward hooks accumulating each Linear's input statistics. Linears that read one
     tensor (q, k, v; gate, up: they run in a row) share one `InputStats`, so its XᵀX is
@@ -354,7 +356,7 @@ def dense_statistics(adapter: Adapter, blocks: Sequence[Block], needs: str,
     out, hooks = {}, []
     for block in blocks:
         out[block.name], h = _collect(Adapter.linears(block), needs,
-                                      lambda role=block.role: current.get(role))
+                                      functools.partial(current.get, block.role))
         hooks += h
     roles = list(dict.fromkeys(b.role for b in blocks))
     try:

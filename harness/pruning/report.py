@@ -53,7 +53,7 @@ def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
                 layers.append(LayerSparsity(role, name, tuple(w.shape), w.numel(),
                                             int((w == 0).sum()), t.sparsity if t else 0.0,
                                             valid, index))
-    roles = {}
+    roles: dict[str, dict] = {}
     for role in ROLES:
         rows = [x for x in layers if x.role == role]
         params = sum(x.params for x in rows)

@@ -172,8 +172,8 @@ class PruneSpec(BaseModel):
         if self.groups:
             raise ValueError(f"distribution '{name}' sets each block's sparsity itself; give "
                              "one sparsity per role, not a list")
-        levels = list(self.sparsity.values()) if isinstance(self.sparsity, dict) \
-            else [self.sparsity]
+        values = self.sparsity.values() if isinstance(self.sparsity, dict) else [self.sparsity]
+        levels = [float(v) for v in values if not isinstance(v, list)]  # lists refused above
         low = min((v for v in levels if v > 0), default=0.0)
         if name == "owl":
             lam = (self.owl or OwlSpec()).lam
@@ -241,12 +241,14 @@ def role_sparsity(spec: PruneSpec, params: dict[str, int]) -> dict[str, float]:
     elif spec.distribution == "vision_only":
         out["vision"] = s
     else:  # budget: vision gives `share` of the pruned weights, parameter-weighted
+        share = spec.vision_share
+        assert share is not None  # the spec's validator asks for it with budget
         total = params["vision"] + params["language"]
-        out["vision"] = spec.vision_share * s * total / params["vision"]
-        out["language"] = (1 - spec.vision_share) * s * total / params["language"]
+        out["vision"] = share * s * total / params["vision"]
+        out["language"] = (1 - share) * s * total / params["language"]
         for r in ("vision", "language"):
             if out[r] >= 1.0:
-                raise UserError(f"budget {s:.2f} with vision_share {spec.vision_share} needs "
+                raise UserError(f"budget {s:.2f} with vision_share {share} needs "
                                 f"{out[r]:.0%} sparsity in {r}; lower the share or the budget")
     return out
 

@@ -18,17 +18,14 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
         ) -> tuple[dict[str, torch.Tensor], dict]:
     """Prune the adapter's model in place; returns (keep masks, sparsity report)."""
     t = targets(spec, adapter)  # validates N:M widths before any work
-    from harness.pruning import registry
-
-    needs = registry.get(spec.method).needs
     t0 = time.perf_counter()
     batches = calibration.batches(spec.calibration, adapter) \
-        if needs or spec.calibration is not None else []
+        if spec.calibration is not None else []
     t_cal = time.perf_counter()
     if spec.distribution in ALLOCATIONS:  # OWL / ECoFLaP: a sparsity per block first
         t = allocate.per_linear(adapter, spec, t, batches)
     t1 = time.perf_counter()
-    options = spec.dsnot.model_dump() if spec.method == "dsnot" else {}
+    options = spec.dsnot.model_dump() if spec.method == "dsnot" and spec.dsnot else {}
     masks = engine.prune(adapter, t, spec.method, batches, spec.propagation, spec.seed,
                          options, progress)
     t2 = time.perf_counter()

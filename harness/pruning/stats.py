@@ -18,7 +18,7 @@ import torch
 
 
 class InputStats:
-    def __init__(self, cols: int, needs: str, device: torch.device | str = "cpu"):
+    def __init__(self, cols: int, needs: str | None, device: torch.device | str = "cpu"):
         self.cols = cols
         self.needs = needs
         self.tokens = 0

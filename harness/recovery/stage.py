@@ -41,7 +41,7 @@ def prepare(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec
     needs_teacher = spec.distill is not None and spec.distill.weight > 0
     if needs_teacher and dense is None:
         raise ValueError("distillation needs the dense weights of the pruned Linears")
-    teacher = Teacher(linears, masks, dense) if needs_teacher else None
+    teacher = Teacher(linears, masks, dense) if needs_teacher and dense is not None else None
     # PEFT draws each LoRA A from torch's global generator: seeded here, or the adapters (and
     # every trained weight after the first step) depend on what ran before in the process
     torch.manual_seed(spec.seed)

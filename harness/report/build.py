@@ -43,7 +43,7 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
     full = tables.build(report)
     head = tables.build(report, tables.headline_metrics(report))
     agg = data.aggregate(report)
-    metric = (tables.headline_metrics(report) or report.metrics or [None])[0]
+    metric = next(iter(tables.headline_metrics(report) or report.metrics), None)
     drawn = figures.draw(agg, metric) if metric and not agg.is_empty() else []
     (out / "figures").mkdir(parents=True, exist_ok=True)
     inline = []

@@ -17,12 +17,16 @@ from harness.sweep.tracking import TAG_HASH, TAG_KIND, Tracker
 TYPES = ("color", "shape", "size", "count", "spatial")
 
 
+def _mean(v: float | list[float]) -> float:
+    return sum(v) / len(v) if isinstance(v, list) else v
+
+
 def _levels(spec: CellSpec) -> dict[str, float]:
     p = spec.prune
     if p is None:
         return {"vision": 0.0, "language": 0.0}
     if isinstance(p.sparsity, dict):
-        return {r: p.sparsity.get(r, 0.0) for r in ("vision", "language")}
+        return {r: _mean(p.sparsity.get(r, 0.0)) for r in ("vision", "language")}
     s = p.sparsity
     return {"vision": 0.0 if p.distribution == "language_only" else s,
             "language": 0.0 if p.distribution == "vision_only" else s}

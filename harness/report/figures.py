@@ -66,7 +66,7 @@ def level(row: dict) -> str:
         return pattern
     s = row.get("p.prune.sparsity")
     try:
-        return f"{float(s):.0%}"
+        return f"{float(s):.0%}"  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "map"
 

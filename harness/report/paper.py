@@ -70,7 +70,8 @@ def ratio_findings(agg: pl.DataFrame) -> dict:
     prunable weights it prunes."""
     out: dict[str, list] = {}
     for r in _pruned(agg):
-        v, lang = _f(r.get("p.prune.sparsity.vision")), _f(r.get("p.prune.sparsity.language"))
+        v = _f(r.get("p.prune.sparsity.vision")) or 0.0
+        lang = _f(r.get("p.prune.sparsity.language")) or 0.0
         total = f"{round((v + lang) * 100)}%"
         out.setdefault(total, []).append({
             "split": f"{v * 100:.0f}:{lang * 100:.0f}", "vision": v, "language": lang,

@@ -217,10 +217,10 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
             raise RuntimeError(f"achieved sparsity {achieved:.4f} misses the budget "
                                f"{s.budget} by more than {st.BUDGET_TOLERANCE * 100:.1f} points")
     except Exception as e:  # noqa: BLE001 - a failed trial is recorded, the study goes on
-        from harness.sweep.runner import _environmental
+        from harness.sweep.tracking import store_problem
 
-        if _environmental(e) or isinstance(e, UserError):
-            raise
+        if isinstance(e, UserError) or store_problem(e) is not None:
+            raise  # the user's to fix (bad input, a full or read-only results folder)
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
         trial.set_user_attr(st.INFO, info | {"failure": reason[:2000]})

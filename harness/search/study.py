@@ -200,6 +200,7 @@ def _sampler(s: search_spec.SearchSpec):
         space: dict[str, list] = {}
         for name in Space(s, {}).free:
             r = s.roles[name.split(".")[0]]
+            assert r.step is not None  # the spec asks for a step with sampler grid
             space[f"sparsity.{name}"] = [round(float(v), 6) for v in
                                          np.arange(r.low, r.high + r.step / 2, r.step)]
         space |= dict(s.choices)

@@ -24,6 +24,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -42,9 +43,9 @@ class Display:
         self.done = 0
         self.log_file: Path | None = None
         self._saved_fd: int | None = None
-        self._handler: logging.Handler | None = None
+        self._handler: logging.StreamHandler | None = None
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._t0 = time.perf_counter()
 
     def __enter__(self) -> Display:
@@ -68,13 +69,13 @@ class Display:
 
     def stage(self, label: str, stage: str) -> None:
         """The running item and what it is doing now."""
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.update(self._task, description=f"{label[:70]} [{stage}]")
 
     def finished(self, label: str, score: str, seconds: float) -> None:
         """One item finished (or failed: `score` says so)."""
         self.done += 1
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
             self._bar.advance(self._task)
         else:
             self.console.print(f"[{self.done}/{self.total}] {label}: {score} ({seconds:.0f} s)",

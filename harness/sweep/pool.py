@@ -28,6 +28,7 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any
 
 from harness import threads
 from harness.paths import results_dir
@@ -143,10 +144,10 @@ class Pool:
         for conn in wait(list(live), timeout):
             i = live[conn]  # type: ignore[index]
             try:
-                out.append((i, conn.recv()))  # type: ignore[union-attr]
+                out.append((i, conn.recv()))  # type: ignore[union-attr,call-arg]
             except (EOFError, ConnectionResetError, OSError):
                 out.append((i, Outcome("died", failure=self._ended(i))))
-        return out
+        return out  # type: ignore[return-value]
 
     def _ended(self, i: int) -> str:
         p = self.procs[i]
@@ -192,7 +193,7 @@ def _stop_fork_server() -> None:
     sees it gone). Private parts of multiprocessing, checked in tests/test_private_apis.py."""
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver
+    server: Any = forkserver._forkserver
     if server._forkserver_pid is None:
         return
     with contextlib.suppress(ProcessLookupError):

@@ -8,6 +8,7 @@ the exit code is 1 if any cell failed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -206,8 +207,8 @@ def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None
         if workers is None or not todo:
             for cell in todo:
                 on_started(cell)
-                outcome = dispatch.execute(cell, notify=lambda s, c=cell: display.stage(
-                    c.label, s))
+                outcome = dispatch.execute(cell, notify=functools.partial(display.stage,
+                                                                          cell.label))
                 if outcome.kind == "fatal":
                     raise UserError(outcome.failure or "the results folder cannot be used")
                 on_finished(cell, outcome)

@@ -58,7 +58,7 @@ def prune_magnitude(adapter: Adapter, levels: dict[str, float]) -> float:
     that role's level; returns the sparsity achieved over all of them."""
     targets = {role: Target(level, "layer") for role, level in levels.items() if level > 0}
     engine.prune(adapter, targets, "magnitude", progress=False)
-    linears = {}
+    linears: dict = {}
     for role in levels:
         linears |= adapter.role_linears(role)
     return zero_share(linears)
@@ -67,7 +67,7 @@ def prune_magnitude(adapter: Adapter, levels: dict[str, float]) -> float:
 def run(model: str = "shapes-llava", n_vqa: int = 1000, n_caption: int = 300,
         levels: tuple[float, ...] = (0.3, 0.5, 0.7)) -> dict:
     dense = load(model)
-    report = {"model": model, "vqa": vqa_accuracy(dense, n_vqa),
+    report: dict = {"model": model, "vqa": vqa_accuracy(dense, n_vqa),
               "caption": caption_scores(dense, n_caption), "pruned": {}}
     base = report["vqa"]["overall"]
     for level in levels:

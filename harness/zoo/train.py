@@ -111,7 +111,8 @@ def text_batch(tokenizer, step: int, batch: int, split: str = "train"):
 
     Also returns, per sample, its question type ("caption" for captions) and the grid cells of
     the objects the question names (the attention targets of `grounding_loss`)."""
-    images, prompts, answers, kinds, cells = [], [], [], [], []
+    images, prompts, answers, kinds = [], [], [], []
+    cells: list = []
     for j in range(batch):
         i = step * batch + j
         if i % 4 == 3:
