@@ -22,6 +22,8 @@ from harness.sweep.cell import eval_key
 from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
+# a search process stops after this many failed trials, or the wanted trials if more
+MAX_FAILED = 3
 
 
 def search(name: str, trials: int | None = None, storage: str | None = None,
@@ -67,6 +69,10 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
 
     output.summary(study, s, space, time.perf_counter() - t0)
     output.figures(study, s, g.name)
+    complete, running = _count(study)
+    if not failures and complete + running < s.trials:  # its loops stopped on failed trials
+        failures.append(f"{study.study_name}: {complete} of {s.trials} trials complete; the "
+                        "loop stopped after failed trials (their reasons are in the table)")
     for f in failures:
         log.warning("search %s", f)
     # stopped at the requested COMPLETE trials, or with the rest running elsewhere
@@ -146,7 +152,7 @@ def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
     from harness.sweep.runner import console
 
     complete, _ = _count(study)
-    asked = 0
+    asked = failed = 0
     with Display(study.study_name, s.trials, console, what="trials", bar=progress) as display:
         display.done = complete
         while True:
@@ -177,8 +183,17 @@ def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
             if outcome.startswith("COMPLETE"):
                 display.finished(what, outcome.removeprefix("COMPLETE "),
                                  time.perf_counter() - started)
+                continue
+            if outcome.startswith("FAILED"):
+                failed += 1
+                log.warning("search %s: trial %d failed (%s)", study.study_name, trial.number,
+                            outcome.removeprefix("FAILED "))
+                if failed >= max(MAX_FAILED, s.trials):
+                    log.warning("search %s: %d trials failed here; stopping (see the "
+                                "trials table)", study.study_name, failed)
+                    break
             elif not display.terminal:
-                console.print(f"  {what}: {outcome.lower()}", highlight=False)
+                console.print(f"  {what}: {outcome}", highlight=False)
     return _count(study)[0]
 
 
