@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from harness.errors import EXIT_USAGE, UserError
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
 
 def _zoo_check(a: argparse.Namespace) -> int:
@@ -62,6 +66,18 @@ def _prune(a: argparse.Namespace) -> int:
                                                   and not (a.out / "vlmprune.json").exists())):
         what = "a file" if a.out.is_file() else "a folder that is not a saved pruned model"
         raise UserError(f"--out {a.out}: {what} is there; name a new folder")
+    from harness.sweep.checks import needs_shapes
+
+    if needs_shapes(spec):
+        # N:M widths, a budget, group lists: checked on the model built on the meta device,
+        # before its weights are read (nor is its folder hashed, as a grid's shapes cache does)
+        from harness.pruning.spec import targets
+
+        shapes = load(model, weights=False)
+        try:
+            targets(spec, shapes)
+        except UserError as e:
+            raise UserError(f"{a.spec}: {e} (model {a.model})") from None
     adapter = load(model)
     masks, rep = stage.run(adapter, spec)
     print(f"{'role':9s} {'sparsity':>9s} {'nonzero':>12s} {'N:M ok':>7s}")
@@ -134,12 +150,15 @@ def _sweep(a: argparse.Namespace) -> int:
 def _server(a: argparse.Namespace) -> int:
     from harness.sweep import server
 
-    return server.serve(a.host, a.port)
+    return server.serve(a.host, a.port, auth=a.auth, insecure=a.insecure)
 
 
 def _report(a: argparse.Namespace) -> int:
+    from harness.fields import name_flag
     from harness.report import build, compare
 
+    if a.experiment is not None:  # GRID and --compare are checked as they are resolved
+        name_flag(a.experiment, "--experiment")
     if a.compare:
         out = compare.write(a.compare[0], a.compare[1], a.out)
     elif a.grid:
@@ -153,8 +172,11 @@ def _report(a: argparse.Namespace) -> int:
 
 def _search(a: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one progress bar
+    from harness.fields import name_flag
     from harness.search.run import search
 
+    if a.study is not None:  # the default, the grid's name, is checked with the grid
+        name_flag(a.study, "--study")
     return search(a.grid, a.trials, a.storage, a.study, executor=a.executor,
                   workers=a.workers, ray_address=a.ray_address)
 
@@ -247,8 +269,18 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("server", help="an MLflow tracking server over results/mlflow.db, for "
                        "sweeps on other machines (MLFLOW_TRACKING_URI=http://HOST:PORT)")
     s.add_argument("--host", default="127.0.0.1",
-                   help="interface to listen on (default 127.0.0.1; 0.0.0.0 for a cluster)")
+                   help="interface to listen on (default 127.0.0.1, this machine only; "
+                   "0.0.0.0 for a cluster, with --auth)")
     s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--auth", action="store_true",
+                   help="a user and password on every request (MLflow's basic-auth app, "
+                   "users in results/basic_auth.db); the first start creates the admin user "
+                   "from MLFLOW_AUTH_ADMIN_USERNAME (default admin) and "
+                   "MLFLOW_AUTH_ADMIN_PASSWORD; clients set MLFLOW_TRACKING_USERNAME and "
+                   "MLFLOW_TRACKING_PASSWORD")
+    s.add_argument("--insecure", action="store_true",
+                   help="allow a --host other machines reach without --auth: anyone who "
+                   "reaches the port can then delete runs, log metrics and upload files")
     s.set_defaults(func=_server)
     s = sub.add_parser("report", help="HTML/LaTeX tables and figures of a grid, from MLflow")
     s.add_argument("grid", nargs="?", help="the grid (its MLflow experiment)")
@@ -308,12 +340,19 @@ def main(argv: list[str] | None = None) -> int:
     from harness import threads
 
     threads.configure()  # before torch is imported: idle threads sleep, never spin
+    # Ctrl-C (SIGINT) stops any command, also one started with SIGINT ignored, as a script's
+    # background job is (`vlmprune sweep ... &`): Python then installs no KeyboardInterrupt
+    # handler, and such a sweep ran on to exit 0. `setsid vlmprune ...` detaches one instead.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(a, "max_cells", None) is not None:
         os.environ["VLMPRUNE_MAX_CELLS"] = str(a.max_cells)
     try:
+        if a.threads is not None and a.threads < 1:  # every command: bad input is refused
+            raise UserError(f"--threads {a.threads}: give 1 or more")
         if a.command in COMPUTE and getattr(a, "executor", "local") == "local":
             threads.apply(a.threads)
         elif a.command in COMPUTE:  # its workers compute: this process never imports torch
@@ -322,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"vlmprune: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # the sweep or search marked its run KILLED on the way out
+        again = (": what finished is kept; run the same command again to resume"
+                 if a.command in ("sweep", "search") else "")
+        print(f"vlmprune: interrupted{again}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -79,3 +79,21 @@ def atomic_dir(final: Path, replace: bool = True) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def new_file(final: Path, fill: Callable[[Path], None]) -> None:
+    """Create `final` whole: `fill` writes a hidden temporary sibling (a missing path it may
+    create), which is then linked into place without clobbering (a concurrent writer's
+    finished file wins). Nothing half-written is ever seen under `final`'s name."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".tmp-{final.name}-", dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        fill(tmp)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -50,10 +50,12 @@ def count(threads: int | None = None, workers: int = 1) -> int:
             try:
                 threads = int(env)
             except ValueError:
+                threads = 0
+            if threads < 1:
                 raise UserError(f"VLMPRUNE_THREADS={env!r}: give a whole number of threads, "
-                                "1 or more") from None
-    if threads is not None and threads < 1:
-        raise UserError(f"threads: {threads}: give 1 or more")
+                                "1 or more")
+    elif threads < 1:
+        raise UserError(f"--threads {threads}: give 1 or more")
     return threads if threads is not None else max(1, cores() // max(1, workers))
 
 

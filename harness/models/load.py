@@ -122,9 +122,29 @@ def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str |
         lay, prompts = generic.load_layout(layout)
     else:
         lay, prompts = f.layout(model), f.prompts or Prompts()
+    _check_paths(model, lay, layout or f"the {family} layout")
     from harness.models.adapter import Adapter
 
     return Adapter(model, processor, lay, family, prompts, name)
+
+
+def _check_paths(model: nn.Module, lay: Layout, source: str) -> None:
+    """Every module path of a layout is in the model (a layout written for another
+    architecture failed later, as an AttributeError from deep in torch): one line naming the
+    file, the role and the path, and what the model holds where the path leaves it."""
+    for role in ("vision", "bridge", "language"):
+        for path in lay.paths(role):
+            node, seen = model, []  # type: tuple[nn.Module, list[str]]
+            for part in path.split("."):
+                children = dict(node.named_children())
+                if part not in children:
+                    here = ".".join(seen) or "the model"
+                    what = ", ".join(list(children)[:8]) or "no submodules"
+                    raise UserError(
+                        f"{source}: field '{role}': no module '{path}' in this "
+                        f"{model.config.model_type} model ({here} holds: {what}); a layout "
+                        "of another architecture? (see harness/models/layouts/)")
+                node, seen = children[part], [*seen, part]
 
 
 def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
@@ -141,7 +161,7 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
         raise UserError(f"{where}: model_type '{config.model_type}' has no vision_config: a "
                         "text-only model, not a vision-language model (vlmprune prunes VLMs; a "
                         "VLM of another shape needs --layout)")
-    cls = _model_class(family_of(config.model_type) if spec.adapter == "auto" else spec.adapter)
+    cls = _model_class(_family(spec, where, config.model_type))
     if not weights:
         with torch.device("meta"), _problems(where, "the model", config):
             if hasattr(cls, "_from_config"):
@@ -156,8 +176,11 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     if isinstance(processor, str) or not hasattr(processor, "image_processor"):
         raise UserError(f"{where}: no image processor (found {type(processor).__name__}); "
                         f"{VLM_FOLDER}")
-    with _problems(where, "the weights", config):
-        model = cls.from_pretrained(where, local_files_only=True, dtype=_dtype(spec.dtype))
+    with _problems(where, "the weights", config), _quiet_loading():
+        model, info = cls.from_pretrained(where, local_files_only=True, dtype=_dtype(spec.dtype),
+                                          output_loading_info=True,
+                                          ignore_mismatched_sizes=True)
+    _check_loaded(where, type(model).__name__, info)
     device = spec.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -170,6 +193,76 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
                                   p.get("caption", adapter.prompts.caption),
                                   bool(p.get("instructions", adapter.prompts.instructions)))
     return adapter
+
+
+LAYOUTS = Path(__file__).resolve().parent / "layouts"  # shipped layouts, by model_type
+LAYOUT_FLAG = "--layout FILE (model.layout in a grid)"
+
+
+def _family(spec: ModelSpec, where: str, model_type: str) -> str:
+    """The family a model loads as, decided from its config before anything loads: a family
+    named for another model_type is refused (its class would load the weights it can and
+    leave the rest: a VipLLaVA as a LLaVA lost its projector's LayerNorm), and so is a
+    model_type without a built-in layout when no layout file is given."""
+    family = family_of(model_type) if spec.adapter == "auto" else spec.adapter
+    f = FAMILIES[family]
+    shipped = LAYOUTS / f"{model_type}.yaml"
+    hint = f"; {shipped} is one for model_type '{model_type}'" if shipped.is_file() else ""
+    if spec.adapter not in ("auto", "generic") and model_type not in f.model_types:
+        right = family_of(model_type)
+        fix = (f"give --family auto (here: {right})" if FAMILIES[right].layout else
+               f"no built-in family has it: give a layout file, {LAYOUT_FLAG}{hint}")
+        raise UserError(
+            f"{where}: --family (model.adapter) '{family}' is for model_type "
+            f"{' or '.join(repr(m) for m in f.model_types)}, but its config.json says "
+            f"model_type '{model_type}'; {fix}")
+    if f.layout is None and spec.layout is None:
+        if spec.adapter == "generic":
+            raise UserError(f"{where}: --family (model.adapter) generic needs a layout file: "
+                            f"{LAYOUT_FLAG}{hint}")
+        built = ", ".join(m for g in FAMILIES.values() for m in g.model_types)
+        raise UserError(f"{where}: model_type '{model_type}' has no built-in layout (built in: "
+                        f"{built}); name its vision, bridge and language modules in a "
+                        f"layout file: {LAYOUT_FLAG}{hint}")
+    return family
+
+
+@contextmanager
+def _quiet_loading():
+    """transformers' multi-line load report (missing, unexpected keys) and its "Loading
+    weights" bar off while the weights load: `_check_loaded` says what went wrong in one
+    line, and an error is the only line on stderr."""
+    from transformers.utils import logging as hf_logging
+
+    level, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _check_loaded(where: str, cls: str, info: dict) -> None:
+    """Weights the class has no place for, places the weights leave empty, or shapes that
+    differ: the folder holds another architecture (or a damaged file), and the model would
+    run with random parts. One line naming a few of them."""
+    def few(keys) -> str:
+        keys = sorted(keys)
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    found = [(what, keys) for what, keys in (
+        ("missing", info.get("missing_keys") or ()),
+        ("unexpected", info.get("unexpected_keys") or ()),
+        ("of another shape", {k[0] for k in info.get("mismatched_keys") or ()}))
+        if keys]
+    if found:
+        said = "; ".join(f"{len(keys)} {what} ({few(keys)})" for what, keys in found)
+        raise UserError(f"{where}: its weights do not fit {cls}: "
+                        f"{said}; the folder holds another architecture, or a damaged "
+                        "weights file")
 
 
 def _own_layout(spec: ModelSpec, where: str) -> ModelSpec:

@@ -49,6 +49,29 @@ def tiny_llava(d: int = 32, layers: int = 2, vision_d: int | None = None,
     return model, proc
 
 
+def tiny_vipllava(d: int = 32, layers: int = 2, seed: int = 0):
+    """A VipLLaVA (model_type `vipllava`): LLaVA's shape, but its projector starts with a
+    LayerNorm over several vision layers; returns (model, processor). It is no `llava`: a
+    test loads it as one to see the mismatch refused."""
+    torch.manual_seed(seed)
+    tok = build_tokenizer()
+    text = tf.LlamaConfig(hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
+                          num_attention_heads=2, num_key_value_heads=2, vocab_size=len(tok),
+                          max_position_embeddings=256, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id)
+    cfg = tf.VipLlavaConfig(vision_config=_vision(tf.CLIPVisionConfig, d, layers),
+                            text_config=text,
+                            image_token_index=tok.convert_tokens_to_ids("<image>"),
+                            vision_feature_layers=[-2, -1])
+    model = tf.VipLlavaForConditionalGeneration(cfg).eval()
+    proc = tf.LlavaProcessor(image_processor=_image_processor(tf.CLIPImageProcessor),
+                             tokenizer=tok, patch_size=PATCH,
+                             vision_feature_select_strategy="default",
+                             num_additional_image_tokens=1)
+    _generation_ids(model, tok)
+    return model, proc
+
+
 def _language_config(kind: str, vocab: int, tok):
     ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     if kind == "opt":

@@ -10,17 +10,27 @@ reads a Linear's own target before its role's (`spec.targets`).
 - OWL: one dense pass over the calibration batches collects each Linear's input norms
   ‖X_j‖ (padding excluded, as for Wanda); a block's outlier share is computed from
   |W|·‖X‖ of all its Linears.
-- ECoFLaP (zeroth order): for each block, its Linears' weights are moved by +εz and -εz
-  (z Gaussian, seeded), the language-modelling loss on the first `samples` calibration
-  samples is measured both ways, and |L+ - L-| / 2ε estimates how much the loss moves with
-  the block; the block's score is that times its mean |W| (the reference's
-  "MEZO-GradMagAbs", averaged per weight). Weights are restored exactly from a copy.
+- ECoFLaP (zeroth order), as the reference's `compute_importance_scores_mezo` with score
+  method "MEZO-GradMagAbs_avg" (ylsung/ECoFLaP, LAVIS/lavis/compression/pruners/
+  layer_single_base_pruner.py): each weight tensor W_t (a Linear's weight) alone is moved by
+  +εz_t and -εz_t, z_t Gaussian with its own seed, and the language-modelling loss on the
+  first `samples` calibration samples measured both ways: g_t = |L+ - L-| / 2ε. A weight's
+  importance is |w|·g_t, a block's score the mean importance over its weights:
+  sum_t g_t·sum|W_t| / sum_t numel(W_t). Two forwards per Linear (`estimator: tensor`, the
+  default). `estimator: block` moves all of a block's Linears at once, by one direction, and
+  scores the block g_B·mean|W|: two forwards per block, but not the reference's estimate
+  (its expectation differs from the per-tensor one). The reference sums over its batches
+  and draws; `noise` draws are averaged here, a factor common to every block. Weights are
+  restored exactly from a copy (the reference adds the noise back).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from harness.models.layout import ROLES
 from harness.pruning import allocation
@@ -52,12 +62,13 @@ def per_linear(adapter: Adapter, spec: PruneSpec, targets: dict[str, Target],
         sizes = block_sizes(adapter, blocks)
         role_weights = {r: sum(s for b, s in zip(blocks, sizes, strict=True) if b.role == r)
                         for r in roles}
-        budget = sum(targets[r].sparsity * w for r, w in role_weights.items()) / \
-            max(1, sum(role_weights.values()))
+        # exact: one role's budget is its sparsity as written (0.7, not 0.7000000000000001)
+        budget = sum(allocation.exact(targets[r].sparsity) * w
+                     for r, w in role_weights.items()) / max(1, sum(role_weights.values()))
         if spec.distribution == "owl":
             owl = spec.owl or OwlSpec()
             shares = owl_shares(adapter, blocks, batches, owl.threshold_m)
-            levels = allocation.owl(shares, sizes, budget, owl.lam)
+            levels = allocation.owl(shares, sizes, float(budget), owl.lam)
         else:
             eco = spec.ecoflap or EcoflapSpec()
             scores = ecoflap_scores(adapter, blocks, batches, eco)
@@ -84,32 +95,77 @@ def owl_shares(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict
 
 
 def ecoflap_scores(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict],
-                   opts) -> list[float]:
-    """Each block's zeroth-order score: |L(W+εz) - L(W-εz)| / 2ε times its mean |W|."""
-    import torch
-
+                   opts: EcoflapSpec | None = None) -> list[float]:
+    """Each block's zeroth-order score (module docstring): per tensor, the reference's
+    sum_t g_t·sum|W_t| / sum_t numel(W_t); per block, g_B·mean|W|."""
+    opts = opts or EcoflapSpec()
     sample = _first(batches, opts.samples)
     scores = []
     for i, b in enumerate(blocks):
         lins = list(adapter.linears(b).values())
-        saved = [lin.weight.detach().clone() for lin in lins]
-        g = 0.0
-        for k in range(opts.noise):
-            gen = torch.Generator(device="cpu").manual_seed(opts.seed * 1_000_003 + i * 101 + k)
-            zs = [torch.randn(w.shape, generator=gen).to(w.device, w.dtype) for w in saved]
-            with torch.no_grad():
-                for lin, w, z in zip(lins, saved, zs, strict=True):
-                    lin.weight.copy_(w + opts.eps * z)
-                plus = lm_loss(adapter, sample)
-                for lin, w, z in zip(lins, saved, zs, strict=True):
-                    lin.weight.copy_(w - opts.eps * z)
-                minus = lm_loss(adapter, sample)
-                for lin, w in zip(lins, saved, strict=True):
-                    lin.weight.copy_(w)
-            g += abs(plus - minus) / (2 * opts.eps) / opts.noise
-        mean_abs = sum(float(w.abs().sum()) for w in saved) / sum(w.numel() for w in saved)
-        scores.append(g * mean_abs)
+        weights = sum(lin.weight.numel() for lin in lins)
+        if not weights:  # a block without Linears (Gemma3's projector) keeps nothing to score
+            scores.append(0.0)
+            continue
+        if opts.estimator == "block":
+            shapes = [tuple(lin.weight.shape) for lin in lins]
+            g = _slope(adapter, lins, sample, opts,
+                       partial(_block_directions, shapes, opts.seed, i))
+            scores.append(g * sum(float(lin.weight.detach().abs().sum()) for lin in lins)
+                          / weights)
+            continue
+        total = 0.0
+        for j, lin in enumerate(lins):
+            g = _slope(adapter, [lin], sample, opts,
+                       partial(_tensor_direction, tuple(lin.weight.shape), opts.seed, i, j))
+            total += g * float(lin.weight.detach().abs().sum())
+        scores.append(total / weights)
     return scores
+
+
+def direction(shape: tuple[int, ...], seed: int, block: int, tensor: int, draw: int):
+    """The Gaussian direction of one tensor of one block at one draw (CPU, float32): its own
+    seed, from (seed, block, tensor, draw), so no two tensors share a direction."""
+    import torch
+
+    state = int(np.random.SeedSequence([seed, block, tensor, draw]).generate_state(1)[0])
+    return torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(state))
+
+
+def _tensor_direction(shape: tuple[int, ...], seed: int, block: int, tensor: int,
+                      draw: int) -> list:
+    return [direction(shape, seed, block, tensor, draw)]
+
+
+def _block_directions(shapes: list[tuple[int, ...]], seed: int, block: int, draw: int) -> list:
+    """One direction over all of a block's tensors (the `block` estimator)."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + block * 101 + draw)
+    return [torch.randn(s, generator=gen) for s in shapes]
+
+
+def _slope(adapter: Adapter, lins: list, sample: list[dict], opts: EcoflapSpec,
+           directions: Callable[[int], list]) -> float:
+    """|L(W + εz) - L(W - εz)| / 2ε for the Linears `lins` moved together along
+    `directions(draw)`, averaged over `opts.noise` draws; weights restored from a copy."""
+    import torch
+
+    saved = [lin.weight.detach().clone() for lin in lins]
+    g = 0.0
+    for k in range(opts.noise):
+        zs = [z.to(w.device, w.dtype) for z, w in zip(directions(k), saved, strict=True)]
+        with torch.no_grad():
+            for lin, w, z in zip(lins, saved, zs, strict=True):
+                lin.weight.copy_(w + opts.eps * z)
+            plus = lm_loss(adapter, sample)
+            for lin, w, z in zip(lins, saved, zs, strict=True):
+                lin.weight.copy_(w - opts.eps * z)
+            minus = lm_loss(adapter, sample)
+            for lin, w in zip(lins, saved, strict=True):
+                lin.weight.copy_(w)
+        g += abs(plus - minus) / (2 * opts.eps) / opts.noise
+    return g
 
 
 def _first(batches: Sequence[dict], n: int) -> list[dict]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 import numpy as np
 
@@ -47,14 +48,23 @@ def owl(shares: Sequence[float], sizes: Sequence[int], sparsity: float,
     return [float(1 - k) for k in keep]
 
 
-def ecoflap(scores: Sequence[float], sizes: Sequence[int], sparsity: float,
+def exact(x: float | Fraction) -> Fraction:
+    """A sparsity as an exact fraction: a float by its shortest decimal form (0.7 is 7/10,
+    as written in the spec), so that counts such as ceil(10240·(1 - 0.7)) come out 3072, not
+    the 3073 of floating point."""
+    return x if isinstance(x, Fraction) else Fraction(str(x))
+
+
+def ecoflap(scores: Sequence[float], sizes: Sequence[int], sparsity: float | Fraction,
             max_sparsity: float) -> list[float]:
     """Per-block sparsity from block scores (ECoFLaP's `compute_the_sparsity_per_group`):
-    exactly floor((1 - sparsity) * total) weights kept, no block above `max_sparsity`."""
+    exactly floor((1 - sparsity) * total) weights kept, every block at least
+    ceil((1 - max_sparsity) * size) (both counted exactly, see `exact`)."""
     score = np.asarray(scores, dtype=np.float64).copy()
     n = np.asarray(sizes, dtype=np.int64)
-    total_keep = int(n.sum() * (1 - sparsity))
-    keep = np.ceil(n * (1 - max_sparsity)).astype(np.int64)  # the floor every block keeps
+    total_keep = math.floor(int(n.sum()) * (1 - exact(sparsity)))
+    least = [math.ceil(int(size) * (1 - exact(max_sparsity))) for size in n]
+    keep = np.asarray(least, dtype=np.int64)  # the floor every block keeps
     for _ in range(10 * len(n) + 10):
         rest = total_keep - keep.sum()
         if rest <= 0 or score.sum() <= 0:
@@ -66,7 +76,7 @@ def ecoflap(scores: Sequence[float], sizes: Sequence[int], sparsity: float,
     for i in np.argsort(-keep, kind="stable"):
         if over <= 0:
             break
-        spare = keep[i] - math.ceil(n[i] * (1 - max_sparsity))
+        spare = keep[i] - least[i]
         take = min(over, max(0, spare))
         keep[i] -= take
         over -= take

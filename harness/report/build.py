@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.fields import name_flag
 from harness.paths import results_dir
 from harness.report import data, figures, page, tables
 
@@ -27,14 +28,30 @@ def reports_dir() -> Path:
     return Path(os.environ.get("VLMPRUNE_REPORTS", "reports"))
 
 
-def write(grid: str, out: Path | None = None, experiment: str | None = None) -> Path:
-    """Build the report of a grid from the tracking store; returns its folder."""
+def resolve(grid: str, flag: str = "GRID") -> tuple[str, Path | None]:
+    """A grid as a user gives it (a name in experiments/, a grid file, or the name of an
+    experiment whose grid is gone): its name, which names its folders and its MLflow
+    experiment, and its file if it has one. A file's name is checked when the file is read;
+    a bare name here (fields.check_name)."""
     from harness.sweep.grid import path_of, read
 
     path = path_of(grid)
-    name = read(grid).name if path.is_file() else grid  # the experiment is the grid's name
-    report = data.load(name, experiment, source=str(path) if path.is_file() else None)
-    report.meta["command"] = _as_typed(grid, path)
+    if path.is_file():
+        return read(grid).name, path
+    if Path(grid).suffix in (".yaml", ".yml"):
+        raise UserError(f"{grid}: no such grid file")
+    return name_flag(grid, flag), None
+
+
+def write(grid: str, out: Path | None = None, experiment: str | None = None) -> Path:
+    """Build the report of a grid from the tracking store; returns its folder."""
+    from harness.sweep.grid import path_of
+
+    if experiment is not None:
+        name_flag(experiment, "--experiment")
+    name, file = resolve(grid)  # the experiment is the grid's name
+    report = data.load(name, experiment, source=str(file) if file else None)
+    report.meta["command"] = _as_typed(grid, path_of(grid))
     out = Path(out) if out else reports_dir() / name
     _claim(out)
     t0 = time.perf_counter()
@@ -69,7 +86,8 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
     _text(out / "index.html", page.render(report, tables.html(full), inline, files))
     _text(out / "tables.tex", _tex_tables(name, report, head, full))
     _text(out / "report.tex", _wrapper(name, [n for n, _, _ in drawn]))
-    _text(out / "results.md", f"# {name}\n\n{report.description}\n\n{tables.markdown(head)}")
+    _text(out / "results.md",
+          f"# {name}\n\n{tables.md_escape(report.description)}\n\n{tables.markdown(head)}")
     (out / MARKER).write_text(f"{time.strftime('%F %T')} {time.perf_counter() - t0:.1f}s\n")
     return out
 

@@ -1,12 +1,14 @@
 """`vlmprune report --compare A B`: two grids or experiments side by side.
 
 Settings are matched by their label (the same grid run on two models, or twice): for each
-headline metric the table shows A, B and B - A. Written to reports/compare-A-B/ as
-index.html and results.md.
+headline metric the table shows A, B and B - A. A and B are grid names, grid files (their
+`name:`) or experiment names, checked as names; written to reports/compare-A-B/ as index.html
+and results.md. Every string on the page is escaped: labels come from the store.
 """
 
 from __future__ import annotations
 
+import html as h
 from pathlib import Path
 
 import polars as pl
@@ -15,8 +17,9 @@ from harness.errors import UserError
 from harness.report import build, data, tables
 
 
-def frame(a: str, b: str) -> tuple[pl.DataFrame, list[str]]:
-    ra, rb = data.load(a), data.load(b)
+def frame(a: str, b: str, sources: tuple[str | None, str | None] = (None, None)
+          ) -> tuple[pl.DataFrame, list[str]]:
+    ra, rb = data.load(a, source=sources[0]), data.load(b, source=sources[1])
     metrics = [m for m in tables.headline_metrics(ra) if m in rb.metrics]
     if not metrics:
         raise UserError(f"--compare {a} {b}: no metric in common")
@@ -31,23 +34,32 @@ def frame(a: str, b: str) -> tuple[pl.DataFrame, list[str]]:
     return joined.sort("cell"), metrics
 
 
-def write(a: str, b: str, out: Path | None = None) -> Path:
+def page(df: pl.DataFrame, a: str, b: str) -> str:
+    """index.html: the table (great-tables escapes its title, labels and cells) under a
+    heading and a line that name A and B, escaped here."""
     from great_tables import GT
 
-    df, metrics = frame(a, b)
-    out = Path(out) if out else build.reports_dir() / f"compare-{a}-{b}"
-    build._claim(out)
     num = [c for c in df.columns if c != "cell"]
     gt = GT(df, id="cells").tab_header(title=f"{a} vs {b}").fmt_number(columns=num,
                                                                       decimals=3)
-    html = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>vlmprune: {a} vs {b}</title></head><body>"
-            f"<h1>{a} vs {b}</h1><p>Settings matched by label; Δ = {b} − {a}.</p>"
+    ea, eb = h.escape(a), h.escape(b)
+    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>vlmprune: {ea} vs {eb}</title></head><body>"
+            f"<h1>{ea} vs {eb}</h1><p>Settings matched by label; Δ = {eb} − {ea}.</p>"
             f"{gt.as_raw_html()}</body></html>\n")
-    build._text(out / "index.html", html)
-    rows = ["|" + "|".join(df.columns) + "|", "|-" + "|-:" * len(num) + "|"]
+
+
+def write(a: str, b: str, out: Path | None = None) -> Path:
+    (na, fa), (nb, fb) = build.resolve(a, "--compare"), build.resolve(b, "--compare")
+    df, _ = frame(na, nb, (str(fa) if fa else None, str(fb) if fb else None))
+    out = Path(out) if out else build.reports_dir() / f"compare-{na}-{nb}"
+    build._claim(out)
+    build._text(out / "index.html", page(df, na, nb))
+    rows = ["|" + "|".join(tables.md_escape(c) for c in df.columns) + "|",
+            "|-" + "|-:" * (len(df.columns) - 1) + "|"]
     for r in df.iter_rows():
-        cells = [str(r[0])] + ["-" if v is None else f"{v:.3f}" for v in r[1:]]
+        cells = [tables.md_escape(str(r[0]))] + ["-" if v is None else f"{v:.3f}"
+                                                 for v in r[1:]]
         rows.append("|" + "|".join(cells) + "|")
     build._text(out / "results.md", "\n".join(rows) + "\n")
     (out / build.MARKER).write_text("compare\n")

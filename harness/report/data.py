@@ -64,8 +64,8 @@ def _load(grid: str, experiment: str, source: str) -> Report:
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        known = sorted(e.name for e in client.search_experiments())
+    if exp is None:  # the names one could ask for (any other is refused: fields.check_name)
+        known = sorted(e.name for e in client.search_experiments() if _legal(e.name))
         from harness.errors import unknown
 
         raise unknown(f"experiment in {uri}", experiment, known)
@@ -83,6 +83,15 @@ def _load(grid: str, experiment: str, source: str) -> Report:
     report = frame(grid, exp.tags.get("mlflow.note.content", ""), rows)
     report.meta["outdated"] = outdated
     return report
+
+
+def _legal(name: str) -> bool:
+    from harness.fields import check_name
+
+    try:
+        return bool(check_name(name))
+    except ValueError:
+        return False
 
 
 def _current(grid: str) -> set[str] | None:

@@ -25,8 +25,11 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from harness.report.tables import metric_label  # noqa: E402
 
+# text.parse_math off: labels come from the store (a cell's label, a method), and mathtext
+# would read "$...$" in them as math, or fail on it ("$\\input{x}$" raised and the report
+# with it); no figure here writes math on purpose
 plt.rcParams.update({"svg.hashsalt": "vlmprune", "font.size": 9, "axes.grid": True,
-                     "grid.alpha": 0.3, "figure.dpi": 120})
+                     "grid.alpha": 0.3, "figure.dpi": 120, "text.parse_math": False})
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 

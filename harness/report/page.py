@@ -104,8 +104,8 @@ def render(report: Report, table_html: str, figures: list[tuple[str, str, str]],
     if figures:
         parts.append("<h2>Figures</h2>")
         for name, caption, svg in figures:
-            parts.append(f'<figure id="fig-{name}">{svg}<figcaption>{h.escape(caption)}'
-                         "</figcaption></figure>")
+            parts.append(f'<figure id="fig-{h.escape(name)}">{svg}<figcaption>'
+                         f"{h.escape(caption)}</figcaption></figure>")
     parts += _versions(cells)
     parts.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{h.escape(f)}</code></li>"
                                                 for f in files) + "</ul>")

@@ -10,6 +10,7 @@ booktabs with numbers as text, which compiles with a minimal TeX install.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -114,7 +115,15 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
 
 
 def tex_escape(s: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in s)
+    """Text for LaTeX: its special characters as text, line breaks (a blank line ends a
+    paragraph, and with it a caption) as spaces, so nothing from the store is a command."""
+    return "".join(_TEX.get(ch, " " if ch.isspace() else ch) for ch in s)
+
+
+def md_escape(s: str) -> str:
+    """Text for a Markdown table cell: what would make a column, a link, an HTML tag or an
+    escape backslash-escaped (CommonMark), line breaks as spaces."""
+    return re.sub(r"([\\|<>\[\]`])", r"\\\1", " ".join(s.splitlines()))
 
 
 def paper_columns(table: Table) -> list[str]:
@@ -159,13 +168,13 @@ def latex(table: Table, caption: str, label: str) -> str:
 def markdown(table: Table) -> str:
     """A pipe table in lmms-eval's style (`|Tasks|...|`), best values in bold."""
     cols = paper_columns(table)
-    head = "|" + "|".join(table.labels[c] for c in cols) + "|"
+    head = "|" + "|".join(md_escape(table.labels[c]) for c in cols) + "|"
     rule = "|" + "|".join("-" if c == cols[0] else "-:" for c in cols) + "|"
     body = []
     for i in range(len(table.rows)):
-        text = {c: _paper_text(table, i, c) for c in cols}
+        text = {c: md_escape(_paper_text(table, i, c)) for c in cols}
         cells = [f"**{text[c]}**" if i in table.best.get(c, ()) else text[c] for c in cols]
-        body.append("|" + "|".join(x.replace("|", "\\|") for x in cells) + "|")
+        body.append("|" + "|".join(cells) + "|")
     return "\n".join([head, rule, *body]) + "\n"
 
 

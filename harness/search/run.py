@@ -12,7 +12,7 @@ import logging
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 
 from harness.errors import UserError
 from harness.paths import results_dir
@@ -35,7 +35,7 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
     from harness.sweep.tracking import store_errors
 
     _check_executor(executor, workers, ray_address)
-    g, s, base, path, space = _prepared(name, trials)
+    g, s, base, path, space = _prepared(name, trials, study_name)
     if executor == "local":
         quiet_libraries()
     with store_errors():
@@ -85,7 +85,7 @@ def worker_loop(name: str, trials: int | None, storage: str | None, study_name: 
     with seed + index, until the study holds its trials; its COMPLETE trials' count."""
     from harness.sweep.tracking import store_errors
 
-    g, s, base, path, space = _prepared(name, trials)
+    g, s, base, path, space = _prepared(name, trials, study_name)
     if s.seed is not None:
         s = s.model_copy(update={"seed": s.seed + index})
     with store_errors():
@@ -93,8 +93,8 @@ def worker_loop(name: str, trials: int | None, storage: str | None, study_name: 
         return _trials(g, s, base, path, space, study, _lock(storage), progress=False)
 
 
-def _prepared(name: str, trials: int | None):
-    g, s, base = st.prepare(name)
+def _prepared(name: str, trials: int | None, study_name: str | None = None):
+    g, s, base = st.prepare(name, study_name)
     if trials is not None:
         if trials < 1:
             raise UserError(f"--trials {trials}: give 1 or more")
@@ -109,7 +109,14 @@ def _trials(g, s, base, path, space, study, lock, progress: bool) -> int:
     # Python) overlaps the first trial's compute instead of preceding it
     mlflow = ThreadPoolExecutor(1, thread_name_prefix="mlflow").submit(
         _open_tracking, g, study.study_name)
-    done = _loop(study, s, space, base, path, mlflow, lock, progress)
+    try:
+        done = _loop(study, s, space, base, path, mlflow, lock, progress)
+    except BaseException as e:  # stopped (Ctrl-C: KILLED) or failed: the run says so
+        if mlflow.exception() is None:  # (waits for it; a store that failed is not retried)
+            tracker, parent = mlflow.result()
+            with suppress(Exception):  # what stopped the loop is what the user sees
+                tracker.end(parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     tracker, parent = mlflow.result()
     tracker.client.log_metric(parent, "trials_complete", done)
     tracker.client.set_terminated(parent, "FINISHED")
@@ -117,14 +124,18 @@ def _trials(g, s, base, path, space, study, lock, progress: bool) -> int:
 
 
 def _open_tracking(g: grid.GridFile, study_name: str):
-    """(tracker of the experiment `<grid>-search`, id of this invocation's parent run)."""
-    from harness.sweep.tracking import Tracker
+    """(tracker of the experiment `<grid>-search`, id of this invocation's parent run). The
+    run carries its process (host, pid); the runs of this host's searches whose process is
+    gone (killed) are marked KILLED first, the runs of live ones (another process on the
+    study, a pool's workers) are theirs."""
+    from harness.sweep.tracking import TAG_KIND, Tracker, owner_tags
 
     tracker = Tracker(f"{g.name}-search", f"search: {g.description}")
+    tracker.close_orphans("search", st.alive)
     parent = tracker.client.create_run(
         tracker.experiment_id, run_name=f"search {time.strftime('%F %T')}",
-        tags={"vlmprune.kind": "search", "vlmprune.study": study_name,
-              "vlmprune.git_commit": tracker.commit}).info.run_id
+        tags={TAG_KIND: "search", "vlmprune.study": study_name,
+              "vlmprune.git_commit": tracker.commit, **owner_tags()}).info.run_id
     return tracker, parent
 
 

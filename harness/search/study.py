@@ -22,18 +22,27 @@ lives in `results/optuna.db` (any Optuna storage URL with `--storage`), created 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError, validate
-from harness.paths import results_dir
+import yaml
+from pydantic import ValidationError
+
+from harness.errors import UserError, format_validation_error, validate
+from harness.evaluation.run import TASKS_DIR, get_suite, task_manager
+from harness.models.shapes import shapes_of
+from harness.paths import new_file, results_dir
+from harness.pruning.spec import group_params
 from harness.search import spec as search_spec
 from harness.search.space import Space, dim_name
 from harness.sweep import grid
-from harness.sweep.cell import CellSpec
+from harness.sweep.cell import CellSpec, model_folder
+from harness.sweep.checks import check
+from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
 BUDGET_TOLERANCE = 0.005
@@ -50,10 +59,17 @@ def storage_url(storage: str | None) -> str:
     return f"sqlite:///{(results_dir() / 'optuna.db').resolve()}"
 
 
-def prepare(name: str) -> tuple[grid.GridFile, search_spec.SearchSpec, CellSpec]:
-    """The grid, its validated `search:` section and its base cell; nothing written."""
+def prepare(name: str, study: str | None = None
+            ) -> tuple[grid.GridFile, search_spec.SearchSpec, CellSpec]:
+    """The grid, its validated `search:` section and its base cell; nothing written. Checked
+    as a grid's cells are, before any model loads: every trial cell the section can make
+    (each choice, each combination of choices at both ends of the role ranges) is a valid
+    cell that prunes unstructured, its suite, model and data are there, the objective is a
+    metric of its suite, and groups fit the model's blocks (from its shapes). `study`: the
+    study name given (`--study`), checked by `study_name`."""
     g = grid.read(name)
     path = grid.path_of(name)
+    study_name(study, g)
     if g.search is None:
         raise UserError(f"{path}: no 'search:' section (see harness/search/spec.py)")
     s = search_spec.load(g.search, str(path))
@@ -69,7 +85,111 @@ def prepare(name: str) -> tuple[grid.GridFile, search_spec.SearchSpec, CellSpec]
     for key in s.choices:
         if not grid.is_field(key):
             raise UserError(f"{path}: field 'search.choices.{key}': not a cell field")
+    cells = _trial_cells(s, base, path)
+    if model_folder(base.model) is not None:  # groups against the blocks; a missing model
+        weight_counts(s, base, path)  # is named by the check below
+    check(path, cells, kind="search trial")
+    _check_objective(s, cells, path)
     return g, s, base
+
+
+def study_name(given: str | None, g: grid.GridFile) -> str:
+    """The study a search runs: `given` (`--study`), else the grid's name. An empty name is
+    refused: it read as no name, and the search ran the grid's study."""
+    if given is not None and not given.strip():
+        raise UserError(f"--study {given!r}: an empty study name; give one, or leave --study "
+                        f"out for the grid's name ('{g.name}')")
+    return given or g.name
+
+
+def _trial_cells(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> list[Cell]:
+    """The cells trials can make, validated: each choice alone on the base (an error names
+    the choice), then every combination of choices with every searched dimension at the low
+    ends of the ranges, then at the high ends (checks that depend on a sparsity, such as
+    OWL's lam or ECoFLaP's max_sparsity, hold between the ends if they hold at both)."""
+    for key, values in s.choices.items():
+        for value in values:
+            _trial(base, None, {key: value}, path,
+                   f"field 'search.choices.{key}': {value!r}: ")
+    cells: list[Cell] = []
+    keys = list(s.choices)
+    for combo in itertools.product(*s.choices.values()):
+        choices = dict(zip(keys, combo, strict=True))
+        for end in ("low", "high"):
+            sparsity: dict = {r: [getattr(rng, end)] * rng.groups if rng.groups > 1
+                              else getattr(rng, end) for r, rng in s.roles.items()}
+            shown = label(sparsity, choices)
+            spec = _trial(base, sparsity, choices, path, f"field 'search.roles': a trial at "
+                          f"the ranges' {end} ends ({shown}): ")
+            cells.append(Cell(len(cells), {**formatted(sparsity), **choices}, spec, ""))
+    return cells
+
+
+def _trial(base: CellSpec, sparsity: dict | None, choices: dict[str, Any], path: Path,
+           where: str) -> CellSpec:
+    """The trial cell (or, with no sparsity, the base with the choices) or a UserError."""
+    data = base.model_dump()
+    if sparsity is not None:
+        data["prune"]["sparsity"] = sparsity
+    for k, v in choices.items():
+        grid.set_dotted(data, k, v)
+    try:
+        spec = grid.seeded(CellSpec.model_validate(data))
+    except ValidationError as e:
+        raise UserError(f"{path}: {where}not a valid cell: {format_validation_error(e)}"
+                        ) from None
+    if spec.prune is None:
+        raise UserError(f"{path}: {where}a dense cell; a search prunes")
+    if spec.prune.nm:
+        raise UserError(f"{path}: {where}pattern {spec.prune.pattern} fixes the sparsity; a "
+                        "search needs pattern: unstructured")
+    return spec
+
+
+def _check_objective(s: search_spec.SearchSpec, cells: list[Cell], path: Path) -> None:
+    """`search.objective` names a metric every trial's suite reports."""
+    if s.objective is None:
+        return
+    for suite in sorted({c.spec.eval.suite for c in cells}):
+        known = suite_metrics(suite)
+        if known is not None and s.objective not in known:
+            raise UserError(f"{path}: field 'search.objective': '{s.objective}' is not a "
+                            f"metric of suite '{suite}' (known: {', '.join(known)})")
+
+
+class _Tolerant(yaml.SafeLoader):
+    """A task YAML with lmms-eval's tags (`!function utils.x`) read as plain data."""
+
+
+_Tolerant.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def suite_metrics(suite: str) -> list[str] | None:
+    """The `task/metric` names a suite's evaluation reports (each task's `metric_list`, as
+    lmms-eval reports them); None when that cannot be told (an unknown suite, a task
+    without a metric list)."""
+    try:
+        s = get_suite(suite)
+    except UserError:
+        return None
+    names = []
+    for task in s.tasks:
+        if s.builtin:  # lmms-eval's own task index (seconds: only when an objective is set)
+            try:
+                config = task_manager(True)._get_config(task)
+            except Exception:  # noqa: BLE001 - what the suite check reports, not this one
+                return None
+        else:
+            file = next(TASKS_DIR.rglob(f"{task}.yaml"), None)
+            if file is None:
+                return None
+            config = yaml.load(file.read_text(), Loader=_Tolerant)  # noqa: S506 - safe
+        metrics = [m.get("metric") for m in (config or {}).get("metric_list") or []
+                   if isinstance(m, dict) and m.get("metric")]
+        if not metrics:
+            return None
+        names += [f"{task}/{m}" for m in metrics]
+    return names
 
 
 def space_for(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> Space:
@@ -86,9 +206,9 @@ def space_for(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> Space:
 
 
 def weight_counts(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict[str, int]:
-    """Prunable weights of each searched dimension, from the model built on the meta
-    device; kept in the user cache under a key of the model's content, layout and groups
-    (building it means importing transformers: seconds a resumed search need not spend)."""
+    """Prunable weights of each searched dimension, from the model's shapes (read once from
+    the model built on the meta device, then from the user cache: models/shapes.py); kept
+    in the user cache under a key of the model's content, layout and groups."""
     from harness.paths import memo_json
     from harness.sweep.cell import digest, model_content
 
@@ -101,18 +221,18 @@ def weight_counts(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict
 
 
 def _count_weights(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict[str, int]:
-    from harness.models.load import load
-    from harness.pruning.spec import group_params
-
-    adapter = load(base.model, weights=False)
+    try:
+        shapes = shapes_of(base.model)
+    except UserError as e:
+        raise UserError(f"{path}: field 'base.model': {e}") from None
     params = {}
     for role, rng in s.roles.items():
-        blocks = len(adapter.blocks(role))
+        blocks = len(shapes.blocks(role))
         if rng.groups > max(1, blocks):
             raise UserError(f"{path}: field 'search.roles.{role}.groups': {rng.groups} groups "
                             f"for {blocks} {role} blocks; give 1 to {blocks}")
-        sizes = group_params(adapter, role, rng.groups) if rng.groups > 1 else \
-            [adapter.parameter_count(role)]
+        sizes = (group_params(shapes, role, rng.groups)  # type: ignore[arg-type]
+                 if rng.groups > 1 else [shapes.parameter_count(role)])
         for g, n in enumerate(sizes):
             if n == 0:
                 raise UserError(f"{path}: field 'search.roles.{role}': the model has no "
@@ -169,22 +289,69 @@ def alive(pid: int) -> bool:
 def open_study(s: search_spec.SearchSpec, name: str, storage: str | None):
     import optuna
 
+    from harness.sweep.tracking import Store, store_problem
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(storage)
+    db = _sqlite_file(url)
+    store = Store(str(db) if db else url, "Optuna storage", "the study starts afresh (a "
+                  "trial that repeats a computed cell takes it from the stage cache)", "--storage")
     directions = ["maximize"] + (["maximize"] if s.second else [])
     try:
+        if db is not None:
+            _check_sqlite(db)
         study = optuna.create_study(storage=url, study_name=name, load_if_exists=True,
                                     directions=directions, sampler=_sampler(s),
                                     pruner=_pruner(s))
-    except Exception as e:  # a damaged or foreign storage file
-        from harness.sweep.tracking import store_problem
-
-        raise UserError(store_problem(e) or f"{url}: cannot open the Optuna storage "
+    except UserError:
+        raise
+    except Exception as e:  # a damaged or foreign storage file, a server that does not answer
+        raise UserError(store_problem(e, store) or f"{url}: cannot open the Optuna storage "
                         f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     if [d.name.lower() for d in study.directions] != directions:
         raise UserError(f"study '{name}' in {url} has {len(study.directions)} objective(s); "
                         f"this search has {len(directions)}: use --study NAME for a new one")
     return study
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite storage URL (None: another database, or in memory)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+        return None
+    return Path(u.database)
+
+
+def _check_sqlite(db: Path) -> None:
+    """A SQLite storage is used only as vlmprune leaves one: a missing folder is named (not
+    made: a misspelt path would silently start a new study), a new file is built aside and
+    linked into place whole, and an empty file is refused. SQLite would take a 0-byte file
+    for a new database and the study would start again beside its MLflow runs; vlmprune
+    never leaves one (it writes whole files), so 0 bytes means the study was truncated away,
+    or the file was made by another tool (`touch`): moving it aside says which is meant."""
+    if not db.parent.is_dir():
+        raise UserError(f"{db.parent}: no such folder, for the Optuna storage {db}; create "
+                        "it (mkdir -p), or give --storage another URL")
+    if not db.exists():
+        _create_sqlite(db)
+    elif db.is_file() and db.stat().st_size == 0:
+        raise UserError(f"{db}: empty (0 bytes), not an Optuna storage: its study was lost "
+                        f"(truncated?); move it aside (mv {db} {db}.bad) and run again to "
+                        "start the study afresh, or point --storage at another one")
+
+
+def _create_sqlite(db: Path) -> None:
+    """Optuna's schema in a temporary sibling, then linked into place (no-clobber: a
+    concurrent search's finished file wins)."""
+    import optuna
+
+    def build(tmp: Path) -> None:
+        tmp.unlink()
+        optuna.storages.RDBStorage(f"sqlite:///{tmp}").engine.dispose()
+
+    new_file(db, build)
 
 
 def _sampler(s: search_spec.SearchSpec):

@@ -13,24 +13,30 @@ cell ran, after other cells' pruning.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import jsonl
 from harness.errors import UserError
 from harness.sweep.cell import model_folder
 from harness.sweep.grid import Cell
 
+if TYPE_CHECKING:
+    from harness.pruning.spec import PruneSpec
 
-def check(path: Path, cells: list[Cell], keep_going: bool = False) -> None:
+
+def check(path: Path, cells: list[Cell], keep_going: bool = False, kind: str = "cell") -> None:
     """Raise a one-line `UserError` naming the grid file, the cell and the field of the first
     cell that cannot run. `keep_going`: a missing model is left to fail its cells (recorded
-    as FAILED) while the others run."""
+    as FAILED) while the others run. `kind`: what a cell is called in the error (a search's
+    trials are not numbered cells)."""
     from harness.evaluation.run import TASKS_DIR, check_offline, get_suite, task_manager
 
     suites: dict[str, str | None] = {}
     models: dict[str, object] = {}
     sources: set = set()
     for cell in cells:
-        where = f"{path}: cell {cell.index} ({cell.label}): "
+        where = (f"{path}: cell {cell.index} ({cell.label}): " if kind == "cell" else
+                 f"{path}: {kind} ({cell.label}): ")
         suite = cell.spec.eval.suite
         if suite not in suites:
             try:
@@ -61,8 +67,15 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False) -> None:
         except UserError as e:
             raise UserError(f"{where}{e}") from None
         p = cell.spec.prune
-        if p is not None and (p.nm or p.distribution == "budget" or p.groups):
+        if p is not None and needs_shapes(p):
             _check_shapes(where, cell, models)
+
+
+def needs_shapes(p: PruneSpec) -> bool:
+    """Whether what a spec prunes depends on the model's shapes (N:M widths, a budget's
+    split, group lists against the block count): `pruning.spec.targets` then checks it on
+    `Shapes` before any model loads."""
+    return bool(p.nm or p.distribution == "budget" or p.groups)
 
 
 def _check_shapes(where: str, cell: Cell, models: dict[str, object]) -> None:

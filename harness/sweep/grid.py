@@ -22,6 +22,7 @@ such a field are one cell, and a label shows only the settings that take effect.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import itertools
 import math
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness import yamlfile
 from harness.errors import UserError, unknown, validate
-from harness.fields import Seed
+from harness.fields import Name, Seed
 from harness.sweep.cell import CellSpec, eval_key, flat, seeded
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the shipped grids
@@ -53,7 +54,7 @@ def folders() -> list[Path]:
 
 class GridFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1)
+    name: Name  # reports/<name>/, results/<name>.parquet: checked by fields.check_name
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     axes: list[dict[str, Any]] = Field(default_factory=list)
@@ -176,7 +177,10 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
             seen[h] = cell = Cell(len(cells), overrides, spec, h)
             cells.append(cell)
     if where:
-        cells = [c for c in cells if _matches(c, where, path)]
+        kept = [c for c in cells if _matches(c, where, path)]
+        if cells and not kept:
+            raise UserError(_no_match(cells, where, path))
+        cells = kept
     return grid, cells
 
 
@@ -237,6 +241,29 @@ def _excluded(grid: GridFile, fields: dict[str, Any], path: Path) -> bool:
         if all(k in fields and fields[k] == v for k, v in rule.items()):
             return True
     return False
+
+
+def _no_match(cells: list[Cell], where: dict[str, str], path: Path) -> str:
+    """Why --where selects no cell: the value no cell has, with the values the field takes
+    in the grid (or, when each matches some cell, that no cell has them all)."""
+    fields = [flat(c.spec.model_dump()) for c in cells]
+    takes = {k: sorted({str(f[k]) for f in fields if k in f}) for k in where}
+
+    def values(key: str) -> str:
+        if takes[key]:
+            return f"{key} takes: {', '.join(takes[key])}"
+        under = sorted({k for f in fields for k in f if k.startswith(key + ".")})
+        return f"{key} is no single value here; its keys: {', '.join(under[:6]) or 'none'}"
+
+    for key, value in where.items():
+        if value not in takes[key]:
+            words = [v for v in takes[key] if not v.replace(".", "", 1).isdigit()]
+            close = difflib.get_close_matches(value, words, n=1)  # a misspelt word, not 0.7
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            return (f"--where {key}={value}: no cell of {path} has it ({values(key)}{hint})")
+    both = " ".join(f"--where {k}={v}" for k, v in where.items())
+    return (f"{both}: no cell of {path} has all of these "
+            f"({'; '.join(values(k) for k in where)})")
 
 
 def _matches(cell: Cell, where: dict[str, str], path: Path) -> bool:

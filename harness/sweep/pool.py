@@ -14,6 +14,12 @@ fork of a process that has run no OpenMP parallel region is safe (forking after 
 torch and OpenMP do not survive), and the server runs nothing but imports. Each worker then
 sets its own environment (results folder, threads). GPU workers, and workers where there
 is no forkserver, are spawned (see `_context`).
+
+Nothing a pool starts outlives the sweep: workers watch it (`_die_with_sweep`), the fork
+server gets SIGKILL when it ends (`_guard_fork_server`), and the resource tracker ends when
+the last of them has. A fork server that is lost (killed, out of memory) costs the cells of
+the workers it could not start one attempt each, as a dead worker does; the next start of a
+worker starts a new server.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from harness.sweep.dispatch import Call, Outcome
 from harness.sweep.grid import Cell
 
 CUDA = "CUDA_VISIBLE_DEVICES"
+SWEEP_PID = "VLMPRUNE_POOL_SWEEP"  # the sweep's pid, in the environment its fork server gets
 
 
 def gpus() -> list[str]:
@@ -65,20 +72,21 @@ class Pool:
         self.forked = self.ctx.get_start_method() == "forkserver"
         self._starting: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._lost: dict[int, str] = {}  # workers that could not start, and why
+        self._unsent: dict[int, str] = {}  # ... that were given a cell: wait() reports them
         # the processes multiprocessing starts for us (the resource tracker: it reports the
         # semaphores of killed workers, then cleans them up; the fork server) write to the
         # first worker's log, and hold no pipe of the sweep's (a caller reading the sweep's
         # output would otherwise wait for them too)
         with _output_to(self.logs[0]):
-            from multiprocessing import forkserver, resource_tracker
+            from multiprocessing import resource_tracker
 
             resource_tracker.ensure_running()
             if not self.forked:
                 for i in range(self.size):
                     self._start(i)
                 return
-            with _environ(self._env(0)):  # the server imports with the workers' settings
-                forkserver.ensure_running()
+        self._server()
         # a fork waits for the server's imports: the workers are started beside the sweep
         # opening MLflow, not before it (`_ready` waits for them)
         self._starting = threading.Thread(target=self._start_all, name="vlmprune-pool-start",
@@ -113,23 +121,47 @@ class Pool:
             env[CUDA] = os.environ[CUDA]
         return env
 
+    def _server(self) -> None:
+        """Start the fork server, or a new one when it was lost: with the workers' settings
+        (libraries read some at import), its output in the first worker's log, and from the
+        thread that lives as long as the pool (the server dies with the thread that started
+        it: `_guard_fork_server`)."""
+        if _server_alive():
+            return
+        from multiprocessing import forkserver
+
+        with _output_to(self.logs[0]), _environ(self._env(0) | {SWEEP_PID: str(os.getpid())}):
+            forkserver.ensure_running()
+
     def _start(self, i: int) -> None:
         env = self._env(i)
         ours, theirs = self.ctx.Pipe()
         p = self.ctx.Process(target=_main, args=(theirs, env), name=f"vlmprune-worker-{i}",
                              daemon=True)
-        if self.forked:  # the fork applies env itself (`_main`)
-            p.start()
-        else:
-            with _environ(env):  # the spawned interpreter starts with these already set
+        try:
+            if self.forked:  # the fork applies env itself (`_main`)
+                if not _server_alive():  # a new one is started by `restart`, not here
+                    raise EOFError("not running")
                 p.start()
+            else:
+                with _environ(env):  # the spawned interpreter starts with these already set
+                    p.start()
+        except (EOFError, OSError) as e:  # the fork server was lost (SIGKILL, out of memory)
+            ours.close()
+            theirs.close()
+            why = str(e) or type(e).__name__
+            self._lost[i] = (f"could not start: the fork server was lost ({why})" if self.forked
+                             else f"could not start ({why})")
+            return
         theirs.close()
         self.procs[i], self.conns[i] = p, ours
 
     def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None:
         self._ready()
         conn = self.conns[slot]
-        assert conn is not None
+        if conn is None:  # its worker could not start: wait() says so, as for a dead one
+            self._unsent[slot] = self._lost.get(slot, "worker process not running")
+            return
         try:
             conn.send((cell, attempt))
         except (BrokenPipeError, ConnectionResetError):
@@ -139,6 +171,10 @@ class Pool:
         """The workers that answered (or died), waiting at most `timeout` s (None: until
         one does)."""
         self._ready()
+        if self._unsent:
+            lost = [(i, Outcome("died", failure=why)) for i, why in self._unsent.items()]
+            self._unsent.clear()
+            return lost
         live = {c: i for i, c in enumerate(self.conns) if c is not None}
         out = []
         for conn in wait(list(live), timeout):
@@ -161,6 +197,9 @@ class Pool:
     def restart(self, slot: int) -> None:
         self._ready()
         self._stop(slot)
+        self._lost.pop(slot, None)
+        if self.forked:
+            self._server()
         self._start(slot)
 
     def retire(self, slot: int) -> None:
@@ -201,6 +240,17 @@ def _stop_fork_server() -> None:
     server._stop()  # reaps it, closes its pipe, removes its socket
 
 
+def _server_alive() -> bool:
+    """The fork server runs (None started, or it ended: False). Private parts of
+    multiprocessing, checked in tests/test_private_apis.py."""
+    from multiprocessing import forkserver
+
+    from harness.search.study import alive
+
+    pid = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    return pid is not None and alive(pid)
+
+
 def _context(gpu: bool):
     """forkserver for CPU workers; spawn for GPU workers (an import that touched CUDA in the
     server would leave forked GPU workers unable to use it, and the GPU measurements were
@@ -209,8 +259,8 @@ def _context(gpu: bool):
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     # imported once by the server for every worker it forks (a failed import is skipped:
-    # the worker's warm-up then meets it)
-    ctx.set_forkserver_preload(list(dispatch.WORKER_MODULES))
+    # the worker's warm-up then meets it); this module first (`_guard_fork_server`)
+    ctx.set_forkserver_preload([__name__, *dispatch.WORKER_MODULES])
     return ctx
 
 
@@ -237,8 +287,7 @@ def _die_with_sweep() -> None:
     workers finished 20 trials for nobody). The sweep's own end is multiprocessing's
     parent sentinel: readable once the sweep has exited; a thread waits on it. The
     parent-death signal stays for spawned workers, whose parent is the sweep."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _die_with_parent()
     parent = mp.parent_process()
     if parent is None or parent.sentinel is None:
         return
@@ -248,6 +297,27 @@ def _die_with_sweep() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="vlmprune-watch-sweep", daemon=True).start()
+
+
+def _die_with_parent() -> None:
+    """SIGKILL for this process when the thread that started it ends (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _guard_fork_server() -> None:
+    """In a pool's fork server, which imports this module before torch and the rest: SIGKILL
+    when the sweep that started it ends. Otherwise a sweep killed while its server imported
+    left the server running for nobody until its imports were done, and the resource tracker
+    with it (the sweep's pending requests for workers, queued at the server's socket, hold
+    the tracker's pipe); on a loaded machine that is seconds to minutes of CPU. The sweep
+    sends its pid: one that ended before this ran is seen here."""
+    if not any(a.startswith("from multiprocessing.forkserver import") for a in sys.orig_argv):
+        return
+    sweep = os.environ.pop(SWEEP_PID, None)  # not the workers': they watch the sweep
+    _die_with_parent()
+    if sweep is not None and os.getppid() != int(sweep):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -295,6 +365,9 @@ def _say(line: str) -> None:
 
 def _main(conn: Connection, env: dict[str, str]) -> None:
     """A worker: cells in, outcomes out, until the pipe closes or says stop."""
+    # Ctrl-C signals the terminal's whole process group: the sweep decides (it stops, and
+    # kills its workers); a worker interrupted mid-cell would only be a death to retry
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(env)
     for k in (*dispatch.PASSED_ON, CUDA):  # a fork server started by an earlier sweep of
         if k not in env:                     # this process may hold values this one has not
@@ -322,3 +395,6 @@ def _main(conn: Connection, env: dict[str, str]) -> None:
         _say(f"{what} (attempt {attempt}): {outcome.kind} in "
              f"{time.perf_counter() - t0:.1f} s")
         conn.send(outcome)
+
+
+_guard_fork_server()

@@ -8,18 +8,25 @@ the exit code is 1 if any cell failed.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
+import os
+import re
+import socket
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
 
 from harness.errors import UserError
+from harness.paths import results_dir
 from harness.sweep import cache, dispatch, grid
-from harness.sweep.cell import prune_key, recover_key
+from harness.sweep.cell import digest, prune_key, recover_key
 from harness.sweep.display import Display
 from harness.sweep.grid import Cell
 
@@ -94,12 +101,54 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
         return plan(name, where, keep_going)
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     check(grid.path_of(name), cells, keep_going)
-    with store_errors():
+    with store_errors(), locked(g.name):
         code = _sweep(g, cells, where, force, progress,
                       Dispatch(executor, workers, ray_address, threads))
     if report:
         write_report(name)  # the grid as given: a name, or its file
     return code
+
+
+@contextlib.contextmanager
+def locked(name: str) -> Iterator[None]:
+    """One sweep of a grid at a time on a results folder: two would run each cell twice (two
+    FINISHED runs), mark each other's run KILLED (`Tracker.close_stale`) and race on the
+    report. A second one refuses at once, naming the first; waiting would only run what
+    the first has just finished. The lock is the OS's (flock) on `results/locks/`: it
+    goes with the process that holds it, so the file a killed sweep leaves blocks nobody."""
+    from filelock import FileLock, Timeout
+
+    folder = results_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    path = folder / f"sweep-{safe if safe == name else f'{safe}-{digest(name)[:8]}'}.lock"
+
+    def owner(fd: int) -> None:
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%F %T')}".encode())
+
+    lock = FileLock(str(path), fallback_to_soft=False, on_acquired=owner)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            who = path.read_text().strip() or "a process starting"
+        except OSError:
+            who = "another process"
+        raise UserError(f"{path}: a sweep of '{name}' is running on this results folder "
+                        f"({who}); wait for it to end, or stop it (Ctrl-C where it runs, or "
+                        "kill -INT PID) and run again: it resumes") from None
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+        log.warning("%s: this filesystem cannot lock (%s); make sure no other sweep of '%s' "
+                    "runs on this results folder", path, e.strerror, name)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def write_report(name: str) -> None:
@@ -191,6 +240,22 @@ def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None
     parent = tracker.start_sweep(len(todo), where, how.executor)
     rows: list[tuple[Cell, dict | None, str | None]] = []
     t0 = time.perf_counter()
+    try:
+        _cells(g, todo, tracker, parent, rows, progress, workers)
+    except KeyboardInterrupt:  # Ctrl-C: stop now; finished cells are logged, stages cached
+        tracker.end(parent, "KILLED")
+        raise
+    failed = sum(1 for _, _, f in rows if f)
+    tracker.end_sweep(parent, failed, len(rows) - failed)
+    earlier = [(c, finished[c.hash], None) for c in cells if c.hash in finished]
+    summary(g.name, sorted(earlier + rows, key=lambda r: r[0].index), len(rows),
+            time.perf_counter() - t0)
+    return 1 if failed else 0
+
+
+def _cells(g: grid.GridFile, todo: list[Cell], tracker, parent: str,
+           rows: list[tuple[Cell, dict | None, str | None]], progress: bool, workers) -> None:
+    """Run `todo` here or on `workers`, logging each cell's run as it ends (into `rows`)."""
     with Display(g.name, len(todo), console, bar=progress) as display:
         began: dict[str, float] = {}
 
@@ -216,12 +281,6 @@ def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None
             dispatch.prepare(todo)  # while the workers import torch
             console.print(f"running on a {workers.describe()}")
             dispatch.run(todo, workers, on_started, on_finished)
-    failed = sum(1 for _, _, f in rows if f)
-    tracker.end_sweep(parent, failed, len(rows) - failed)
-    earlier = [(c, finished[c.hash], None) for c in cells if c.hash in finished]
-    summary(g.name, sorted(earlier + rows, key=lambda r: r[0].index), len(rows),
-            time.perf_counter() - t0)
-    return 1 if failed else 0
 
 
 def _score(result: dict | None, failure: str | None) -> str:

@@ -16,21 +16,27 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.errors import UserError
-from harness.paths import results_dir, user_cache
+from harness.paths import new_file, results_dir, user_cache
 from harness.sweep.cell import flat
 from harness.sweep.grid import Cell
 
 TAG_HASH = "vlmprune.cell_hash"
 TAG_KIND = "vlmprune.kind"
+TAG_HOST, TAG_PID = "vlmprune.host", "vlmprune.pid"  # the process that owns a sweep or search run
+
+
+def owner_tags() -> dict[str, str]:
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
 
 
 def tracking_uri(create: bool = True) -> str | None:
@@ -57,47 +63,59 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _DENIED = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def store_problem(e: BaseException) -> str | None:
-    """One line for a failure of the results folder or the MLflow store, or None when `e`
-    is something else. Looks through the exception's causes (MLflow wraps SQLAlchemy, which
-    wraps sqlite3)."""
+class Store(NamedTuple):
+    """A store as `store_problem` names it: the file (or URI), what it is, what a fresh one
+    costs the user, and the setting that points at another one (`other`)."""
+
+    name: str
+    kind: str = "MLflow store"
+    fresh: str = ("a fresh store re-logs the cells already in the stage cache without "
+                  "recomputing them")
+    other: str = "MLFLOW_TRACKING_URI"
+
+
+def store_problem(e: BaseException, store: Store | None = None) -> str | None:
+    """One line for a failure of the results folder or of a store, or None when `e` is
+    something else. Looks through the exception's causes (MLflow wraps SQLAlchemy, which
+    wraps sqlite3). `store`: the one being used (default: the MLflow store in force)."""
     seen: list[BaseException] = []
     x: BaseException | None = e
     while x is not None and x not in seen and len(seen) < 10:
         seen.append(x)
         x = x.__cause__ or x.__context__
     text = " | ".join(str(x).lower() for x in seen)
+    st = store or Store(store_name())
     for x in seen:
         if isinstance(x, OSError) and x.errno in _FULL + _DENIED:
             where = x.filename or results_dir()
-            return _full(where) if x.errno in _FULL else _denied(where)
+            return _full(where, st) if x.errno in _FULL else _denied(where, st)
+    db = st.name
     if "disk is full" in text or "no space left" in text:
-        return _full(store_name())
+        return _full(db, st)
     if "readonly database" in text or "read-only" in text or "unable to open database" in text:
-        return _denied(store_name())
+        return _denied(db, st)
     names = {type(x).__name__ for x in seen}
     if names & {"DatabaseError", "OperationalError", "IntegrityError", "ProgrammingError"} \
             or "not a database" in text or "malformed" in text:
         first = next((str(x).splitlines()[0] for x in reversed(seen) if str(x)), "unreadable")
-        db = store_name()
-        return (f"{db}: not a readable MLflow store ({first[:120]}); move it aside "
-                f"(mv {db} {db}.bad) and run again: a fresh store re-logs the cells already in "
-                "the stage cache without recomputing them; or set MLFLOW_TRACKING_URI to "
-                "another store")
-    if "connection" in text and os.environ.get("MLFLOW_TRACKING_URI", "").startswith("http"):
+        return (f"{db}: not a readable {st.kind} ({first[:120]}); move it aside "
+                f"(mv {db} {db}.bad) and run again: {st.fresh}; or point {st.other} at "
+                "another one")
+    if store is None and "connection" in text \
+            and os.environ.get("MLFLOW_TRACKING_URI", "").startswith("http"):
         return (f"{store_name()}: the MLflow tracking server does not answer; start it "
                 "(`vlmprune server`), or unset MLFLOW_TRACKING_URI")
     return None
 
 
-def _full(where: object) -> str:
+def _full(where: object, store: Store) -> str:
     return (f"{where}: no space left on the device; free some, or set VLMPRUNE_RESULTS to a "
-            "folder on another disk (MLFLOW_TRACKING_URI for the store alone)")
+            f"folder on another disk ({store.other} for the {store.kind} alone)")
 
 
-def _denied(where: object) -> str:
+def _denied(where: object, store: Store) -> str:
     return (f"{where}: cannot write there (read-only); make it writable, or set "
-            "VLMPRUNE_RESULTS to a writable folder (MLFLOW_TRACKING_URI for the store alone)")
+            f"VLMPRUNE_RESULTS to a writable folder ({store.other} for the {store.kind} alone)")
 
 
 @contextmanager
@@ -121,23 +139,15 @@ def create_store(db: Path) -> None:
     linked into place (no-clobber: a concurrent sweep's finished store wins). Building the
     schema takes MLflow ~3 s; it is done once per MLflow version into a template under the
     user's cache (`empty_store`), which each new results folder copies."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".tmp-{db.name}-", dir=db.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    def fill(tmp: Path) -> None:
         template = empty_store()
         if template is not None:
             shutil.copyfile(template, tmp)
         else:  # no writable cache: build the schema here
             tmp.unlink()
             _build_schema(tmp)
-        try:
-            os.link(tmp, db)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    new_file(db, fill)
 
 
 def _build_schema(file: Path) -> None:
@@ -284,7 +294,8 @@ class Tracker:
                 for r in self._cell_runs("FINISHED")}
 
     def close_stale(self) -> int:
-        """Mark runs a killed sweep left RUNNING as KILLED; returns how many."""
+        """Mark runs a killed sweep left RUNNING as KILLED; returns how many. (One sweep of
+        a grid runs at a time on a results folder: runner.locked.)"""
         runs = self._cell_runs("RUNNING") + list(self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'sweep' and "
             "attributes.status = 'RUNNING'"))
@@ -292,12 +303,35 @@ class Tracker:
             self.client.set_terminated(r.info.run_id, "KILLED")
         return len(runs)
 
+    def close_orphans(self, kind: str, alive: Callable[[int], bool]) -> int:
+        """Mark KILLED the runs of `kind` left RUNNING by a process of this host that is gone
+        (and their child runs still RUNNING); returns how many. Runs of live processes (a
+        second search sharing the study, a pool's worker), of other hosts, and without an
+        owner are left as they are."""
+        me = socket.gethostname()
+        runs = self.client.search_runs([self.experiment_id], filter_string=(
+            f"tags.`{TAG_KIND}` = '{kind}' and attributes.status = 'RUNNING' and "
+            f"tags.`{TAG_HOST}` = '{me}'"), max_results=50000)
+        gone = [r for r in runs if r.data.tags.get(TAG_PID, "").isdigit()
+                and not alive(int(r.data.tags[TAG_PID]))]
+        for r in gone:
+            self.end(r.info.run_id, "KILLED")
+        return len(gone)
+
+    def end(self, run_id: str, status: str) -> None:
+        """End a run, and any of its child runs still RUNNING, with `status` (KILLED: the
+        sweep or search was stopped)."""
+        for child in self.client.search_runs([self.experiment_id], filter_string=(
+                f"tags.`mlflow.parentRunId` = '{run_id}' and attributes.status = 'RUNNING'")):
+            self.client.set_terminated(child.info.run_id, status)
+        self.client.set_terminated(run_id, status)
+
     def start_sweep(self, n_cells: int, where: dict[str, str] | None,
                     executor: str = "local") -> str:
         run = self.client.create_run(self.experiment_id, run_name=f"sweep {time.strftime('%F %T')}",
                                      tags={TAG_KIND: "sweep", "vlmprune.git_commit": self.commit,
                                            "vlmprune.where": str(where or {}),
-                                           "vlmprune.executor": executor})
+                                           "vlmprune.executor": executor, **owner_tags()})
         self.client.log_param(run.info.run_id, "cells", n_cells)
         return run.info.run_id
 

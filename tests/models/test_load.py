@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,3 +50,114 @@ def test_local_path_round_trip(tmp_path):
     assert adapter.generate(img, p, max_new_tokens=3) == ref.generate(img, p, max_new_tokens=3)
     for a, b in zip(adapter.model.parameters(), model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+LAYOUTS = Path(__file__).resolve().parents[2] / "harness" / "models" / "layouts"
+
+
+def saved(model_and_processor, folder: Path) -> str:
+    model, proc = model_and_processor
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return str(folder)
+
+
+def config_only(folder: Path, config) -> str:
+    """A folder whose config.json is another model_type's; its weights and processor files
+    are stand-ins (nothing past config.json may be read)."""
+    config.save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "processor_config.json").write_text("{}")
+    return str(folder)
+
+
+def no_loading(monkeypatch) -> None:
+    """Reading a processor or weights fails the test: the answer must come from config.json."""
+    import transformers as tf
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a processor or the weights were loaded")
+
+    for cls in (tf.AutoProcessor, tf.LlavaForConditionalGeneration,
+                tf.AutoModelForImageTextToText):
+        monkeypatch.setattr(cls, "from_pretrained", refuse)
+
+
+@pytest.mark.parametrize("kind", ["vipllava", "llava_next", "video_llava", "mistral3",
+                                  "aya_vision", "internvl"])
+def test_a_family_that_is_not_the_folders_model_type_is_refused(kind, tmp_path, monkeypatch,
+                                                                capsys):
+    """`--family llava` on a folder of another model_type loaded the LLaVA class anyway (its
+    missing and unexpected weights only a transformers warning): vipllava's pruned and
+    evaluated model silently lacked its projector LayerNorm."""
+    import transformers as tf
+
+    from harness.cli import main
+    from harness.models.tiny import tiny_vipllava
+
+    if kind == "vipllava":
+        folder = saved(tiny_vipllava(), tmp_path / kind)
+    else:
+        configs = {"llava_next": tf.LlavaNextConfig, "video_llava": tf.VideoLlavaConfig,
+                   "mistral3": tf.Mistral3Config, "aya_vision": tf.AyaVisionConfig,
+                   "internvl": tf.InternVLConfig}
+        folder = config_only(tmp_path / kind, configs[kind]())
+    no_loading(monkeypatch)
+    capsys.readouterr()  # what saving printed
+    assert main(["inspect", folder, "--family", "llava"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"model_type '{kind}'" in err and "--family" in err, err
+    assert "'llava'" in err and folder in err
+    with pytest.raises(UserError, match=f"model_type '{kind}'"):
+        load(ModelSpec(name=folder, adapter="llava"), weights=False)
+
+
+def test_missing_or_unexpected_weights_are_an_error(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "m"
+    model, proc = tiny_llava()
+    save(model, proc, folder)
+    weights = load_file(folder / "model.safetensors")
+    load(ModelSpec(name=str(folder), device="cpu"))  # whole: it loads
+    gone = "multi_modal_projector.linear_1.bias"  # the file's names: transformers 4's
+    del weights[gone]
+    weights["multi_modal_projector.projector_layernorm.weight"] = torch.ones(32)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UserError) as e:
+        load(ModelSpec(name=str(folder), device="cpu"))
+    msg = str(e.value)
+    assert "\n" not in msg and str(folder) in msg and gone in msg, msg
+    assert "projector_layernorm.weight" in msg and "missing" in msg and "unexpected" in msg
+
+
+def test_a_model_without_a_built_in_layout_is_told_to_give_one_before_it_loads(
+        tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    from harness.models.tiny_more import tiny_qwen2_vl
+
+    folder = saved(tiny_qwen2_vl(), tmp_path / "qwen")
+    no_loading(monkeypatch)
+    capsys.readouterr()  # what saving printed
+    assert main(["inspect", folder]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--layout" in err and "qwen2_vl.yaml" in err, err
+    assert "grid" not in err.split("--layout")[0]
+
+
+def test_a_layout_of_another_architecture_names_the_file_and_the_path(tmp_path, capsys):
+    from harness.cli import main
+
+    folder = tmp_path / "llava"
+    model, proc = tiny_llava()
+    save(model, proc, folder)
+    layout = str(LAYOUTS / "qwen2_vl.yaml")
+    capsys.readouterr()  # what saving printed
+    with pytest.raises(UserError) as e:
+        adapter_for(model, proc, "generic", layout)
+    msg = str(e.value)
+    assert msg.startswith(layout) and "field 'vision'" in msg and "model.visual" in msg, msg
+    assert "vision_tower" in msg and "\n" not in msg  # what the model holds there
+    assert main(["inspect", str(folder), "--layout", layout]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "qwen2_vl.yaml" in err and "Traceback" not in err, err

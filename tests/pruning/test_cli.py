@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from harness.models.tiny import tiny_llava
 from harness.zoo.build import save
 
@@ -46,3 +48,31 @@ def test_the_command_line_turns_the_hub_off_before_any_command(monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     assert main(["list"]) == 0
     assert os.environ["HF_HUB_OFFLINE"] == os.environ["HF_DATASETS_OFFLINE"] == "1"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("method: wanda\npattern: '3:7'\n", "M=7 does not divide the input width"),
+    ("method: wanda\nsparsity: 0.9\ndistribution: budget\nvision_share: 0.95\n",
+     "budget 0.90 with vision_share 0.95"),
+    ("method: wanda\nsparsity: {language: [0.3, 0.4, 0.5, 0.6, 0.7, 0.7, 0.8]}\n",
+     "7 groups for 6 language blocks"),
+])
+def test_a_spec_the_model_cannot_take_is_refused_before_it_loads(text, words, tmp_path,
+                                                                 monkeypatch, capsys):
+    """Found from the model built on the meta device, as a grid's cells are checked on its
+    shapes, not after the weights loaded (16-26 s, three lines, the spec file not named)."""
+    from harness.cli import main
+    from harness.models import load as load_module
+
+    real = load_module.load
+
+    def shapes_only(spec, weights=True):
+        assert not weights, "the model's weights were loaded"
+        return real(spec, weights=weights)
+
+    monkeypatch.setattr(load_module, "load", shapes_only)
+    (tmp_path / "spec.yaml").write_text(text)
+    assert main(["prune", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "spec.yaml" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]

@@ -25,7 +25,7 @@ def browse(url: str, *args: str) -> subprocess.CompletedProcess:
     """Open a page headless with a throwaway profile; stdout holds --dump-dom's DOM."""
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *args, url],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=600)
 
 
 def console_lines(p: subprocess.CompletedProcess) -> list[str]:
@@ -41,6 +41,6 @@ def pdflatex(tex: Path) -> Path:
                     "texlive-latex-recommended)")
     for _ in range(2):
         p = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", tex.name],
-                           cwd=tex.parent, capture_output=True, text=True, timeout=120)
+                           cwd=tex.parent, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stdout[-3000:]
     return tex.with_suffix(".pdf")

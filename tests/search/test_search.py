@@ -94,6 +94,22 @@ BAD = [
      "log scale needs low > 0"),
     ({"base": {"prune": {"pattern": "2:4"}}, "search": {"budget": 0.5}}, "base.prune.pattern"),
     ({"search": {"budget": 0.5, "choices": {"prune.methd": ["wanda"]}}}, "prune.methd"),
+    ({"search": {"budget": 0.5, "choices": {"prune.method": ["wanda", "wnada"]}}},
+     "search.choices.prune.method"),
+    ({"search": {"budget": 0.5, "choices": {"prune.pattern": ["3:2"]}}}, "'3:2'"),
+    ({"search": {"budget": 0.5, "choices": {"prune.pattern": ["unstructured", "2:4"]}}},
+     "search.choices.prune.pattern"),
+    ({"search": {"budget": 0.5, "choices": {"prune": [None]}}}, "search.choices.prune"),
+    ({"search": {"budget": 0.5, "objective": "shapes_vqa/acc"}}, "search.objective"),
+    ({"base": {"prune": {"method": "wanda"}, "eval": {"suite": "quick"}},
+      "search": {"budget": 0.5, "objective": "shapes_caption/cider"}}, "shapes_vqa/"),
+    ({"search": {"budget": 0.5, "roles": {"vision": {}, "language": {"groups": 60}}}},
+     "60 groups"),
+    ({"base": {"prune": {"distribution": "owl"}}, "search": {"budget": 0.5}}, "search.roles"),
+    ({"base": {"prune": {"method": "wanda"}, "eval": {"suite": "shapez"}},
+      "search": {"budget": 0.5}}, "eval.suite"),
+    ({"base": {"prune": {"method": "wanda"}, "model": {"name": "no-such-model"}},
+      "search": {"budget": 0.5}}, "model.name"),
 ]
 
 
@@ -264,7 +280,7 @@ def test_killed_search_takes_its_workers_with_it(tmp_path, results):
     workers = running_workers(proc, results)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 300  # generous: the kernel reaps them, a busy machine late
     while time.monotonic() < deadline and any(alive(p) for p in workers):
         time.sleep(0.2)
     assert not any(alive(p) for p in workers), "a worker outlived its search"

@@ -7,17 +7,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from harness.cli import main
 from harness.sweep import dispatch, grid
 from harness.sweep.tracking import TAG_HASH
+from tests.sweep import serve
 from tests.sweep.runs import cell_runs, metrics_by_hash
 
 
@@ -156,39 +154,13 @@ def test_groups_share_prune_stages_and_go_longest_first():
 ray = pytest.importorskip("ray", reason="Ray cannot be installed here (pip install -e .[ray])")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
-    """`vlmprune server` on 127.0.0.1, over its own results folder."""
-    folder = tmp_path_factory.mktemp("server-results")
-    port = free_port()
-    env = {**os.environ, "VLMPRUNE_RESULTS": str(folder)}
-    log = open(folder / "server.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "server", "--port", str(port)],
-                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if p.poll() is not None:
-                    pytest.fail((folder / "server.log").read_text()[-2000:])
-                time.sleep(0.5)
-        else:
-            pytest.fail("the tracking server did not answer in 120 s")
+    """`vlmprune server` on 127.0.0.1, over its own results folder (ready when it answers:
+    serve.READY_S is a generous deadline, for a busy machine)."""
+    folder = tmp_path_factory.mktemp("server") / "results"
+    with serve.running(folder) as uri:
         yield uri, folder
-    finally:
-        os.killpg(p.pid, 15)
-        p.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.sweep.tracking import store_problem
+from harness.sweep.tracking import Store, store_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ def vlmprune(*args: str, results: Path, user: int | None = None, home: Path | No
     if user is not None:
         env["HOME"] = str(home)
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def one_line_error(p, *words: str) -> str:
@@ -113,3 +113,22 @@ def test_full_disk_and_read_only_database_are_named(tmp_path):
         ro.execute("insert into t values (1)")
     assert "read-only" in store_problem(e.value)
     assert store_problem(ValueError("a cell's own bug")) is None
+
+
+def test_a_store_other_than_mlflow_s_is_named_with_its_own_way_out(tmp_path):
+    """store_problem names the store it is given (a search's Optuna storage), never the
+    MLflow store, and points at the setting that chooses another one."""
+    db = tmp_path / "o.db"
+    db.write_text("not a database\n" * 100)
+    optuna = Store(str(db), "Optuna storage", "the study starts afresh", "--storage")
+    with pytest.raises(sqlite3.DatabaseError) as damaged:
+        sqlite3.connect(db).execute("select * from sqlite_master").fetchall()
+    line = store_problem(damaged.value, optuna)
+    assert line is not None and line.startswith(f"{db}: not a readable Optuna storage")
+    assert f"mv {db} {db}.bad" in line and "--storage" in line
+    assert "mlflow.db" not in line and "MLFLOW_TRACKING_URI" not in line
+    with pytest.raises(sqlite3.OperationalError) as unopened:
+        sqlite3.connect(f"file:{tmp_path / 'missing.db'}?mode=ro", uri=True)
+    line = store_problem(unopened.value, optuna)
+    assert line is not None and line.startswith(f"{db}: cannot write there")
+    assert "--storage for the Optuna storage alone" in line
