@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -10,7 +11,12 @@ import sys
 import threading
 from pathlib import Path
 
-from harness.errors import EXIT_USAGE, UserError
+from harness import jsonl, threads
+from harness.errors import EXIT_USAGE, UserError, validate
+from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
+from harness.fields import name_flag
+from harness.models.load import ModelSpec, load
+from harness.sweep import server, verify
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
 
@@ -24,9 +30,6 @@ def _zoo_check(a: argparse.Namespace) -> int:
 
 def _model_spec(a: argparse.Namespace):
     """The model a command names: `--model`/MODEL, with `--family` and `--layout`."""
-    from harness.errors import validate
-    from harness.models.load import ModelSpec
-
     data = {"name": a.model, "adapter": a.family}
     if a.layout is not None:
         if not a.layout.is_file():
@@ -39,8 +42,6 @@ def _model_spec(a: argparse.Namespace):
 
 
 def _models(a: argparse.Namespace) -> int:
-    from harness.models.load import load
-
     adapter = load(_model_spec(a))
     print(f"{a.model}: family {adapter.family}")
     for role in ("vision", "bridge", "language"):
@@ -51,10 +52,6 @@ def _models(a: argparse.Namespace) -> int:
 
 
 def _prune(a: argparse.Namespace) -> int:
-    import json
-
-    from harness import jsonl
-    from harness.models.load import load
     from harness.pruning import persist, stage
     from harness.pruning.spec import read_file
 
@@ -92,11 +89,6 @@ def _prune(a: argparse.Namespace) -> int:
 
 
 def _eval(a: argparse.Namespace) -> int:
-    import json
-
-    from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
-    from harness.models.load import load
-
     for flag, value in (("--limit", a.limit), ("--batch-size", a.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: give 1 or more")
@@ -148,13 +140,10 @@ def _sweep(a: argparse.Namespace) -> int:
 
 
 def _server(a: argparse.Namespace) -> int:
-    from harness.sweep import server
-
     return server.serve(a.host, a.port, auth=a.auth, insecure=a.insecure)
 
 
 def _report(a: argparse.Namespace) -> int:
-    from harness.fields import name_flag
     from harness.report import build, compare
 
     if a.experiment is not None:  # GRID and --compare are checked as they are resolved
@@ -172,7 +161,6 @@ def _report(a: argparse.Namespace) -> int:
 
 def _search(a: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: one progress bar
-    from harness.fields import name_flag
     from harness.search.run import search
 
     if a.study is not None:  # the default, the grid's name, is checked with the grid
@@ -182,8 +170,6 @@ def _search(a: argparse.Namespace) -> int:
 
 
 def _cache_verify(a: argparse.Namespace) -> int:
-    from harness.sweep import verify
-
     return verify.main(a.repair)
 
 
@@ -337,7 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     # library callers, but by then they may already have been read).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from harness import threads
 
     threads.configure()  # before torch is imported: idle threads sleep, never spin
     # Ctrl-C (SIGINT) stops any command, also one started with SIGINT ignored, as a script's

@@ -6,6 +6,8 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import ValidationError
+
 EXIT_USAGE = 2
 
 
@@ -24,8 +26,6 @@ def unknown(kind: str, name: str, known: Iterable[str]) -> UserError:
 def validate(model: Any, data: object, source: object, where: str = "") -> Any:
     """`model.model_validate(data)`; a failure is one UserError line naming the source (and
     `where` in it, e.g. a cell) and the field."""
-    from pydantic import ValidationError
-
     try:
         return model.model_validate(data)
     except ValidationError as e:

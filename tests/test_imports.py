@@ -109,3 +109,25 @@ def test_the_rule_sees_heavy_and_light_modules():
     assert not heavy("harness.errors") and not heavy("json")
     _, local = scan()
     assert any(what.startswith("transformers") for _, _, what in local)
+
+
+def test_every_module_imports_first():
+    """With imports at the top, a circle between project modules fails when its wrong end is
+    loaded first: each module is imported as the first of the project's, in one process
+    (the libraries stay loaded; the project's modules are dropped between imports)."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\n"
+            "bad = []\n"
+            f"for m in {sorted(MODULES)!r}:\n"
+            "    for k in [k for k in sys.modules if k == 'harness' or k.startswith('harness.')]:\n"
+            "        del sys.modules[k]\n"
+            "    try:\n"
+            "        importlib.import_module(m)\n"
+            "    except Exception as e:\n"
+            "        bad.append(f'{m}: {type(e).__name__}: {e}')\n"
+            "print('\\n'.join(bad))\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not p.stdout.strip(), "modules that fail to import first:\n" + p.stdout

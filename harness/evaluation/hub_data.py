@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,6 @@ def offline() -> None:
     huggingface_hub and datasets took of them when first imported follow (a library caller may
     have imported them before any of our code set the variables). A user who sets either to 0
     keeps the hub."""
-    import os
-
     import datasets
     from huggingface_hub import constants
 

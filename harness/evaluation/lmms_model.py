@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
-from lmms_eval.models.registry_v2 import ModelManifest
 from tqdm import tqdm
 
+from harness.evaluation.run import task_kind, task_manager
 from harness.models.adapter import Adapter
+from harness.models.load import ModelSpec, load
 
 MAX_ROUNDS = 32
 _GENERATE_KEYS = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample")
@@ -48,7 +49,6 @@ class VlmpruneLM(lmms):
         if adapter is None:
             if pretrained is None:
                 raise ValueError("vlmprune: give model_args pretrained=NAME_OR_PATH")
-            from harness.models.load import ModelSpec, load
 
             adapter = load(ModelSpec(name=pretrained, dtype=dtype,
                                      device=device if device not in (None, "") else "auto"))
@@ -79,8 +79,6 @@ class VlmpruneLM(lmms):
 
     def _kind(self, task: str) -> str:
         if task not in self.task_kinds:
-            from harness.evaluation.run import task_kind, task_manager
-
             tm = task_manager(True)
             known = task in tm.all_tasks
             self.task_kinds[task] = task_kind(tm._get_config(task)) if known else "vqa"
@@ -203,6 +201,3 @@ def _cut(text: str, until: list[str]) -> str:
             text = text.split(stop, 1)[0]
     return text.strip()
 
-
-MANIFEST = ModelManifest(model_id="vlmprune",
-                         simple_class_path="harness.evaluation.lmms_model.VlmpruneLM")

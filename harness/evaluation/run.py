@@ -11,15 +11,19 @@ from __future__ import annotations
 import argparse
 import functools
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from harness.errors import unknown
+from harness.evaluation.hub_data import offline, override, task_sources
+from harness.paths import results_dir
 
 if TYPE_CHECKING:
     from harness.models.adapter import Adapter
@@ -60,10 +64,7 @@ def task_manager(include_defaults: bool):
     """lmms-eval's TaskManager with the shapes tasks on its include path (indexing lmms-eval's
     hundreds of built-in task folders only when a suite needs them). lmms-eval logs through
     loguru, whose default prints DEBUG lines while the index is built: warnings only."""
-    import sys
-
     from lmms_eval.tasks import TaskManager
-    from loguru import logger
 
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -75,8 +76,6 @@ def task_manager(include_defaults: bool):
 def check_offline(tasks: list[str], tm) -> dict[str, list]:
     """Where each built-in task's data lies on this machine (`hub_data.locate`): a one-line
     `UserError` naming the task, the dataset and a working remedy when any is missing."""
-    from harness.evaluation.hub_data import task_sources
-
     found = {}
     for task in tasks:
         if task not in tm.all_tasks:
@@ -98,8 +97,6 @@ def task_kind(config: dict) -> str:
 
 def output_dir(run_hash: str) -> Path:
     """Where lmms-eval writes a run's files (its tasks' `submissions/`): under results/."""
-    from harness.paths import results_dir
-
     name = re.sub(r"[^\w.-]+", "_", run_hash).strip("_")[:100] or "eval"
     return results_dir() / "lmms-eval" / name
 
@@ -108,8 +105,6 @@ def evaluate(adapter: Adapter | None, suite: str = "shapes", run_hash: str = "",
              limit: int | None = None, batch_size: int = 32, response_cache: Path | None = None,
              lm=None, progress: bool = True) -> EvalResult:
     """Run a suite on a model in memory (or on a ready `VlmpruneLM` passed as `lm`)."""
-    from harness.evaluation.hub_data import offline, override
-
     offline()
     from lmms_eval.evaluator import simple_evaluate
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from harness.models.layout import ROLES, Layout, Prompts  # noqa: F401 - re-exported
 
@@ -173,7 +174,6 @@ class Adapter:
         """Answers for (image, prompt) pairs, in batches, left-padded, KV-cached; greedy unless
         `generate_kwargs` (passed to HF `generate`) say otherwise."""
         kw = {"do_sample": False, "num_beams": 1, **generate_kwargs}
-        from tqdm import tqdm
 
         out: list[str] = []
         starts = range(0, len(prompts), batch_size)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported by whoever holds a model
     from torch import nn
 
+from harness.errors import UserError
 from harness.models.layout import Layout, Prompts
 
 MODEL_TYPES = ("blip-2", "instructblip")
@@ -28,8 +29,6 @@ _LANGUAGE = {
 def layout(model: nn.Module) -> Layout:
     lm_type = model.config.text_config.model_type
     if lm_type not in _LANGUAGE:
-        from harness.errors import UserError
-
         raise UserError(f"BLIP language model '{lm_type}' has no layout "
                         f"(known: {', '.join(_LANGUAGE)}); use adapter: generic with a layout")
     blocks, extra = _LANGUAGE[lm_type]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness.errors import unknown
+
 ROLES = ("vision", "bridge", "language")
 
 
@@ -23,8 +25,6 @@ class Layout:
 
     def paths(self, role: str) -> tuple[str, ...]:
         if role not in ROLES:
-            from harness.errors import unknown
-
             raise unknown("role", role, ROLES)
         return getattr(self, role)
 

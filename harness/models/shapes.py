@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass
 
 from harness.models.layout import ROLES
-from harness.models.load import ModelSpec
+from harness.models.load import ModelSpec, load
+from harness.paths import memo_json
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,12 @@ class Shapes:
 
 def shapes_of(spec: ModelSpec) -> Shapes:
     """The model's shapes, from the user cache or from the model built on the meta device."""
-    from harness.paths import memo_json
     from harness.sweep.cell import digest, model_content
 
     key = digest({"model": spec.model_dump(exclude={"device", "dtype"}),
                   "content": model_content(spec)})
 
     def build() -> dict:
-        from harness.models.load import load
-
         adapter = load(spec, weights=False)
         return {"blocks": {r: [b.name for b in adapter.blocks(r)] for r in ROLES},
                 "linears": {r: {p: list(lin.weight.shape) for p, lin in

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.models.adapter import Adapter
+from harness.models.generic import dump_layout
 
 MASKS = "masks.safetensors"
 
@@ -42,7 +43,6 @@ def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> 
         "vqa": adapter.prompts.vqa, "caption": adapter.prompts.caption,
         "instructions": adapter.prompts.instructions}}
     if adapter.family == "generic":  # reloads by path alone: the layout travels with it
-        from harness.models.generic import dump_layout
 
         (path / LAYOUT).write_text(dump_layout(adapter.layout, adapter.prompts))
         meta["layout"] = LAYOUT

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.errors import UserError
+from harness import yamlfile
+from harness.errors import UserError, validate
 from harness.fields import Seed
 from harness.models.layout import ROLES
 from harness.pruning import registry
@@ -417,17 +418,12 @@ def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
 
 def load(data: dict | None, source: str = "prune spec") -> PruneSpec:
     """Validate a `prune:` mapping; errors name the source and the field, on one line."""
-    from harness.errors import validate
-
     return validate(PruneSpec, data or {}, source)
 
 
 def read_file(path: Path) -> PruneSpec:
     """A `vlmprune prune` spec file: a prune mapping, or a file holding only `prune:` one.
     Unlike a grid, where `prune: null` is the dense cell, a spec file must say how to prune."""
-    from harness import yamlfile
-    from harness.errors import UserError
-
     example = "e.g. `method: wanda` and `sparsity: 0.5`, or the same under `prune:`"
     data = yamlfile.load(path, "prune spec")
     if isinstance(data, dict) and "prune" in data:

@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.errors import validate
 from harness.fields import Seed
 
 METHODS = ("none", "lora", "sparselora")
@@ -90,6 +91,4 @@ class RecoverySpec(BaseModel):
 
 def load(data: dict | None, source: str = "recovery spec") -> RecoverySpec:
     """Validate a `recover:` mapping; errors name the source and the field, on one line."""
-    from harness.errors import validate
-
     return validate(RecoverySpec, data or {}, source)

@@ -21,7 +21,8 @@ from typing import Any
 
 import polars as pl
 
-from harness.errors import UserError
+from harness.errors import UserError, unknown
+from harness.fields import check_name
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, quiet_mlflow, store_errors, tracking_uri
 
 SEED_PARAMS = ("p.seed", "p.prune.calibration.seed", "p.prune.seed", "p.recover.seed")
@@ -66,7 +67,6 @@ def _load(grid: str, experiment: str, source: str) -> Report:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:  # the names one could ask for (any other is refused: fields.check_name)
         known = sorted(e.name for e in client.search_experiments() if _legal(e.name))
-        from harness.errors import unknown
 
         raise unknown(f"experiment in {uri}", experiment, known)
     runs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'cell'",
@@ -86,8 +86,6 @@ def _load(grid: str, experiment: str, source: str) -> Report:
 
 
 def _legal(name: str) -> bool:
-    from harness.fields import check_name
-
     try:
         return bool(check_name(name))
     except ValueError:

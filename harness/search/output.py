@@ -4,6 +4,7 @@ parameter importances, and figures under reports/<grid>/search/ (PNG and SVG).""
 from __future__ import annotations
 
 import logging
+import warnings
 
 from rich.table import Table
 
@@ -95,8 +96,6 @@ def _importances(study, console) -> None:
 def figures(study, s: SearchSpec, grid_name: str) -> None:
     """Optimization history, slice (and contour with two or more free dimensions), Pareto
     front when there are two objectives; PNG and SVG under reports/<grid>/search/."""
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg")

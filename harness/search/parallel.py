@@ -23,6 +23,7 @@ import logging
 from harness.errors import UserError
 from harness.search import study as st
 from harness.sweep.dispatch import ATTEMPTS, Call
+from harness.sweep.display import Display
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ def run(study, s, space, workers, name: str, trials: int | None, storage: str | 
     failures of workers that could not finish (empty: all did)."""
     from optuna.trial import TrialState
 
-    from harness.sweep.display import Display
     from harness.sweep.runner import console
 
     def job(i: int) -> Call:

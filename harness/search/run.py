@@ -16,9 +16,11 @@ from contextlib import nullcontext, suppress
 
 from harness.errors import UserError
 from harness.paths import results_dir
+from harness.search import output
 from harness.search import study as st
 from harness.sweep import grid
 from harness.sweep.cell import eval_key
+from harness.sweep.display import Display
 from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,6 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
                 pool.close()
             with lock:  # a retired worker's last trial
                 st.fail_dead_trials(study, locked=st.file_locked(storage))
-    from harness.search import output
 
     output.summary(study, s, space, time.perf_counter() - t0)
     output.figures(study, s, g.name)
@@ -159,7 +160,6 @@ def _count(study) -> tuple[int, int]:
 def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
     from optuna.trial import TrialState
 
-    from harness.sweep.display import Display
     from harness.sweep.runner import console
 
     complete, _ = _count(study)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness.errors import UserError, validate
 from harness.models.layout import ROLES
 
 
@@ -105,8 +106,6 @@ class SearchSpec(BaseModel):
 
 
 def load(data: Any, source: str) -> SearchSpec:
-    from harness.errors import UserError, validate
-
     if not isinstance(data, dict):
         raise UserError(f"{source}: field 'search': a mapping with budget, roles, trials, ...")
     return validate(SearchSpec, data, source, "search: ")

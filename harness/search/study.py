@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from harness.errors import UserError, format_validation_error, validate
 from harness.evaluation.run import TASKS_DIR, get_suite, task_manager
 from harness.models.shapes import shapes_of
-from harness.paths import new_file, results_dir
+from harness.paths import memo_json, new_file, results_dir
 from harness.pruning.spec import group_params
 from harness.search import spec as search_spec
 from harness.search.space import Space, dim_name
@@ -209,7 +209,6 @@ def weight_counts(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict
     """Prunable weights of each searched dimension, from the model's shapes (read once from
     the model built on the meta device, then from the user cache: models/shapes.py); kept
     in the user cache under a key of the model's content, layout and groups."""
-    from harness.paths import memo_json
     from harness.sweep.cell import digest, model_content
 
     groups = {r: rng.groups for r, rng in s.roles.items()}

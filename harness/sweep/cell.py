@@ -15,13 +15,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness import fingerprint
+from harness.errors import UserError
+from harness.evaluation.run import TASKS_DIR, check_offline, suites, task_manager
 from harness.fields import Seed
-from harness.models.load import ModelSpec
+from harness.models.load import EMBEDDED, ModelSpec
 from harness.pruning.spec import PruneSpec
 from harness.recovery.spec import RecoverySpec
 
@@ -73,8 +76,6 @@ def digest(obj) -> str:
 def model_folder(m: ModelSpec) -> Path | None:
     """The folder a model spec names: embedded, local, or the Hugging Face cache's snapshot
     of a hub id; None when there is none."""
-    from harness.models.load import EMBEDDED
-
     if m.name in EMBEDDED:
         return EMBEDDED[m.name]
     if m.name and Path(m.name).expanduser().is_dir():
@@ -104,10 +105,6 @@ def suite_content(suite: str) -> dict[str, str]:
     """The suite's definition and its tasks' files (local suites), or lmms-eval's version and
     where each task's data was found (built-in suites: a hub snapshot is named by its
     commit, a datasets cache by its folder)."""
-    from importlib.metadata import version
-
-    from harness.evaluation.run import TASKS_DIR, suites
-
     s = suites().get(suite)
     if s is None:
         return {"suite": f"unknown:{suite}"}
@@ -119,9 +116,6 @@ def suite_content(suite: str) -> dict[str, str]:
 
 @functools.cache
 def _builtin_data(tasks: tuple[str, ...]) -> str:
-    from harness.errors import UserError
-    from harness.evaluation.run import check_offline, task_manager
-
     try:
         found = check_offline(list(tasks), task_manager(True))
     except UserError as e:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 from harness import jsonl
 from harness.errors import UserError
+from harness.evaluation.run import TASKS_DIR, check_offline, get_suite, task_manager
+from harness.models.shapes import shapes_of
 from harness.sweep.cell import model_folder
 from harness.sweep.grid import Cell
 
@@ -29,8 +31,6 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False, kind: str = "
     cell that cannot run. `keep_going`: a missing model is left to fail its cells (recorded
     as FAILED) while the others run. `kind`: what a cell is called in the error (a search's
     trials are not numbered cells)."""
-    from harness.evaluation.run import TASKS_DIR, check_offline, get_suite, task_manager
-
     suites: dict[str, str | None] = {}
     models: dict[str, object] = {}
     sources: set = set()
@@ -79,7 +79,6 @@ def needs_shapes(p: PruneSpec) -> bool:
 
 
 def _check_shapes(where: str, cell: Cell, models: dict[str, object]) -> None:
-    from harness.models.shapes import shapes_of
     from harness.pruning.spec import targets
 
     key = "shapes:" + cell.spec.model.model_dump_json()

@@ -33,6 +33,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from harness.errors import UserError
+from harness.evaluation import hub_data
+from harness.evaluation import run as evaluation_run
+from harness.evaluation.run import get_suite
 from harness.sweep import cache
 from harness.sweep.cell import model_folder, prune_key, recover_key
 from harness.sweep.grid import Cell
@@ -153,12 +156,10 @@ def warm_up() -> float:
     first cell meets it again and records it as its own failure, with its reason."""
     t0 = time.perf_counter()
     try:
-        from harness.evaluation import hub_data, run
-
         hub_data.offline()
         for module in WORKER_MODULES:
             importlib.import_module(module)
-        run.task_manager(False)
+        evaluation_run.task_manager(False)
     except Exception as e:  # noqa: BLE001 - see above
         log.warning("worker warm-up failed (%s: %s); the cells will say more",
                     type(e).__name__, str(e).splitlines()[0] if str(e) else "")
@@ -168,8 +169,6 @@ def warm_up() -> float:
 def prepare(cells: Iterable[Cell]) -> None:
     """What every worker would otherwise make for itself at the same moment: the shapes test
     split, when a cell evaluates on a shapes suite."""
-    from harness.evaluation.run import get_suite
-
     suites = {c.spec.eval.suite for c in cells}
     try:
         shapes = any(t.startswith("shapes") for s in suites for t in get_suite(s).tasks)

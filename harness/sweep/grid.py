@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness import yamlfile
+from harness import fingerprint, yamlfile
 from harness.errors import UserError, unknown, validate
 from harness.fields import Name, Seed
 from harness.sweep.cell import CellSpec, eval_key, flat, seeded
@@ -146,8 +146,6 @@ def _combos(grid: GridFile) -> list[dict[str, Any]]:
 
 def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, list[Cell]]:
     """The grid's validated, de-duplicated cells (optionally only those matching `where`)."""
-    from harness import fingerprint
-
     fingerprint.fresh()  # input files may have changed since the last expansion
     grid = read(name)
     path = path_of(name)

@@ -32,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,6 @@ class Pool:
         # first worker's log, and hold no pipe of the sweep's (a caller reading the sweep's
         # output would otherwise wait for them too)
         with _output_to(self.logs[0]):
-            from multiprocessing import resource_tracker
-
             resource_tracker.ensure_running()
             if not self.forked:
                 for i in range(self.size):
@@ -128,7 +127,6 @@ class Pool:
         it: `_guard_fork_server`)."""
         if _server_alive():
             return
-        from multiprocessing import forkserver
 
         with _output_to(self.logs[0]), _environ(self._env(0) | {SWEEP_PID: str(os.getpid())}):
             forkserver.ensure_running()
@@ -230,8 +228,6 @@ def _stop_fork_server() -> None:
     for ~2 s after the sweep is done, and in a long-lived process it would keep ~1 GB and
     the first sweep's environment). The next pool starts a fresh one (`ensure_running`
     sees it gone). Private parts of multiprocessing, checked in tests/test_private_apis.py."""
-    from multiprocessing import forkserver
-
     server: Any = forkserver._forkserver
     if server._forkserver_pid is None:
         return
@@ -243,8 +239,6 @@ def _stop_fork_server() -> None:
 def _server_alive() -> bool:
     """The fork server runs (None started, or it ended: False). Private parts of
     multiprocessing, checked in tests/test_private_apis.py."""
-    from multiprocessing import forkserver
-
     from harness.search.study import alive
 
     pid = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]

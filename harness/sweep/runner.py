@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
+from harness import fingerprint
 from harness.errors import UserError
 from harness.paths import results_dir
 from harness.sweep import cache, dispatch, grid
@@ -154,7 +155,6 @@ def locked(name: str) -> Iterator[None]:
 def write_report(name: str) -> None:
     """The grid's report at the end of a sweep; a failure to write it is a warning, since
     every result is safe in MLflow and `vlmprune report` can try again."""
-    from harness.errors import UserError
     from harness.report import build
 
     try:
@@ -220,7 +220,6 @@ def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, fo
 
 def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
                progress: bool, how: Dispatch, workers) -> int:
-    from harness import fingerprint
     from harness.sweep.tracking import Tracker
 
     cache.sweep_stale()

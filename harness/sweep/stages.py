@@ -22,6 +22,7 @@ from typing import TypeVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.evaluation.run import evaluate
 from harness.models.adapter import ROLES, Adapter
 from harness.models.load import load
 from harness.pruning import persist
@@ -117,8 +118,6 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     """The cell's result: metrics, samples, sparsity by role, stage reports. `model` is what
     `recovered(cell)` returned, when the caller holds it already (a search evaluates one
     pruned model on a quick slice, then on the whole suite: one load, not two)."""
-    from harness.evaluation.run import evaluate
-
     key = eval_key(cell)
     stored = None if force else cached_result(key)
     if stored is not None:

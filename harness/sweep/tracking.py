@@ -14,6 +14,7 @@ cells live in the stage cache, so a sweep pointed at a fresh store re-logs them 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import socket
@@ -22,10 +23,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.errors import UserError
+from harness.integrity import digest
 from harness.paths import new_file, results_dir, user_cache
 from harness.sweep.cell import flat
 from harness.sweep.grid import Cell
@@ -162,10 +165,6 @@ def empty_store() -> Path | None:
     """A pristine MLflow SQLite store of the installed MLflow version, kept under
     $VLMPRUNE_CACHE_HOME (default ~/.cache/vlmprune) with its SHA-256 beside it; rebuilt
     when missing or damaged; None when that folder cannot be written."""
-    from importlib.metadata import version
-
-    from harness.integrity import digest
-
     home = user_cache()
     template = home / f"mlflow-{version('mlflow')}-empty.db"
     stamp = template.with_suffix(".sha256")
@@ -229,8 +228,6 @@ def finished_readonly(grid: str) -> dict[str, dict[str, Any]]:
 def quiet_mlflow() -> None:
     """No INFO lines from MLflow or its migrations, and no logged traceback of a database
     error that `store_errors` reports in one line anyway."""
-    import logging
-
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
@@ -238,8 +235,6 @@ def quiet_mlflow() -> None:
 
 def versions() -> dict[str, str]:
     """Tags for what produced a run: the libraries whose behaviour shapes its numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for tag, dist in (("torch", "torch"), ("transformers", "transformers"),
                       ("lmms_eval", "lmms_eval"), ("peft", "peft")):

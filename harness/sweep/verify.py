@@ -8,6 +8,8 @@ removes the temporary folders killed runs left; the next sweep recomputes what i
 
 from __future__ import annotations
 
+import shutil
+
 from rich.console import Console
 from rich.table import Table
 
@@ -50,8 +52,6 @@ def main(repair: bool = False) -> int:
 
 def _repair(e: cache.Entry) -> str:
     if e.key.startswith(".tmp-"):
-        import shutil
-
         shutil.rmtree(cache.path(e.stage, e.key), ignore_errors=True)
         return "removed"
     dst = cache.set_aside(e.stage, e.key, e.detail)

@@ -15,6 +15,10 @@ saliency (SparseGPT) do, because they are invariant to the rescaling.
 
 from __future__ import annotations
 
+import argparse
+import shutil
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -74,10 +78,6 @@ def rescale(model: nn.Module, sigma: float, seed: int = 0) -> None:
 
 
 def main() -> None:
-    import argparse
-    import shutil
-    from pathlib import Path
-
     from transformers import LlavaForConditionalGeneration
 
     ap = argparse.ArgumentParser(description="rescale a saved shapes-llava into outlier form")
