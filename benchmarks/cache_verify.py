@@ -49,6 +49,7 @@ def rerun(results: Path, verify: bool, spent: list[float]) -> tuple[float, float
     """(wall seconds, seconds inside checks) of a re-run with a new MLflow store, in a new
     results folder sharing the stage cache (MLflow keeps a store open by its URI, so a
     deleted database cannot be reused in one process)."""
+    from harness.cli import write_report
     from harness.sweep import cache, runner
 
     fresh = Path(tempfile.mkdtemp(prefix="run-", dir=results.parent))
@@ -58,6 +59,7 @@ def rerun(results: Path, verify: bool, spent: list[float]) -> tuple[float, float
     before = spent[0]
     t0 = time.perf_counter()
     assert runner.sweep("smoke", progress=False) == 0
+    write_report("smoke")  # as `vlmprune sweep` does
     return time.perf_counter() - t0, spent[0] - before
 
 
@@ -89,9 +91,11 @@ def main() -> None:
     os.environ["VLMPRUNE_RESULTS"] = str(results)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    from harness.cli import write_report
     from harness.sweep import runner
 
     assert runner.sweep("smoke", progress=False) == 0
+    write_report("smoke")
     mb = sum(p.stat().st_size for p in (results / "cache").glob("[!d]*/*/*")) / 1e6
     print(f"stage cache of the smoke grid: {mb:.1f} MB")
     spent = timed_checks()

@@ -32,11 +32,13 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     grid = root / "overhead.yaml"
     grid.write_text(GRID)
+    from harness.cli import write_report
     from harness.paths import cache_dir
     from harness.sweep import runner
 
     t0 = time.perf_counter()
     code = runner.sweep(str(grid), progress=False)
+    write_report(str(grid))  # as `vlmprune sweep` does
     wall = time.perf_counter() - t0
     stages = {s: list(cache_dir(s).glob("[!.]*")) for s in ("prune", "recover", "eval")}
     own = 0.0

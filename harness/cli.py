@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 from harness import jsonl, threads
@@ -16,9 +17,11 @@ from harness.errors import EXIT_USAGE, UserError, validate
 from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
 from harness.fields import name_flag
 from harness.models.load import ModelSpec, load
-from harness.sweep import server, verify
+from harness.sweep import executors, server, verify
+from harness.sweep.console import console
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
+log = logging.getLogger(__name__)
 
 
 def _zoo_check(a: argparse.Namespace) -> int:
@@ -133,10 +136,31 @@ def _sweep(a: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported: the sweep has its bar
     from harness.sweep import runner
 
-    return runner.sweep(a.grid, _where(a.where), a.dry_run, a.force,
+    code = runner.sweep(a.grid, _where(a.where), a.dry_run, a.force,
                         executor=a.executor, workers=a.workers, ray_address=a.ray_address,
-                        threads=a.threads, keep_going=a.keep_going,
-                        report=not a.no_report)
+                        threads=a.threads, keep_going=a.keep_going)
+    if not a.dry_run and not a.no_report:
+        write_report(a.grid)  # the grid as given: a name, or its file
+    return code
+
+
+def write_report(name: str) -> None:
+    """The grid's report at the end of a sweep; a failure to write it is a warning, since
+    every result is safe in MLflow and `vlmprune report` can try again. Here, above both the
+    sweep and the report, so that neither imports the other's command."""
+    from harness.report import build
+
+    try:
+        out = build.write(name)
+    except UserError as e:
+        log.warning("report not written: %s", e)
+        return
+    except Exception as e:  # noqa: BLE001 - the sweep's results stand without a report
+        log.debug("report failed:\n%s", traceback.format_exc())
+        log.warning("report not written (%s: %s); retry with `vlmprune report %s`",
+                    type(e).__name__, str(e).splitlines()[0] if str(e) else "", name)
+        return
+    console.print(f"report: {out}/index.html")
 
 
 def _server(a: argparse.Namespace) -> int:
@@ -176,12 +200,13 @@ def _cache_verify(a: argparse.Namespace) -> int:
 COMPUTE = ("sweep", "search", "prune", "eval", "zoo-check")  # commands that run models
 
 
-def _executor_flags(s: argparse.ArgumentParser, local: str) -> None:
-    s.add_argument("--executor", default="local",
-                   help=f"where {local} (local), a worker per GPU or N CPU workers of this "
-                   "machine (pool), a Ray cluster (ray)")
+def _executor_flags(s: argparse.ArgumentParser, what: str) -> None:
+    # names are checked by the sweep or search (executors.Dispatch.check), not by argparse
+    # `choices`: one line saying what to use, as for every other flag
+    s.add_argument("--executor", default="local", help=executors.help_text(what))
     s.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="pool/ray workers (default: one per GPU, else 2)")
+                   help=f"{'/'.join(executors.takers('workers'))} workers (default: one per "
+                   "GPU, else 2)")
     s.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="a running Ray cluster (default: RAY_ADDRESS, else a local one)")
 
@@ -220,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="show the plan, run nothing")
     s.add_argument("--force", action="store_true",
                    help="recompute every stage and log new runs, even for finished cells")
-    _executor_flags(s, "cells run: here one at a time")
+    _executor_flags(s, "cells")
     s.add_argument("--keep-going", action="store_true",
                    help="run the cells that can run when some name a model that is not here "
                    "(those are recorded as FAILED); without it the sweep refuses to start")
@@ -249,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite:///results/optuna.db)")
     s.add_argument("--study", default=None, help="study name (default: the grid's name)")
-    _executor_flags(s, "trials run: here one at a time")
+    _executor_flags(s, "trials")
     s.set_defaults(func=_search)
 
     s = sub.add_parser("server", help="an MLflow tracking server over results/mlflow.db, for "

@@ -1,5 +1,6 @@
 """Where generated output goes: `results/` under the working directory unless
-`VLMPRUNE_RESULTS` names another folder. Nothing under it is tracked by git."""
+`VLMPRUNE_RESULTS` names another folder. Nothing under it is tracked by git. Reports go to
+`reports/` (or `VLMPRUNE_REPORTS`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ os.umask(_UMASK)  # read once: folders made by mkdtemp (0700) get the usual mode
 
 def results_dir() -> Path:
     return Path(os.environ.get("VLMPRUNE_RESULTS", "results"))
+
+
+def reports_dir() -> Path:
+    """Where reports go (a grid's, a search's figures): `reports/`, or VLMPRUNE_REPORTS."""
+    return Path(os.environ.get("VLMPRUNE_REPORTS", "reports"))
 
 
 def user_cache() -> Path:

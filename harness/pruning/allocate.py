@@ -83,9 +83,9 @@ def per_linear(adapter: Adapter, spec: PruneSpec, targets: dict[str, Target],
 def owl_shares(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict],
                m: float) -> list[float]:
     """Each block's outlier share of |W|·‖X‖ from one dense pass."""
-    from harness.pruning.engine import dense_statistics
+    from harness.pruning.pipelines.dense import statistics
 
-    stats = dense_statistics(adapter, blocks, "norms", batches)
+    stats = statistics(adapter, blocks, "norms", batches)
     shares = []
     for b in blocks:
         scores = [lin.weight.detach().abs() * stats[b.name][rel].norm.unsqueeze(0)

@@ -11,7 +11,7 @@ prune:
   # ... a list per role prunes its consecutive block groups at their own levels:
   #                           sparsity: {vision: 0.4, language: [0.3, 0.5, 0.7]}
   scope: row                 # row (Wanda's default) | layer
-  propagation: sequential    # sequential | dense
+  propagation: sequential    # sequential (Linear by Linear) | blockwise | dense: pipelines/
   calibration: {source: shapes, samples: 128, batch_size: 16, seed: 0}
 ```
 The bridge (projector, Q-Former) is unpruned unless the map names it, as in the paper.
@@ -41,7 +41,7 @@ from harness.errors import UserError, validate
 from harness.fields import Seed
 from harness.models.layout import ROLES
 from harness.pruning import registry
-from harness.pruning.types import Scope, Target
+from harness.pruning.types import Propagation, Scope, Target
 
 if TYPE_CHECKING:
     from harness.models.adapter import Adapter
@@ -102,7 +102,7 @@ class PruneSpec(BaseModel):
                           "ecoflap"] = "equal"
     vision_share: float | None = Field(None, gt=0, lt=1)
     scope: Scope = "row"
-    propagation: Literal["sequential", "dense"] = "sequential"
+    propagation: Propagation = "sequential"
     calibration: CalibrationSpec | None = Field(default_factory=CalibrationSpec)
     dsnot: DsnotSpec | None = None  # dsnot's options; dsnot without them: the defaults
     owl: OwlSpec | None = None  # distribution owl's options

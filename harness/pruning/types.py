@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     import torch
 
 Scope = Literal["row", "layer"]
+# how calibration data flows while pruning: one module each in pipelines/ (a test checks)
+Propagation = Literal["sequential", "blockwise", "dense"]
 
 
 @dataclass(frozen=True)

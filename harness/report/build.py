@@ -18,14 +18,10 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.fields import name_flag
-from harness.paths import results_dir
+from harness.paths import reports_dir, results_dir
 from harness.report import data, figures, page, tables
 
 MARKER = ".vlmprune-report"
-
-
-def reports_dir() -> Path:
-    return Path(os.environ.get("VLMPRUNE_REPORTS", "reports"))
 
 
 def resolve(grid: str, flag: str = "GRID") -> tuple[str, Path | None]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from harness.errors import UserError
+from harness.paths import reports_dir
 from harness.report import build, data, tables
 
 
@@ -52,7 +53,7 @@ def page(df: pl.DataFrame, a: str, b: str) -> str:
 def write(a: str, b: str, out: Path | None = None) -> Path:
     (na, fa), (nb, fb) = build.resolve(a, "--compare"), build.resolve(b, "--compare")
     df, _ = frame(na, nb, (str(fa) if fa else None, str(fb) if fb else None))
-    out = Path(out) if out else build.reports_dir() / f"compare-{na}-{nb}"
+    out = Path(out) if out else reports_dir() / f"compare-{na}-{nb}"
     build._claim(out)
     build._text(out / "index.html", page(df, na, nb))
     rows = ["|" + "|".join(tables.md_escape(c) for c in df.columns) + "|",

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from harness.evaluation.metrics import headline
 from harness.report.data import Report, aggregate, takes_effect
-from harness.sweep.runner import headline
 
 ROLES_SHOWN = ("vision", "language", "overall")
 

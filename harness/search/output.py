@@ -8,8 +8,10 @@ import warnings
 
 from rich.table import Table
 
+from harness.paths import reports_dir
 from harness.search.space import Space
 from harness.search.spec import SearchSpec
+from harness.sweep.console import console
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,6 @@ def rows(study, space: Space) -> list[dict]:
 
 
 def summary(study, s: SearchSpec, space: Space, seconds: float) -> None:
-    from harness.sweep.runner import console
-
     table = Table(title=f"search {study.study_name}: {s.trials} trials wanted, budget "
                         f"{s.budget if s.budget is not None else 'none'} ({seconds:.0f} s now)")
     for col in ("trial", *space.names, "achieved", "score", "state", "note"):
@@ -102,8 +102,6 @@ def figures(study, s: SearchSpec, grid_name: str) -> None:
     import matplotlib.pyplot as plt
     import optuna
     from optuna.visualization import matplotlib as om
-
-    from harness.report.build import reports_dir
 
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:

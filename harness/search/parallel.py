@@ -22,6 +22,7 @@ import logging
 
 from harness.errors import UserError
 from harness.search import study as st
+from harness.sweep.console import console
 from harness.sweep.dispatch import ATTEMPTS, Call
 from harness.sweep.display import Display
 
@@ -35,8 +36,6 @@ def run(study, s, space, workers, name: str, trials: int | None, storage: str | 
     """Run the search's trials on `workers` until each worker's loop ends; returns the
     failures of workers that could not finish (empty: all did)."""
     from optuna.trial import TrialState
-
-    from harness.sweep.runner import console
 
     def job(i: int) -> Call:
         return Call(f"search worker {i}", "harness.search.run:worker_loop",

@@ -15,12 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext, suppress
 
 from harness.errors import UserError
+from harness.evaluation.metrics import headline
 from harness.paths import results_dir
 from harness.search import output
 from harness.search import study as st
 from harness.sweep import grid
 from harness.sweep.cell import eval_key
+from harness.sweep.console import console, quiet_libraries
 from harness.sweep.display import Display
+from harness.sweep.executors import Dispatch
 from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
@@ -33,12 +36,12 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
            workers: int | None = None, ray_address: str | None = None) -> int:
     """Run (or resume) the search of a grid file; returns the exit code. With an executor
     other than local, its workers run the trials (parallel.py) and this process watches."""
-    from harness.sweep.runner import Dispatch, _check_executor, quiet_libraries
     from harness.sweep.tracking import store_errors
 
-    _check_executor(executor, workers, ray_address)
+    how = Dispatch(executor, workers, ray_address)
+    how.check()
     g, s, base, path, space = _prepared(name, trials, study_name)
-    if executor == "local":
+    if how.here:
         quiet_libraries()
     with store_errors():
         study = st.open_study(s, study_name or g.name, storage)
@@ -51,13 +54,13 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
             log.warning("%d trial(s) left RUNNING by a killed search marked FAIL", dead)
         t0 = time.perf_counter()
         failures: list[str] = []
-        if executor == "local":
+        if how.here:
             _trials(g, s, base, path, space, study, lock, progress)
         else:
             from harness.search import parallel
             from harness.sweep.tracking import Tracker
 
-            pool = Dispatch(executor, workers, ray_address).workers_for(f"{g.name}-search")
+            pool = how.start(f"{g.name}-search")
             try:
                 # the workers' MLflow experiment, made while they start (each would make it)
                 Tracker(f"{g.name}-search", f"search: {g.description}")
@@ -159,8 +162,6 @@ def _count(study) -> tuple[int, int]:
 
 def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
     from optuna.trial import TrialState
-
-    from harness.sweep.runner import console
 
     complete, _ = _count(study)
     asked = failed = 0
@@ -271,8 +272,6 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
 def _objective_name(result: dict, s) -> str:
     if s.objective:
         return s.objective
-    from harness.sweep.runner import headline
-
     keys = [k for k, _ in headline(result["metrics"])]
     keys.sort(key=lambda k: k.endswith("/cider"))  # accuracies first, as in reports
     return keys[0]

@@ -128,6 +128,12 @@ def prune_key(c: CellSpec) -> str:
     inputs: dict[str, object] = {"model": model_content(c.model)}
     if c.prune and c.prune.calibration and c.prune.calibration.source != "shapes":
         inputs["calibration"] = fingerprint.of_source(c.prune.calibration.source)
+    cal = c.prune.calibration if c.prune else None
+    if c.prune and cal and c.prune.propagation == "sequential" and cal.samples > cal.batch_size:
+        # several batches under `sequential` ran block-wise statistics before the pipelines
+        # were named (now `blockwise`); the same spec now prunes Linear by Linear, so it
+        # must not be served from such a stored stage. One-batch keys are unchanged.
+        inputs["pipeline"] = "sequential-linear-by-linear"
     return digest({"v": VERSION, "stage": "prune", "model": model, "inputs": inputs,
                    "prune": c.prune.model_dump() if c.prune else None})
 

@@ -15,8 +15,9 @@ empty) is retired, not replaced. A worker gets its next cell before the parent l
 one it finished, so logging never holds a worker up. The parent alone writes to MLflow (see
 tracking.py), so a dead worker leaves no half-logged run behind.
 
-The executors (`pool.py`, `ray_pool.py`) only start workers, hand them cells and report
-what came back; this file holds what they share.
+The executors (`pool.py`, `ray_pool.py`, chosen by name in `executors.py`) only start
+workers, hand them cells and report what came back; this file holds what they share, and
+`worker.py` what each worker does to itself before its first cell.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("local", "pool", "ray")
 ATTEMPTS = 2  # a cell whose worker dies is run once more, then recorded as failed
 KILL_ENV = "VLMPRUNE_TEST_SIGKILL"  # fault injection for the tests (see `execute`)
 # what every cell imports: a worker imports it before its first cell (`warm_up`), and the
-# pool's fork server once for all its workers
+# pool's fork server once for all its workers (which also holds pool.py and, through it, the
+# worker's own set-up, worker.py)
 WORKER_MODULES = ("torch", "transformers", "lmms_eval.evaluator", "harness.evaluation.lmms_model",
-                  "harness.evaluation.run", "harness.sweep.stages", "harness.sweep.runner")
+                  "harness.evaluation.run", "harness.sweep.stages")
 # what a worker gets from the sweep's environment when it is set there (and only then)
 PASSED_ON = ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", KILL_ENV)
 
@@ -218,9 +219,12 @@ def model_bytes(cell: Cell) -> float:
 
 
 class Workers(Protocol):
-    """What an executor provides to `run`."""
+    """What an executor's factory returns (executors.py): what `run` uses, and a line for the
+    console."""
 
     size: int
+
+    def describe(self) -> str: ...
 
     def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None: ...
 

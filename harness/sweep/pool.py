@@ -35,13 +35,17 @@ import time
 from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import threads
 from harness.paths import results_dir
 from harness.sweep import dispatch
 from harness.sweep.dispatch import Call, Outcome
 from harness.sweep.grid import Cell
+from harness.sweep.worker import worker_setup
+
+if TYPE_CHECKING:
+    from harness.sweep.executors import Dispatch
 
 CUDA = "CUDA_VISIBLE_DEVICES"
 SWEEP_PID = "VLMPRUNE_POOL_SWEEP"  # the sweep's pid, in the environment its fork server gets
@@ -56,6 +60,11 @@ def gpus() -> list[str]:
     driver = Path("/proc/driver/nvidia/gpus")
     n = len(list(driver.iterdir())) if driver.is_dir() else 0
     return [str(i) for i in range(n)]
+
+
+def start(how: Dispatch, tag: str) -> Pool:
+    """`--executor pool` (the entry in executors.py): its log files are named after `tag`."""
+    return Pool(how.workers, how.threads, log_tag=tag)
 
 
 class Pool:
@@ -369,12 +378,7 @@ def _main(conn: Connection, env: dict[str, str]) -> None:
     _die_with_sweep()
     _to_log(env.get("VLMPRUNE_WORKER_LOG"))
     _say(f"worker {os.getpid()}: started")
-    threads.configure()
-    threads.apply()
-    from harness.sweep import runner
-
-    runner.quiet_libraries()
-    _say(f"worker {os.getpid()}: ready in {dispatch.warm_up():.1f} s")
+    _say(f"worker {os.getpid()}: ready in {worker_setup():.1f} s")
     while True:
         try:
             msg = conn.recv()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from harness import threads
 from harness.errors import UserError
@@ -25,8 +26,17 @@ from harness.paths import results_dir
 from harness.sweep import dispatch
 from harness.sweep.dispatch import Call, Outcome
 from harness.sweep.grid import Cell
+from harness.sweep.worker import worker_setup
+
+if TYPE_CHECKING:
+    from harness.sweep.executors import Dispatch
 
 log = logging.getLogger(__name__)
+
+
+def start(how: Dispatch, tag: str) -> RayWorkers:
+    """`--executor ray` (the entry in executors.py); Ray names its own logs, not after `tag`."""
+    return RayWorkers(how.workers, how.ray_address, how.threads)
 
 
 def _ray():
@@ -39,15 +49,10 @@ def _ray():
 
 
 class _Worker:
-    """The actor: set up like a CLI process (thread policy, quiet libraries), then cells."""
+    """The actor: set up as every worker is (worker.py), then cells."""
 
     def __init__(self) -> None:
-        threads.configure()
-        threads.apply()
-        from harness.sweep import runner
-
-        runner.quiet_libraries()
-        dispatch.warm_up()
+        worker_setup()
 
     def run(self, cell: Cell | Call, attempt: int) -> Outcome:
         return dispatch.execute(cell, attempt)

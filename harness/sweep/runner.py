@@ -3,7 +3,8 @@ the ones MLflow already holds as finished, sharing cached stages, recording fail
 
 Cells run grouped by prune stage, so consecutive cells reuse its cache. A failing cell (NaN,
 out of memory, a missing model) becomes a FAILED run with its reason and the sweep goes on;
-the exit code is 1 if any cell failed.
+the exit code is 1 if any cell failed. Only the CLI imports this module: it also writes the
+grid's report after a sweep (the sweep layer never imports the report's).
 """
 
 from __future__ import annotations
@@ -16,30 +17,22 @@ import os
 import re
 import socket
 import time
-import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from rich.console import Console
 from rich.table import Table
 
 from harness import fingerprint
 from harness.errors import UserError
+from harness.evaluation.metrics import headline
 from harness.paths import results_dir
 from harness.sweep import cache, dispatch, grid
 from harness.sweep.cell import digest, prune_key, recover_key
+from harness.sweep.console import console, quiet_libraries
 from harness.sweep.display import Display
+from harness.sweep.executors import Dispatch
 from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
-console = Console(width=140)
-
-
-def headline(metrics: dict[str, float]) -> list[tuple[str, float]]:
-    """The metrics a summary shows: the overall score of each task."""
-    keep = [k for k in metrics if k.endswith(("/exact_match", "/cider", "/acc"))
-            and "_exact_match" not in k.split("/")[-1]]
-    return [(k, metrics[k]) for k in (keep or list(metrics)[:2])]
 
 
 def list_grids() -> int:
@@ -91,23 +84,22 @@ def _mark(key: str, stage: str) -> str:
 
 
 def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
-          force: bool = False, progress: bool = True, report: bool = True,
-          executor: str = "local", workers: int | None = None, ray_address: str | None = None,
+          force: bool = False, progress: bool = True, executor: str = "local",
+          workers: int | None = None, ray_address: str | None = None,
           threads: int | None = None, keep_going: bool = False) -> int:
+    """The grid's cells, run (with `dry_run`, only planned); the exit code. Its report is the
+    caller's to write (cli.write_report)."""
     from harness.sweep.checks import check
     from harness.sweep.tracking import store_errors
 
-    _check_executor(executor, workers, ray_address)
+    how = Dispatch(executor, workers, ray_address, threads)
+    how.check()
     if dry_run:
         return plan(name, where, keep_going)
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     check(grid.path_of(name), cells, keep_going)
     with store_errors(), locked(g.name):
-        code = _sweep(g, cells, where, force, progress,
-                      Dispatch(executor, workers, ray_address, threads))
-    if report:
-        write_report(name)  # the grid as given: a name, or its file
-    return code
+        return _sweep(g, cells, where, force, progress, how)
 
 
 @contextlib.contextmanager
@@ -152,63 +144,12 @@ def locked(name: str) -> Iterator[None]:
         lock.release()
 
 
-def write_report(name: str) -> None:
-    """The grid's report at the end of a sweep; a failure to write it is a warning, since
-    every result is safe in MLflow and `vlmprune report` can try again."""
-    from harness.report import build
-
-    try:
-        out = build.write(name)
-    except UserError as e:
-        log.warning("report not written: %s", e)
-        return
-    except Exception as e:  # noqa: BLE001 - the sweep's results stand without a report
-        log.debug("report failed:\n%s", traceback.format_exc())
-        log.warning("report not written (%s: %s); retry with `vlmprune report %s`",
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "", name)
-        return
-    console.print(f"report: {out}/index.html")
-
-
-@dataclass
-class Dispatch:
-    """Where a sweep's cells run: here, one after another (local), on this machine's workers
-    (pool) or on a Ray cluster (ray); see dispatch.py."""
-
-    executor: str = "local"
-    workers: int | None = None
-    ray_address: str | None = None
-    threads: int | None = None
-
-    def workers_for(self, grid: str):
-        if self.executor == "pool":
-            from harness.sweep.pool import Pool
-
-            return Pool(self.workers, self.threads, log_tag=grid)
-        from harness.sweep.ray_pool import RayWorkers
-
-        return RayWorkers(self.workers, self.ray_address, self.threads)
-
-
-def _check_executor(executor: str, workers: int | None, ray_address: str | None) -> None:
-    from harness.sweep.dispatch import EXECUTORS
-
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor {executor}: use one of {', '.join(EXECUTORS)}")
-    if workers is not None and (workers < 1 or executor == "local"):
-        raise UserError(f"--workers {workers}: give 1 or more, with --executor pool or ray"
-                        if workers < 1 else "--workers: only with --executor pool or ray "
-                        "(local runs here, one at a time)")
-    if ray_address and executor != "ray":
-        raise UserError("--ray-address: only with --executor ray")
-
-
 def _sweep(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None, force: bool,
            progress: bool, how: Dispatch | None = None) -> int:
     how = how or Dispatch()
     # workers start first: they import torch while this process opens MLflow; this process
     # then imports neither torch nor transformers (its workers quiet their own libraries)
-    workers = how.workers_for(g.name) if how.executor != "local" else None
+    workers = None if how.here else how.start(g.name)
     try:
         if workers is None:
             quiet_libraries()
@@ -289,16 +230,6 @@ def _score(result: dict | None, failure: str | None) -> str:
     parts = [f"{k.split('/')[0].removeprefix('shapes_')} {k.split('/')[1]} {v:.3f}"
              for k, v in headline(result["metrics"])]
     return ", ".join(parts + [f"sparsity {result['sparsity'].get('overall', 0.0):.3f}"])
-
-
-def quiet_libraries() -> None:
-    """One progress display: the sweep's (display.py). Library bars off where a switch
-    exists (transformers' here, tqdm's by TQDM_DISABLE, which the CLI sets before tqdm is
-    imported); those that ignore it (lmms-eval's "Postprocessing") go to the log file."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def summary(name: str, rows: list[tuple[Cell, dict | None, str | None]], ran: int,

@@ -5,11 +5,11 @@ import torch
 from harness.models.load import adapter_for
 from harness.models.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 from harness.pruning import calibration, engine, persist, report
+from harness.pruning.pipelines import common
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
-from harness.pruning.stats import InputStats
 
-CAL = CalibrationSpec(samples=8, batch_size=4)  # two batches: stats pass + output pass
-ONE = CalibrationSpec(samples=8, batch_size=8)  # one batch: one pass, prune on first touch
+CAL = CalibrationSpec(samples=8, batch_size=4)  # two batches: block by block
+ONE = CalibrationSpec(samples=8, batch_size=8)  # one batch: sequential prunes in one forward
 
 
 def llava(seed=0, d=32):
@@ -24,19 +24,15 @@ def test_block_by_block_propagation_reproduces_the_model(build):
     block (checks hidden states and carried values such as T5's position biases)."""
     a = adapter_for(*build())
     batches = calibration.batches(CAL, a)
-    for role in ("vision", "bridge", "language"):
-        for path in a.layout.paths(role):
-            blocks = [b for b in a.blocks(role) if engine._in_segment(b, path)]
-            if len(blocks) < 2:
-                continue
-            inputs = engine.capture(a, blocks[0].module, batches)
-            with torch.no_grad():
-                for b in blocks[:-1]:
-                    inputs = [engine._advance((x, k), b.module(*x, **k), a.layout.carry_for(path))
-                              for x, k in inputs]
-            expect = engine.capture(a, blocks[-1].module, batches)
-            for (x, _), (y, _) in zip(inputs, expect, strict=True):
-                assert torch.allclose(x[0], y[0], atol=1e-5), (role, path)
+    for role, blocks, carry in common.segments(a, ("vision", "bridge", "language")):
+        if len(blocks) < 2:
+            continue
+        inputs = common.capture(a, blocks[0].module, batches)
+        for b in blocks[:-1]:
+            inputs = common.run_block(b, inputs, carry)
+        expect = common.capture(a, blocks[-1].module, batches)
+        for (x, _), (y, _) in zip(inputs, expect, strict=True):
+            assert torch.allclose(x[0], y[0], atol=1e-5), (role, blocks[0].name)
 
 
 @pytest.mark.parametrize("d", [32, 64])
@@ -62,7 +58,7 @@ def test_budget_is_rounded_jointly_on_a_tiny_model(d):
     assert abs(r["roles"]["vision"]["zeros"] / r["overall"]["zeros"] - 0.3) < 0.02
 
 
-@pytest.mark.parametrize("cal", [CAL, ONE], ids=["two-pass", "one-pass"])
+@pytest.mark.parametrize("cal", [CAL, ONE], ids=["two-batches", "one-batch"])
 @pytest.mark.parametrize("method", ["magnitude", "random", "wanda", "sparsegpt", "dsnot"])
 def test_prune_hits_role_targets(method, cal):
     a = llava()
@@ -104,25 +100,6 @@ def test_budget_split_hits_the_global_target(share):
     assert abs(zeros_v / r["overall"]["zeros"] - share) < 0.01
 
 
-@pytest.mark.parametrize("cal", [CAL, ONE], ids=["two-pass", "one-pass"])
-def test_sequential_feeds_pruned_outputs_forward(cal):
-    """Same first Linears, different later blocks: sequential statistics see pruned inputs."""
-    masks = {}
-    for prop in ("sequential", "dense"):
-        a = llava(seed=4)
-        spec = PruneSpec(method="wanda", sparsity={"language": 0.6}, calibration=cal)
-        masks[prop] = engine.prune(a, targets(spec, a), "wanda", calibration.batches(cal, a),
-                                   propagation=prop, progress=False)
-    names = list(masks["dense"])
-    # inputs of the first block are the same in both modes; in one pass, only the Linears
-    # reading the block input directly (q, k, v) are certain to match
-    first = [n for n in names if ".layers.0." in n and
-             (cal is CAL or n.rsplit(".", 1)[1] in ("q_proj", "k_proj", "v_proj"))]
-    later = [n for n in names if ".layers.0." not in n]
-    assert all(torch.equal(masks["sequential"][n], masks["dense"][n]) for n in first)
-    assert any(not torch.equal(masks["sequential"][n], masks["dense"][n]) for n in later)
-
-
 def test_saved_pruned_model_reloads_identically(tmp_path):
     from harness.models.load import ModelSpec, load
 
@@ -143,7 +120,6 @@ def test_saved_pruned_model_reloads_identically(tmp_path):
     img = [np.zeros((32, 32, 3), np.uint8)]
     p = [a.prompts.question("what ?")]
     assert a.generate(img, p, max_new_tokens=3) == b.generate(img, p, max_new_tokens=3)
-
 
 
 def padded_llava():
@@ -182,7 +158,7 @@ def test_language_statistics_skip_padding():
     assert not torch.equal(masks[name], select(wanda.scores(w, every.norm(dim=0)), Target(0.5)))
 
 
-@pytest.mark.parametrize("cal", [ONE, CAL], ids=["one-pass", "two-pass"])
+@pytest.mark.parametrize("cal", [ONE, CAL], ids=["one-batch", "two-batches"])
 def test_more_padding_leaves_sequential_masks_alone(cal):
     """The same samples with 5 more pad positions on the left prune the same way."""
     masks = []
@@ -201,23 +177,13 @@ def test_more_padding_leaves_sequential_masks_alone(cal):
     assert all(same), f"{same.count(False)} of {len(same)} Linears changed"
 
 
-def test_siblings_are_the_readers_of_one_tensor():
-    a = llava()
-    groups = engine.siblings(a, calibration.batches(ONE, a)[0], a.all_linears())
-    lm, vit = a.blocks("language")[0].name, a.blocks("vision")[0].name
-    assert groups[f"{lm}.self_attn.q_proj"] == [f"{lm}.self_attn.{p}_proj" for p in "qkv"]
-    assert groups[f"{lm}.mlp.gate_proj"] == [f"{lm}.mlp.gate_proj", f"{lm}.mlp.up_proj"]
-    assert groups[f"{vit}.self_attn.q_proj"] == [f"{vit}.self_attn.{p}_proj" for p in "qkv"]
-    assert groups[f"{vit}.mlp.fc1"] == [f"{vit}.mlp.fc1"]
-    members = [n for g in groups.values() for n in g]
-    assert sorted(members) == sorted(a.all_linears())  # each Linear in exactly one group
-
-
 @pytest.mark.parametrize("build,pattern,cal,propagation", [
     (llava, "unstructured", ONE, "sequential"), (llava, "2:4", ONE, "sequential"),
     (lambda: adapter_for(*tiny_blip2("t5")), "2:4", ONE, "sequential"),
-    (llava, "unstructured", CAL, "sequential"), (llava, "unstructured", CAL, "dense")],
-    ids=["llava", "llava-2:4", "blip2-t5-2:4", "llava-two-pass", "llava-dense"])
+    (llava, "unstructured", CAL, "sequential"), (llava, "unstructured", CAL, "blockwise"),
+    (llava, "unstructured", CAL, "dense")],
+    ids=["llava", "llava-2:4", "blip2-t5-2:4", "llava-two-batches", "llava-blockwise",
+         "llava-dense"])
 def test_stacked_sparsegpt_equals_one_linear_at_a_time(build, pattern, cal, propagation,
                                                         monkeypatch):
     """Stacking q, k, v (and gate, up; in T5's decoder, the cross-attention k and v of every
@@ -250,32 +216,7 @@ def test_stacked_sparsegpt_equals_one_linear_at_a_time(build, pattern, cal, prop
         assert torch.allclose(out[True][1][n], out[False][1][n], atol=1e-5), n
 
 
-def test_readers_of_one_tensor_share_statistics_over_batches():
-    """With several batches, q, k and v (and gate, up) accumulate into one statistics object,
-    equal to what each would have collected alone."""
-    a = llava()
-    block = a.blocks("language")[0]
-    batches = calibration.batches(CAL, a)
-    inputs = engine.capture(a, block.module, batches)
-    linears = a.linears(block)
-    stats, hooks = engine._collect(linears, "hessian", lambda: None)
-    alone = {rel: InputStats(lin.in_features, "hessian") for rel, lin in linears.items()}
-    hooks += [lin.register_forward_hook(lambda m, i, o, rel=rel: alone[rel].add(i[0]))
-              for rel, lin in linears.items()]
-    with torch.no_grad():
-        for args, kwargs in inputs:
-            block.module(*args, **kwargs)
-    for h in hooks:
-        h.remove()
-    assert stats["self_attn.q_proj"] is stats["self_attn.k_proj"] is stats["self_attn.v_proj"]
-    assert stats["mlp.gate_proj"] is stats["mlp.up_proj"]
-    assert len({id(st) for st in stats.values()}) == 4  # qkv, o, gate/up, down
-    for rel, st in stats.items():
-        assert st.tokens == alone[rel].tokens
-        assert torch.allclose(st.hessian, alone[rel].hessian, atol=1e-6), rel
-
-
-@pytest.mark.parametrize("cal", [CAL, ONE], ids=["two-pass", "one-pass"])
+@pytest.mark.parametrize("cal", [CAL, ONE], ids=["two-batches", "one-batch"])
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
 def test_per_group_sparsity_prunes_each_block_group_at_its_level(method, cal):
     a = llava()  # 3 language blocks: groups [0, 1] and [2] at 0.2 and 0.6

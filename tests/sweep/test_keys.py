@@ -117,3 +117,31 @@ def test_editing_a_layout_or_a_calibration_file_recomputes_what_reads_it_only(tm
     assert len(runs) == 5 and len(prunes3 - prunes2) == 1
     (latest,) = [r for r in runs if r.info.start_time == max(x.info.start_time for x in runs)]
     assert latest.data.params["prune.calibration.source"] == str(cal)
+
+
+@pytest.mark.parametrize("propagation, batch_size, marked", [
+    ("sequential", 128, False),   # one batch: the path it always ran, the key it always had
+    ("sequential", 32, True),     # several: block-wise before the pipelines were named
+    ("blockwise", 32, False),     # a new name, so a new key anyway
+])
+def test_several_sequential_batches_get_a_key_of_their_own(tmp_path, monkeypatch, propagation,
+                                                            batch_size, marked):
+    """`sequential` with several batches pruned block-wise before `blockwise` had a name and
+    now prunes Linear by Linear: a stage stored then must not be served for it, while every
+    one-batch key (all shipped grids) stays what it was."""
+    from harness.sweep import cell as cell_module
+
+    seen: list[dict] = []
+    real = cell_module.digest
+
+    def digest(d: dict) -> str:
+        seen.append(d)
+        return real(d)
+
+    monkeypatch.setattr(cell_module, "digest", digest)
+    cells = expand(tmp_path, {"prune": {"method": "wanda", "propagation": propagation,
+                                        "calibration": {"batch_size": batch_size}},
+                              "recover": {"method": "none"}}, [{"prune.sparsity": [0.5]}])
+    seen.clear()
+    prune_key(cells[0].spec)
+    assert ("pipeline" in seen[-1]["inputs"]) == marked
