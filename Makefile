@@ -36,6 +36,7 @@ report: $(STAMP)
 # The paper study on shapes-llava (docs/REPRODUCTION.md): four grids with three seeds, the same
 # split question at an equal parameter-weighted budget, one search, and the reference report
 # reports/paper/ (committed). Resumes like any sweep; 67-88 minutes on 2 cores (three runs).
+# The probe and the summary are the study's own code (studies/paper/, run from the checkout).
 PAPER_GRIDS = modality_ratio modality_choice methods recovery equal_budget
 paper: $(STAMP)
 	@set -e; for g in $(PAPER_GRIDS); do \
@@ -44,20 +45,20 @@ paper: $(STAMP)
 	VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune search modality_search \
 	  > reports/paper/modality_search/trials.txt 2>&1; s=$$?; \
 	  tail -n 4 reports/paper/modality_search/trials.txt; exit $$s
-	$(PY) -m harness.report.probes --out reports/paper
-	$(PY) -m harness.report.paper --out reports/paper
+	$(PY) -m studies.paper.probes --out reports/paper
+	$(PY) -m studies.paper.summary --out reports/paper
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check harness tests benchmarks
-	$(VENV)/bin/mypy harness tests benchmarks
+	$(VENV)/bin/ruff check harness tests benchmarks studies
+	$(VENV)/bin/mypy harness tests benchmarks studies
 	$(PY) -m pytest -q -m "not gpu" $(PYTEST_FLAGS)
 
 check-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check harness tests benchmarks
-	$(VENV)/bin/mypy harness tests benchmarks
+	$(VENV)/bin/ruff check harness tests benchmarks studies
+	$(VENV)/bin/mypy harness tests benchmarks studies
 
 # Retrain the embedded model (seeded; about 50 minutes on 2 cores): the committed weights.
 zoo: $(STAMP)

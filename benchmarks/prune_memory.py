@@ -14,9 +14,9 @@ import psutil
 import torch
 
 from harness.models.load import adapter_for
-from harness.models.tiny import tiny_llava
 from harness.pruning import calibration, engine
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
+from harness.testing.tiny import tiny_llava
 
 
 def rss() -> int:

@@ -1,5 +1,5 @@
 """How long a report takes on a big grid: 301 cells, 150 settings x 2 calibration seeds plus
-dense (made-up results logged through the sweep's tracker, harness/report/demo.py), read
+dense (made-up results logged through the sweep's tracker, harness/testing/demo.py), read
 from MLflow and rendered whole (page, LaTeX, Markdown, every figure). Target: under 20 s."""
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     grid = root / "big.yaml"
     grid.write_text(GRID)
-    from harness.report import build, data, demo
+    from harness.report import build, data
+    from harness.testing import demo
 
     t0 = time.perf_counter()
     n = demo.fill(str(grid))

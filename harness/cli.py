@@ -12,7 +12,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from harness import jsonl, threads
+from harness import jsonl, settings, threads
 from harness.errors import EXIT_USAGE, UserError, validate
 from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
 from harness.fields import name_flag
@@ -358,8 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if getattr(a, "max_cells", None) is not None:
-        os.environ["VLMPRUNE_MAX_CELLS"] = str(a.max_cells)
+    # this command's settings, for its duration only: a flag never reaches the next command
+    with settings.using(settings.Settings.from_env(max_cells=getattr(a, "max_cells", None))):
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     try:
         if a.threads is not None and a.threads < 1:  # every command: bad input is refused
             raise UserError(f"--threads {a.threads}: give 1 or more")

@@ -1,6 +1,7 @@
 """Where generated output goes: `results/` under the working directory unless
 `VLMPRUNE_RESULTS` names another folder. Nothing under it is tracked by git. Reports go to
-`reports/` (or `VLMPRUNE_REPORTS`)."""
+`reports/` (or `VLMPRUNE_REPORTS`). The folders come from the running command's settings
+(settings.py), which alone read those variables."""
 
 from __future__ import annotations
 
@@ -13,26 +14,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.settings import current
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: folders made by mkdtemp (0700) get the usual mode instead
 
 
 def results_dir() -> Path:
-    return Path(os.environ.get("VLMPRUNE_RESULTS", "results"))
+    return current().results
 
 
 def reports_dir() -> Path:
     """Where reports go (a grid's, a search's figures): `reports/`, or VLMPRUNE_REPORTS."""
-    return Path(os.environ.get("VLMPRUNE_REPORTS", "reports"))
+    return current().reports
 
 
 def user_cache() -> Path:
     """Derived data worth keeping across results folders (an empty MLflow store, models'
     weight counts): $VLMPRUNE_CACHE_HOME, default ~/.cache/vlmprune. Everything in it is
     keyed by the content it derives from, and rebuilt when missing or damaged."""
-    home = os.environ.get("VLMPRUNE_CACHE_HOME")
-    if home:
-        return Path(home)
+    home = current().cache_home
+    if home is not None:
+        return home
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlmprune"
 
 

@@ -3,15 +3,20 @@ test_imports.py).
 
 Layers, lowest first; a module imports only from its own layer and those below, in a
 function as at the top (a function-local import is the same dependency, paid later):
-- base: the top-level helpers (errors, paths, fields, fingerprint, integrity, jsonl,
-  yamlfile, threads);
+- base: the top-level helpers (errors, paths, settings, fields, fingerprint, integrity,
+  jsonl, yamlfile, threads), the registry (which names the entries of higher layers as
+  strings, imported when used), and the tests' fault hook (testing.faults), which a worker
+  calls from one line;
 - world: the synthetic shapes world, and `sources`, which reads its samples (and JSONL files)
   for calibration and recovery;
 - models: adapters and loading, and the embedded model's definition and training (zoo/);
 - stages: pruning, evaluation, recovery, and the zoo's check (which prunes and scores);
 - sweep: grids, the stage cache, executors, MLflow, and the search built on them;
 - report: tables and figures read back from MLflow;
-- cli: the commands; the only place that ties a sweep to its report.
+- cli: the commands; the only place that ties a sweep to its report;
+- testing: fixtures shipped for tests (tiny models, made-up results): they may use any
+  layer, and nothing in the package uses them.
+The studies (studies/, outside the package) import harness; harness never imports them.
 
 Circles: none among the imports modules make when they load. Counting function-local
 imports too, only the shapes listed in ALLOWED_CIRCLES: a host that imports its plug-ins
@@ -23,7 +28,8 @@ from __future__ import annotations
 from tests.test_imports import MODULES, scan
 
 BASE = ("harness", "harness.errors", "harness.paths", "harness.fields", "harness.fingerprint",
-        "harness.integrity", "harness.jsonl", "harness.yamlfile", "harness.threads")
+        "harness.integrity", "harness.jsonl", "harness.yamlfile", "harness.threads",
+        "harness.settings", "harness.testing.faults", "harness.registry")
 # (layer, the modules and packages in it); a module's layer is its longest match
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", BASE),
@@ -34,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("sweep", ("harness.sweep", "harness.search")),
     ("report", ("harness.report",)),
     ("cli", ("harness.cli",)),
+    ("testing", ("harness.testing",)),
 ]
 # (importer, imported): why it is still there. Each must still occur (the test says when one
 # is gone, so the list only shrinks).
@@ -44,9 +51,6 @@ KNOWN_VIOLATIONS = {
 # circles through function-local imports that are allowed: every module of the circle
 # matches one of the group's names (a module, or a package's prefix)
 ALLOWED_CIRCLES = {
-    "the pruning method registry: `registry.methods()` imports the methods, each registers "
-    "itself with `@method` from registry at its top":
-        ("harness.pruning.registry", "harness.pruning.methods"),
     "lmms-eval's model class: `run.evaluate` imports it (torch) when it evaluates, and it "
     "reads the task index from run at its top":
         ("harness.evaluation.run", "harness.evaluation.lmms_model"),
@@ -204,3 +208,21 @@ def test_layers_place_modules_as_documented():
                        "harness.zoo.check", "harness.sweep.runner", "harness.report.build",
                        "harness.cli")]
     assert names == ["base", "base", "world", "models", "stages", "sweep", "report", "cli"]
+
+
+def test_testing_fixtures_sit_on_top_and_their_fault_hook_at_the_base():
+    names = [LAYERS[i][0] if (i := layer(m)) is not None else None
+             for m in ("harness.testing", "harness.testing.tiny", "harness.testing.demo",
+                       "harness.testing.faults", "harness.settings")]
+    assert names == ["testing", "testing", "testing", "base", "base"]
+
+
+def test_harness_never_imports_a_study():
+    """studies/ (the paper study) import harness, never the other way round: a study is not
+    the library."""
+    top, in_functions = scan()
+    found = [(m, "top", d) for m, deps in top.items() for d in deps]
+    found += [(m, f"line {line}", d) for m, line, d in in_functions]
+    bad = sorted(f"{m} imports {d} at {where}" for m, where, d in found
+                 if d == "studies" or d.startswith("studies."))
+    assert not bad, "harness imports a study:\n" + "\n".join(bad)

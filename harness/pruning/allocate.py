@@ -7,6 +7,12 @@ targets, weighted by their weights) over every block of every pruned role, so sp
 move between vision and language. A block's sparsity applies to all its Linears; the engine
 reads a Linear's own target before its role's (`spec.targets`).
 
+An allocation is a registry entry (harness/registry.py): a function
+`levels(adapter, blocks, sizes, budget, batches, options) -> [sparsity per block]` that
+keeps the size-weighted mean at `budget`, and the model of its options, which may set
+`across` (role, the default, or roles) and define `check(levels)`: a ValueError when the
+spec's sparsity levels are out of its reach, raised when the spec loads.
+
 - OWL: one dense pass over the calibration batches collects each Linear's input norms
   ‖X_j‖ (padding excluded, as for Wanda); a block's outlier share is computed from
   |W|·‖X‖ of all its Linears.
@@ -27,26 +33,78 @@ reads a Linear's own target before its role's (`spec.targets`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from harness import registry
+from harness.fields import Seed
 from harness.models.layout import ROLES
 from harness.pruning import allocation
-from harness.pruning.spec import EcoflapSpec, OwlSpec, PruneSpec
 from harness.pruning.types import Target
 
 if TYPE_CHECKING:
     from harness.models.adapter import Adapter, Block
+    from harness.pruning.spec import PruneSpec
+
+
+class OwlOptions(BaseModel):
+    """OWL's allocation: outliers are |W|·‖X‖ above `threshold_m` times their mean; block
+    sparsities spread over 2·`lam` around the target (allocation.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold_m: float = Field(5.0, gt=0)
+    lam: float = Field(0.08, gt=0, lt=0.5)
+    across: Literal["role", "roles"] = "role"  # within each role, or one budget over roles
+
+    def check(self, levels: list[float]) -> None:
+        """A block's level is s + m - x_b, with x_b in [0, 2·lam] and m the blocks' weighted
+        mean of x_b: anywhere in [s - 2·lam, s + 2·lam] as the outlier shares fall out. Both
+        ends must stay in [0, 1) or a clamped level moves the role off its target."""
+        low = min((v for v in levels if v > 0), default=0.0)
+        two = 2 * Fraction(str(self.lam))
+        if two > Fraction(str(low)):
+            raise ValueError(f"owl.lam {self.lam}: a block's sparsity reaches s - 2·lam, so "
+                             f"every sparsity must be at least 2·lam = {float(two):g} "
+                             f"(got {low})")
+        top = max(levels)
+        if Fraction(str(top)) + two >= 1:
+            raise ValueError(f"owl.lam {self.lam}: a block's sparsity reaches s + 2·lam, so "
+                             f"every sparsity must be below 1 - 2·lam = "
+                             f"{float(1 - two):g} (got {top})")
+
+
+class EcoflapOptions(BaseModel):
+    """ECoFLaP's allocation: zeroth-order block scores on `samples` calibration samples,
+    `noise` perturbations of size `eps` each; no block above `max_sparsity`. `estimator`:
+    `tensor` perturbs each weight tensor alone, as the reference does (two forwards per
+    Linear); `block` perturbs a whole block at once (two forwards per block, cheaper, not the
+    reference's estimate)."""
+
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(8, ge=1)
+    noise: int = Field(1, ge=1)
+    eps: float = Field(1e-3, gt=0)
+    max_sparsity: float = Field(0.8, gt=0, lt=1)
+    seed: Seed = 0
+    across: Literal["role", "roles"] = "roles"  # the paper allocates over the whole VLM
+    estimator: Literal["tensor", "block"] = "tensor"
+
+    def check(self, levels: list[float]) -> None:
+        if self.max_sparsity < max(levels):
+            raise ValueError(f"ecoflap.max_sparsity {self.max_sparsity} is below the sparsity "
+                             f"{max(levels)}: no allocation can reach it")
 
 
 def groups(spec: PruneSpec, targets: dict[str, Target]) -> list[list[str]]:
-    """The roles allocated together: one group of all pruned roles, or one per role."""
+    """The roles allocated together: one group of all pruned roles, or one per role (an
+    allocation's options choose with `across`; without it, per role)."""
     roles = [r for r in ROLES if r in targets]
-    opts = (spec.owl or OwlSpec()) if spec.distribution == "owl" else \
-        (spec.ecoflap or EcoflapSpec())
-    return [roles] if opts.across == "roles" else [[r] for r in roles]
+    across = getattr(spec.options(spec.allocation), "across", "role")
+    return [roles] if across == "roles" else [[r] for r in roles]
 
 
 def block_sizes(adapter: Adapter, blocks: Sequence[Block]) -> list[int]:
@@ -56,6 +114,8 @@ def block_sizes(adapter: Adapter, blocks: Sequence[Block]) -> list[int]:
 def per_linear(adapter: Adapter, spec: PruneSpec, targets: dict[str, Target],
                batches: Sequence[dict]) -> dict[str, Target]:
     """`targets` plus one target per Linear of every allocated block."""
+    levels_of = registry.get("allocations", str(spec.allocation)).load()
+    opts = spec.options(spec.allocation)
     out = dict(targets)
     for roles in groups(spec, targets):
         blocks = [b for r in roles for b in adapter.blocks(r)]
@@ -65,19 +125,27 @@ def per_linear(adapter: Adapter, spec: PruneSpec, targets: dict[str, Target],
         # exact: one role's budget is its sparsity as written (0.7, not 0.7000000000000001)
         budget = sum(allocation.exact(targets[r].sparsity) * w
                      for r, w in role_weights.items()) / max(1, sum(role_weights.values()))
-        if spec.distribution == "owl":
-            owl = spec.owl or OwlSpec()
-            shares = owl_shares(adapter, blocks, batches, owl.threshold_m)
-            levels = allocation.owl(shares, sizes, float(budget), owl.lam)
-        else:
-            eco = spec.ecoflap or EcoflapSpec()
-            scores = ecoflap_scores(adapter, blocks, batches, eco)
-            levels = allocation.ecoflap(scores, sizes, budget, eco.max_sparsity)
+        levels = levels_of(adapter, blocks, sizes, budget, batches, opts)
         for block, level in zip(blocks, levels, strict=True):
             for rel in adapter.linears(block):
                 name = f"{block.name}.{rel}" if rel else block.name
                 out[name] = Target(min(max(level, 0.0), 0.999), spec.scope)
     return out
+
+
+def owl_levels(adapter: Adapter, blocks: Sequence[Block], sizes: list[int],
+               budget: Fraction, batches: Sequence[dict], opts: OwlOptions) -> list[float]:
+    """`owl`: each block's sparsity from its outlier share (allocation.owl)."""
+    shares = owl_shares(adapter, blocks, batches, opts.threshold_m)
+    return allocation.owl(shares, sizes, float(budget), opts.lam)
+
+
+def ecoflap_levels(adapter: Adapter, blocks: Sequence[Block], sizes: list[int],
+                   budget: Fraction, batches: Sequence[dict],
+                   opts: EcoflapOptions) -> list[float]:
+    """`ecoflap`: each block's sparsity from its zeroth-order score (allocation.ecoflap)."""
+    scores = ecoflap_scores(adapter, blocks, batches, opts)
+    return allocation.ecoflap(scores, sizes, budget, opts.max_sparsity)
 
 
 def owl_shares(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict],
@@ -95,10 +163,10 @@ def owl_shares(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict
 
 
 def ecoflap_scores(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict],
-                   opts: EcoflapSpec | None = None) -> list[float]:
+                   opts: EcoflapOptions | None = None) -> list[float]:
     """Each block's zeroth-order score (module docstring): per tensor, the reference's
     sum_t g_t·sum|W_t| / sum_t numel(W_t); per block, g_B·mean|W|."""
-    opts = opts or EcoflapSpec()
+    opts = opts or EcoflapOptions()
     sample = _first(batches, opts.samples)
     scores = []
     for i, b in enumerate(blocks):
@@ -145,7 +213,7 @@ def _block_directions(shapes: list[tuple[int, ...]], seed: int, block: int, draw
     return [torch.randn(s, generator=gen) for s in shapes]
 
 
-def _slope(adapter: Adapter, lins: list, sample: list[dict], opts: EcoflapSpec,
+def _slope(adapter: Adapter, lins: list, sample: list[dict], opts: EcoflapOptions,
            directions: Callable[[int], list]) -> float:
     """|L(W + εz) - L(W - εz)| / 2ε for the Linears `lins` moved together along
     `directions(draw)`, averaged over `opts.noise` draws; weights restored from a copy."""

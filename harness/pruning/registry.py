@@ -1,8 +1,12 @@
-"""Pruning methods by name. A method is one module that registers itself:
+"""Pruning methods as the engine runs them: the `methods` entries of the registry
+(harness/registry.py), each resolved once into its function and what it needs.
+
+A method is one module with a function, and one line in `harness.registry.BUILTIN` (or an
+entry point of another package):
 
 ```python
-@method("wanda", needs="norms")
-def prune(weight, stats, target) -> Pruned: ...
+def prune(weight, stats, target, seed=0, **options) -> Pruned: ...
+Entry("methods", "wanda", "harness.pruning.methods.wanda:prune", "|W|·‖X‖", needs="norms")
 ```
 `needs` says which calibration statistics the engine collects for it: None (no calibration),
 "norms" (per-column sum of squared inputs), "hessian" (XᵀX) or "moments" (norms + means).
@@ -10,18 +14,18 @@ def prune(weight, stats, target) -> Pruned: ...
 reading one input (q, k, v) may be pruned by one call on their weights stacked by rows; it
 saves per-call work (SparseGPT's column loop) and never changes a result. `seeded=True` says
 the method draws random numbers from `prune.seed` (random); for the others the seed cannot
-change a mask, so a spec normalizes it away.
+change a mask, so a spec normalizes it away. A method with options names their pydantic
+model (`options=`); the spec holds them under the method's name and the engine passes them
+as keyword arguments.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-from harness.errors import unknown
-
-Needs = Literal[None, "norms", "hessian", "moments"]
+from harness import registry
+from harness.registry import Needs
 
 
 @dataclass(frozen=True)
@@ -33,31 +37,16 @@ class Method:
     seeded: bool = False
 
 
-_METHODS: dict[str, Method] = {}
-
-
-def method(name: str, needs: Needs = None, stack: bool = False, seeded: bool = False):
-    def register(fn: Callable) -> Callable:
-        if name in _METHODS:
-            raise ValueError(f"pruning method {name!r} registered twice")
-        _METHODS[name] = Method(name, needs, fn, stack, seeded)
-        return fn
-
-    return register
-
-
-def _load_builtin() -> None:
-    # Importing registers; an import error here is a bug and must surface, never be swallowed.
-    from harness.pruning.methods import dsnot, magnitude, random, sparsegpt, wanda  # noqa: F401
+_METHODS: dict[str, Method] = {}  # resolved entries, by name
 
 
 def get(name: str) -> Method:
-    _load_builtin()
+    """The method (its module imported now); an unknown name is a UserError."""
     if name not in _METHODS:
-        raise unknown("pruning method", name, _METHODS)
+        e = registry.get("methods", name)
+        _METHODS[name] = Method(name, e.needs, e.load(), e.stack, e.seeded)
     return _METHODS[name]
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(_METHODS)
+    return sorted(registry.names("methods"))

@@ -2,10 +2,10 @@
 
 ```yaml
 prune:
-  method: wanda              # magnitude | random | wanda | sparsegpt | dsnot
+  method: wanda              # magnitude | random | wanda | sparsegpt | dsnot | a plugin's
   pattern: unstructured      # or "2:4", "4:8", any "N:M" with N < M
   sparsity: 0.5              # a global target, spread by `distribution` ...
-  distribution: equal        # equal | language_only | vision_only | budget
+  distribution: equal        # equal | language_only | vision_only | budget | an allocation
   vision_share: 0.3          # budget only: share of the pruned weights taken from vision
   # ... or an explicit map:  sparsity: {vision: 0.3, language: 0.7}
   # ... a list per role prunes its consecutive block groups at their own levels:
@@ -21,26 +21,28 @@ to one canonical value, so two specs that prune alike are equal (one stage key, 
 and no label shows a setting that had no effect. N:M patterns fix the sparsity (2:4 is 0.5;
 a map keeps only which roles it names) and ignore `scope`; `vision_share` exists only for
 `budget`; a sparsity map makes `distribution` moot (unless it is an allocation, owl or
-ecoflap, which spreads each target over blocks); `dsnot:` options belong to dsnot only;
+ecoflap, which spreads each target over blocks); an entry's options (`dsnot:`, `owl:`,
+`ecoflap:`, or a plugin's, under its name) belong to the chosen method or allocation only;
 methods without calibration statistics (magnitude, random) have no `calibration` and no
 `propagation` choice; only random reads `seed`.
+
+Methods and allocations are entries of the registry (harness/registry.py), each with the
+model of its options: `prune: {method: dsnot, dsnot: {cycles: 20}}` is validated by dsnot's.
 """
 
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness import yamlfile
-from harness.errors import UserError, validate
+from harness import registry, yamlfile
+from harness.errors import UserError, unknown, validate
 from harness.fields import Seed
 from harness.models.layout import ROLES
-from harness.pruning import registry
 from harness.pruning.types import Propagation, Scope, Target
 
 if TYPE_CHECKING:
@@ -57,65 +59,42 @@ class CalibrationSpec(BaseModel):
     seed: Seed = 0
 
 
-class DsnotSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    init: Literal["wanda", "magnitude"] = "wanda"
-    cycles: int = Field(50, ge=1)
+# how `distribution` spreads a sparsity over roles; any other value names an allocation (a
+# registry entry: a sparsity per block, chosen from the model, pruning/allocate.py)
+SPREADS = ("equal", "language_only", "vision_only", "budget")
 
 
-class OwlSpec(BaseModel):
-    """OWL's allocation: outliers are |W|·‖X‖ above `threshold_m` times their mean; block
-    sparsities spread over 2·`lam` around the target (allocation.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-    threshold_m: float = Field(5.0, gt=0)
-    lam: float = Field(0.08, gt=0, lt=0.5)
-    across: Literal["role", "roles"] = "role"  # within each role, or one budget over roles
-
-
-class EcoflapSpec(BaseModel):
-    """ECoFLaP's allocation: zeroth-order block scores on `samples` calibration samples,
-    `noise` perturbations of size `eps` each; no block above `max_sparsity`. `estimator`:
-    `tensor` perturbs each weight tensor alone, as the reference does (two forwards per
-    Linear); `block` perturbs a whole block at once (two forwards per block, cheaper, not the
-    reference's estimate; allocate.py)."""
-
-    model_config = ConfigDict(extra="forbid")
-    samples: int = Field(8, ge=1)
-    noise: int = Field(1, ge=1)
-    eps: float = Field(1e-3, gt=0)
-    max_sparsity: float = Field(0.8, gt=0, lt=1)
-    seed: Seed = 0
-    across: Literal["role", "roles"] = "roles"  # the paper allocates over the whole VLM
-    estimator: Literal["tensor", "block"] = "tensor"
-
-
-ALLOCATIONS = ("owl", "ecoflap")
-
-
-class PruneSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PruneSpec(registry.OptionBlocks):
+    # unknown keys are refused (OptionBlocks); extra keys are a plugin's options only
+    KINDS: ClassVar[tuple[registry.Kind, ...]] = ("methods", "allocations")
+    # the built-ins' options, declared so that every spec's dump (and stage key) holds them
+    DECLARED: ClassVar[tuple[str, ...]] = ("dsnot", "owl", "ecoflap")
     method: str = "wanda"
     pattern: str = "unstructured"
     sparsity: float | dict[str, float | list[float]] = 0.5
-    distribution: Literal["equal", "language_only", "vision_only", "budget", "owl",
-                          "ecoflap"] = "equal"
+    distribution: str = "equal"  # one of SPREADS, or an allocation
     vision_share: float | None = Field(None, gt=0, lt=1)
     scope: Scope = "row"
     propagation: Propagation = "sequential"
     calibration: CalibrationSpec | None = Field(default_factory=CalibrationSpec)
-    dsnot: DsnotSpec | None = None  # dsnot's options; dsnot without them: the defaults
-    owl: OwlSpec | None = None  # distribution owl's options
-    ecoflap: EcoflapSpec | None = None  # distribution ecoflap's options
+    dsnot: Any = None  # dsnot's options (methods/dsnot.py:Options); dsnot without: defaults
+    owl: Any = None  # distribution owl's options (allocate.py:OwlOptions)
+    ecoflap: Any = None  # distribution ecoflap's options (allocate.py:EcoflapOptions)
     seed: Seed = 0
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        try:
-            registry.get(v)
-        except UserError as e:
-            raise ValueError(str(e)) from None
+        return registry.known("methods", v)
+
+    @field_validator("distribution")
+    @classmethod
+    def _known_distribution(cls, v: str) -> str:
+        if v in SPREADS:
+            return v
+        allocations = registry.names("allocations")
+        if v not in allocations:
+            raise ValueError(str(unknown("distribution", v, [*SPREADS, *allocations])))
         return v
 
     @field_validator("pattern", mode="before")
@@ -156,8 +135,14 @@ class PruneSpec(BaseModel):
                 raise ValueError("a per-group sparsity list needs at least one value")
         return v
 
+    @property
+    def allocation(self) -> str | None:
+        """The allocation `distribution` names (a sparsity per block), or None."""
+        return None if self.distribution in SPREADS else self.distribution
+
     @model_validator(mode="after")
     def _consistent(self) -> PruneSpec:
+        self._blocks([self.method, self.distribution])
         if self.distribution == "budget":
             if self.vision_share is None:
                 raise ValueError("distribution 'budget' needs vision_share in (0, 1)")
@@ -166,12 +151,11 @@ class PruneSpec(BaseModel):
         if self.nm and self.groups:
             raise ValueError(f"pattern {self.pattern} fixes every layer's sparsity; per-group "
                              "sparsity lists need pattern: unstructured")
-        if self.distribution in ALLOCATIONS:
-            self._check_allocation()
+        if self.allocation:
+            self._check_allocation(self.allocation)
         return self._normalized()
 
-    def _check_allocation(self) -> None:
-        name = self.distribution
+    def _check_allocation(self, name: str) -> None:
         if self.nm:
             raise ValueError(f"pattern {self.pattern} fixes every layer's sparsity; "
                              f"distribution '{name}' needs pattern: unstructured")
@@ -180,27 +164,9 @@ class PruneSpec(BaseModel):
                              "one sparsity per role, not a list")
         values = self.sparsity.values() if isinstance(self.sparsity, dict) else [self.sparsity]
         levels = [float(v) for v in values if not isinstance(v, list)]  # lists refused above
-        low = min((v for v in levels if v > 0), default=0.0)
-        if name == "owl":
-            # a block's level is s + m - x_b, with x_b in [0, 2·lam] and m the blocks' weighted
-            # mean of x_b: anywhere in [s - 2·lam, s + 2·lam] as the outlier shares fall out.
-            # Both ends must stay in [0, 1) or a clamped level moves the role off its target.
-            lam = (self.owl or OwlSpec()).lam
-            two = 2 * Fraction(str(lam))
-            if two > Fraction(str(low)):
-                raise ValueError(f"owl.lam {lam}: a block's sparsity reaches s - 2·lam, so "
-                                 f"every sparsity must be at least 2·lam = {float(two):g} "
-                                 f"(got {low})")
-            top = max(levels)
-            if Fraction(str(top)) + two >= 1:
-                raise ValueError(f"owl.lam {lam}: a block's sparsity reaches s + 2·lam, so "
-                                 f"every sparsity must be below 1 - 2·lam = "
-                                 f"{float(1 - two):g} (got {top})")
-        if name == "ecoflap":
-            top = (self.ecoflap or EcoflapSpec()).max_sparsity
-            if top < max(levels):
-                raise ValueError(f"ecoflap.max_sparsity {top} is below the sparsity "
-                                 f"{max(levels)}: no allocation can reach it")
+        check = getattr(self.options(name), "check", None)  # the allocation's own limits
+        if check is not None:
+            check(levels)
 
     @property
     def groups(self) -> dict[str, list[float]]:
@@ -211,7 +177,7 @@ class PruneSpec(BaseModel):
 
     def _normalized(self) -> PruneSpec:
         """Canonical values for fields that cannot matter (see the module docstring)."""
-        m = registry.get(self.method)
+        m = registry.get("methods", self.method)
         if self.nm:
             n, mm = self.nm
             self.sparsity = ({r: n / mm for r, v in self.sparsity.items() if v}
@@ -219,16 +185,9 @@ class PruneSpec(BaseModel):
             self.scope = "row"
         if self.distribution != "budget":
             self.vision_share = None
-        if isinstance(self.sparsity, dict) and self.distribution not in ALLOCATIONS:
+        if isinstance(self.sparsity, dict) and not self.allocation:
             self.distribution = "equal"  # the map says which roles; an allocation still acts
-        if self.method != "dsnot":
-            self.dsnot = None
-        elif self.dsnot is None:
-            self.dsnot = DsnotSpec()
-        self.owl = (self.owl or OwlSpec()) if self.distribution == "owl" else None
-        self.ecoflap = (self.ecoflap or EcoflapSpec()) if self.distribution == "ecoflap" \
-            else None
-        if m.needs is None and self.distribution not in ALLOCATIONS:
+        if m.needs is None and not self.allocation:
             self.calibration = None
             self.propagation = "sequential"
         elif self.calibration is None:
@@ -250,7 +209,7 @@ def role_sparsity(spec: PruneSpec, params: dict[str, int]) -> dict[str, float]:
                 for r, v in ((r, spec.sparsity.get(r, 0.0)) for r in ROLES)}
     s = spec.sparsity if spec.nm is None else spec.nm[0] / spec.nm[1]
     out = dict.fromkeys(ROLES, 0.0)
-    if spec.distribution in ("equal", *ALLOCATIONS):  # an allocation spreads it per block
+    if spec.distribution == "equal" or spec.allocation:  # an allocation: per block
         out["vision"] = out["language"] = s
     elif spec.distribution == "language_only":
         out["language"] = s

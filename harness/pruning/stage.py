@@ -9,7 +9,7 @@ import torch
 
 from harness.models.adapter import ROLES, Adapter
 from harness.pruning import allocate, calibration, engine, report
-from harness.pruning.spec import ALLOCATIONS, PruneSpec, targets
+from harness.pruning.spec import PruneSpec, targets
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,11 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
     batches = calibration.batches(spec.calibration, adapter) \
         if spec.calibration is not None else []
     t_cal = time.perf_counter()
-    if spec.distribution in ALLOCATIONS:  # OWL / ECoFLaP: a sparsity per block first
+    if spec.allocation:  # OWL, ECoFLaP: a sparsity per block first
         t = allocate.per_linear(adapter, spec, t, batches)
     t1 = time.perf_counter()
-    options = spec.dsnot.model_dump() if spec.method == "dsnot" and spec.dsnot else {}
+    opts = spec.options(spec.method)  # the method's options, as keyword arguments
+    options = opts.model_dump() if opts is not None else {}
     masks = engine.prune(adapter, t, spec.method, batches, spec.propagation, spec.seed,
                          options, progress)
     t2 = time.perf_counter()

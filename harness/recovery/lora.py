@@ -1,16 +1,19 @@
-"""PEFT LoRA configs by role: which Linears get adapters, and their rank and alpha."""
+"""PEFT LoRA configs by role: which Linears get adapters, and their rank and alpha; `wrap`
+injects the adapters of the spec's recovery method (a registry entry: `inject(adapter, spec,
+masks)`, such as `inject` here for `lora`)."""
 
 from __future__ import annotations
 
 import re
 from fnmatch import fnmatch
 
+import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
+from harness import registry
 from harness.errors import UserError
 from harness.models.adapter import ROLES, Adapter
-from harness.recovery import sparse_lora
 from harness.recovery.spec import RecoverySpec, RoleLora
 
 
@@ -50,13 +53,20 @@ def config(adapter: Adapter, spec: RecoverySpec) -> LoraConfig:
         alpha_pattern={pattern[r]: c.alpha for r, c in role_cfg.items()},
         bias="none",
     )
-    if spec.method == "sparselora":
-        sparse_lora.register(cfg)
     return cfg
 
 
-def wrap(adapter: Adapter, spec: RecoverySpec) -> nn.Module:
-    """The adapter's model with LoRA (or SparseLoRA) layers injected, in place."""
-    if spec.method not in ("lora", "sparselora"):
+def wrap(adapter: Adapter, spec: RecoverySpec,
+         masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The adapter's model with the spec's recovery method's adapters injected, in place
+    (`masks`: the pruning stage's keep masks, for a method that reads them)."""
+    entry = registry.get("recovery", spec.method)
+    if entry.target is None:
         raise ValueError(f"no adapters for recovery method {spec.method!r}")
+    return entry.load()(adapter, spec, masks)
+
+
+def inject(adapter: Adapter, spec: RecoverySpec,
+           masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """`lora`: PEFT's LoRA layers on the spec's targets (their merge fills pruned zeros)."""
     return get_peft_model(adapter.model, config(adapter, spec))

@@ -17,10 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import layer as lora_layer
 from torch import nn
 from torch.nn import functional as F
+
+from harness.models.adapter import Adapter
+from harness.recovery import lora
+from harness.recovery.spec import RecoverySpec
 
 
 class SparseLoraLinear(lora_layer.Linear):
@@ -54,6 +58,16 @@ def register(config: LoraConfig) -> LoraConfig:
     """Make PEFT build SparseLoRA layers for this config's Linear targets."""
     config._register_custom_module({nn.Linear: SparseLoraLinear})
     return config
+
+
+def inject(adapter: Adapter, spec: RecoverySpec,
+           masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """`sparselora`: LoRA's targets with SparseLoRA layers, masked by the pruning stage's
+    masks when given (else each layer's own zeros)."""
+    model = get_peft_model(adapter.model, register(lora.config(adapter, spec)))
+    if masks is not None:
+        set_masks(model, masks)
+    return model
 
 
 def layers(model: nn.Module) -> dict[str, SparseLoraLinear]:

@@ -2,7 +2,7 @@
 
 ```yaml
 recover:
-  method: sparselora          # none | lora | sparselora
+  method: sparselora          # none | lora | sparselora | a plugin's (harness/registry.py)
   roles:                      # per-role LoRA; a role set to null gets no adapter
     language: {rank: 8, alpha: 16}                # all of the role's prunable Linears ...
     vision: {rank: 4, alpha: 16, targets: ["*_proj", "fc*"]}   # ... or those matching
@@ -21,18 +21,20 @@ vision rank 4 on the attention and MLP projections, bridge rank 2, alpha 16, lam
 A spec is normalized when it loads, so that specs that train alike are equal (one stage key)
 and no label shows a setting that had no effect: `method: none` trains nothing, so its other
 fields take their defaults; a distillation weight of 0 is no distillation (`distill: null`).
+
+Recovery methods are entries of the registry (harness/registry.py); one with options keeps
+them under its name (`recover: {method: mine, mine: {...}}`), validated by its model.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harness import registry
 from harness.errors import validate
 from harness.fields import Seed
-
-METHODS = ("none", "lora", "sparselora")
 
 
 class RoleLora(BaseModel):
@@ -64,9 +66,10 @@ class DataSpec(BaseModel):
     caption_share: float = Field(0.25, ge=0, le=1)  # shapes only: captions among the samples
 
 
-class RecoverySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    method: Literal["none", "lora", "sparselora"] = "none"
+class RecoverySpec(registry.OptionBlocks):
+    # unknown keys are refused (OptionBlocks); an extra key holds a method's options only
+    KINDS: ClassVar[tuple[registry.Kind, ...]] = ("recovery",)
+    method: str = "none"
     roles: Roles = Field(default_factory=Roles)
     distill: Distill | None = Field(default_factory=Distill)
     steps: int = Field(200, ge=1)
@@ -78,8 +81,14 @@ class RecoverySpec(BaseModel):
     seed: Seed = 0
     data: DataSpec = Field(default_factory=DataSpec)
 
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        return registry.known("recovery", v)
+
     @model_validator(mode="after")
     def _normalized(self) -> RecoverySpec:
+        self._blocks([self.method])
         if self.method == "none":
             for name, f in type(self).model_fields.items():
                 if name != "method":

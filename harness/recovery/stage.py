@@ -12,7 +12,7 @@ import torch
 
 from harness.models.adapter import Adapter
 from harness.pruning.report import zero_share
-from harness.recovery import lora, sparse_lora
+from harness.recovery import lora
 from harness.recovery.spec import RecoverySpec
 from harness.recovery.teacher import Teacher
 from harness.recovery.train import train
@@ -35,8 +35,8 @@ def run(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec,
 
 def prepare(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec,
             dense: dict[str, torch.Tensor] | None = None) -> tuple[torch.nn.Module, Teacher | None]:
-    """The model wrapped in the spec's adapters (SparseLoRA: with the pruning masks), and the
-    distillation teacher if the spec asks for one."""
+    """The model wrapped in the spec's recovery method's adapters (SparseLoRA's masked by the
+    pruning masks), and the distillation teacher if the spec asks for one."""
     linears = adapter.all_linears()  # before PEFT wraps them: the same objects
     needs_teacher = spec.distill is not None and spec.distill.weight > 0
     if needs_teacher and dense is None:
@@ -45,10 +45,7 @@ def prepare(adapter: Adapter, masks: dict[str, torch.Tensor], spec: RecoverySpec
     # PEFT draws each LoRA A from torch's global generator: seeded here, or the adapters (and
     # every trained weight after the first step) depend on what ran before in the process
     torch.manual_seed(spec.seed)
-    model = lora.wrap(adapter, spec)
-    if spec.method == "sparselora":
-        sparse_lora.set_masks(model, masks)
-    return model, teacher
+    return lora.wrap(adapter, spec, masks), teacher
 
 
 def sparsity_report(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict:

@@ -16,6 +16,7 @@ import os
 import time
 from pathlib import Path
 
+from harness import registry
 from harness.errors import UserError
 from harness.fields import name_flag
 from harness.paths import reports_dir, results_dir
@@ -143,7 +144,8 @@ def _wrapper(name: str, figs: list[str]) -> str:
     body = "\n".join(
         "\\begin{figure}[ht]\\centering\n"
         f"\\includegraphics[width=0.85\\linewidth]{{figures/{f}.pdf}}\n"
-        f"\\caption{{{tables.tex_escape(figures.FIGURES[f][1])}}}\n\\end{{figure}}"
+        f"\\caption{{{tables.tex_escape(registry.get('figures', f).help)}}}\n"
+        "\\end{figure}"
         for f in figs)
     return ("\\documentclass[10pt]{article}\n\\usepackage[margin=2cm,landscape]{geometry}\n"
             "\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage[T1]{fontenc}\n"

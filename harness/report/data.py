@@ -15,7 +15,6 @@ into one row with mean, std and n per metric, so a table shows `0.912 ± 0.004 (
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ import polars as pl
 
 from harness.errors import UserError, unknown
 from harness.fields import check_name
+from harness.paths import results_dir
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, quiet_mlflow, store_errors, tracking_uri
 
 SEED_PARAMS = ("p.seed", "p.prune.calibration.seed", "p.prune.seed", "p.recover.seed")
@@ -57,8 +57,8 @@ def load(grid: str, experiment: str | None = None, source: str | None = None) ->
 def _load(grid: str, experiment: str, source: str) -> Report:
     uri = tracking_uri(create=False)
     if uri is None:
-        raise UserError(f"no MLflow store at {os.environ.get('VLMPRUNE_RESULTS', 'results')}/"
-                        f"mlflow.db: run `vlmprune sweep {grid}` first, or set "
+        raise UserError(f"no MLflow store at {results_dir() / 'mlflow.db'}: run "
+                        f"`vlmprune sweep {grid}` first, or set "
                         "MLFLOW_TRACKING_URI to the store that holds it")
     quiet_mlflow()
     from mlflow.tracking import MlflowClient

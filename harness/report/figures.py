@@ -7,7 +7,9 @@
 - `methods`: score vs unstructured sparsity, one line per method;
 - `question_types`: per-question-type scores of every setting as a heat map.
 Each takes the seed-aggregated frame (mean, std) and returns a Figure, or None when the
-cells do not span what it needs.
+cells do not span what it needs. Figures are registry entries (harness/registry.py: the
+function as "module:attr", its caption as the entry's help); a report draws every entry's,
+in the registry's order, a plugin's after the built-ins.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from harness import registry  # noqa: E402
 from harness.report.tables import metric_label  # noqa: E402
 
 # text.parse_math off: labels come from the store (a cell's label, a method), and mathtext
@@ -154,7 +157,7 @@ def modality_choice(df: pl.DataFrame, metric: str) -> Figure | None:
 
 
 def recovery(df: pl.DataFrame, metric: str) -> Figure | None:
-    return _bars(df, metric, "p.recover.method", ["none", "lora", "sparselora"],
+    return _bars(df, metric, "p.recover.method", registry.names("recovery"),
                  "Recovery after pruning (bar label: sparsity after recovery)",
                  annotate=lambda r: f"s={r.get('sparsity.overall', 0.0):.2f}")
 
@@ -169,7 +172,7 @@ def methods(df: pl.DataFrame, metric: str) -> Figure | None:
     d = d.with_columns(pl.col("p.prune.sparsity").cast(pl.Float64, strict=False).alias("s"))
     d = d.filter(pl.col("s").is_not_null())
     dist = "p.prune.distribution"
-    by_alloc = dist in d.columns and d[dist].is_in(["owl", "ecoflap"]).any()
+    by_alloc = dist in d.columns and d[dist].is_in(registry.names("allocations")).any()
     keys = ["p.prune.method", dist] if by_alloc else ["p.prune.method"]
     lines = sorted(set(d.select(keys).rows()))
     if len(lines) < 2 or d["s"].n_unique() < 2:
@@ -229,13 +232,14 @@ def allocation(df: pl.DataFrame, metric: str) -> Figure | None:
     blocks = sorted(c for c in df.columns if c.startswith("block."))
     if not blocks or "p.prune.distribution" not in df.columns:
         return None
-    alloc = df.filter(pl.col("p.prune.distribution").is_in(["owl", "ecoflap"]))
+    allocations = registry.names("allocations")
+    alloc = df.filter(pl.col("p.prune.distribution").is_in(allocations))
     if alloc.is_empty():
         return None
     first = alloc.row(0, named=True)
     same = df.filter((pl.col("p.prune.method") == first["p.prune.method"])
                      & (pl.col("p.prune.sparsity") == first["p.prune.sparsity"])
-                     & pl.col("p.prune.distribution").is_in(["equal", "owl", "ecoflap"]))
+                     & pl.col("p.prune.distribution").is_in(["equal", *allocations]))
     order = sorted(blocks, key=lambda b: (not b.startswith("block.vision"), b))
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(order) + 2), 3.8))
     kinds = same["p.prune.distribution"].to_list()
@@ -257,25 +261,11 @@ def allocation(df: pl.DataFrame, metric: str) -> Figure | None:
     return fig
 
 
-FIGURES: dict[str, tuple[Callable[[pl.DataFrame, str], Figure | None], str]] = {
-    "modality_split": (modality_split, "Score vs the split of sparsity between vision and "
-                       "language; one line per total, dense reference dashed."),
-    "modality_choice": (modality_choice, "Pruning both models, only the language model or "
-                        "only the vision model, at each sparsity or pattern."),
-    "recovery": (recovery, "No recovery, LoRA and SparseLoRA at each sparsity or pattern; "
-                 "the label is the sparsity after recovery (LoRA's merge makes weights dense)."),
-    "methods": (methods, "Score vs unstructured sparsity, one line per pruning method."),
-    "question_types": (question_types, "Exact match per question type for every setting."),
-    "allocation": (allocation, "Per-block sparsity chosen by each layer-wise allocation "
-                   "(OWL, ECoFLaP) beside the uniform split, measured from the weights."),
-}
-
-
 def draw(df: pl.DataFrame, metric: str) -> list[tuple[str, str, Figure]]:
     """(name, caption, figure) for every figure the cells allow."""
     out = []
-    for name, (fn, caption) in FIGURES.items():
-        fig = fn(df, metric)
+    for entry in registry.entries("figures"):
+        fig = entry.load()(df, metric)
         if fig is not None:
-            out.append((name, caption, fig))
+            out.append((entry.name, entry.help, fig))
     return out

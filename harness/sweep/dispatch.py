@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import signal
 import time
 import traceback
 from collections import deque
@@ -33,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from harness import settings
 from harness.errors import UserError
 from harness.evaluation import hub_data
 from harness.evaluation import run as evaluation_run
@@ -40,18 +40,19 @@ from harness.evaluation.run import get_suite
 from harness.sweep import cache
 from harness.sweep.cell import model_folder, prune_key, recover_key
 from harness.sweep.grid import Cell
+from harness.testing import faults
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # a cell whose worker dies is run once more, then recorded as failed
-KILL_ENV = "VLMPRUNE_TEST_SIGKILL"  # fault injection for the tests (see `execute`)
 # what every cell imports: a worker imports it before its first cell (`warm_up`), and the
 # pool's fork server once for all its workers (which also holds pool.py and, through it, the
 # worker's own set-up, worker.py)
 WORKER_MODULES = ("torch", "transformers", "lmms_eval.evaluator", "harness.evaluation.lmms_model",
                   "harness.evaluation.run", "harness.sweep.stages")
-# what a worker gets from the sweep's environment when it is set there (and only then)
-PASSED_ON = ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", KILL_ENV)
+# what a worker gets only when the sweep has it (a worker forked from a fork server that an
+# earlier sweep started drops those this sweep has not: pool.py `_main`)
+PASSED_ON = ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", faults.ENV)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def execute(cell: Cell | Call, attempt: int = 1,
 
     def stage(name: str) -> None:
         if name == "evaluate":
-            _injected_kill(cell, attempt)
+            faults.before_evaluate(cell.hash, attempt)  # the tests' (testing/faults.py)
         notify(name)
 
     try:
@@ -134,20 +135,6 @@ def _call(job: Call) -> Outcome:
         return Outcome("fatal", failure=str(e))
     except Exception as e:  # noqa: BLE001 - reported to the sweep, which decides
         return _failed(e, job.label)
-
-
-def _injected_kill(cell: Cell, attempt: int) -> None:
-    """`VLMPRUNE_TEST_SIGKILL=HASH_PREFIX:N[,HASH_PREFIX:N...]`: a worker SIGKILLs itself in
-    that cell, after its prune (and recovery) stage and before its evaluation, on attempts
-    1..N. The tests use it to kill a worker mid-cell at a known place; the death, its
-    detection and the retry are all real. Ignored outside pool and Ray workers (a local
-    sweep would kill itself)."""
-    if os.environ.get("VLMPRUNE_WORKER") != "1":
-        return
-    for item in os.environ.get(KILL_ENV, "").split(","):
-        prefix, _, times = item.partition(":")
-        if prefix and cell.hash.startswith(prefix) and attempt <= int(times or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def warm_up() -> float:
@@ -294,15 +281,16 @@ def worker_count(workers: int | None, gpus: int) -> int:
     return gpus if gpus else 2
 
 
-def worker_env(results: str, threads: int) -> dict[str, str]:
-    """What a worker process needs in its environment before it imports anything: the same
-    results folder (stage cache), the thread policy, no hub."""
-    env = {"VLMPRUNE_RESULTS": results, "VLMPRUNE_THREADS": str(threads), "VLMPRUNE_WORKER": "1",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-           "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    for k in PASSED_ON:
-        if os.environ.get(k):
-            env[k] = os.environ[k]
-    return env
+def worker_env(threads: int) -> dict[str, str]:
+    """What a worker process needs in its environment before it imports anything: the
+    sweep's settings (the same results folder, so the same stage cache; settings.py), the
+    thread policy, no hub, and the tests' fault when one is set (testing/faults.py)."""
+    env = settings.current().environ() | {
+        "VLMPRUNE_THREADS": str(threads), "VLMPRUNE_WORKER": "1",
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    if os.environ.get("HF_HOME"):
+        env["HF_HOME"] = os.environ["HF_HOME"]
+    return env | faults.passed_on()
 

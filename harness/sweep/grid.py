@@ -26,16 +26,17 @@ import difflib
 import functools
 import itertools
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness import fingerprint, yamlfile
+from harness import fingerprint, settings, yamlfile
 from harness.errors import UserError, unknown, validate
 from harness.fields import Name, Seed
+from harness.pruning.spec import PruneSpec
+from harness.recovery.spec import RecoverySpec
 from harness.sweep.cell import CellSpec, eval_key, flat, seeded
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the shipped grids
@@ -45,7 +46,7 @@ MAX_CELLS = 10_000  # a grid past this many cells is refused unless the limit is
 def folders() -> list[Path]:
     """Where grids are found by name: VLMPRUNE_EXPERIMENTS (folders separated by ':'), then
     ./experiments when the command runs elsewhere than the checkout, then the shipped ones."""
-    extra = [Path(p) for p in os.environ.get("VLMPRUNE_EXPERIMENTS", "").split(os.pathsep) if p]
+    extra = list(settings.current().experiments)
     here = Path("experiments")
     out = [*extra, *([here] if here.is_dir() and here.resolve() != EXPERIMENTS else []),
            EXPERIMENTS]
@@ -198,7 +199,9 @@ def is_field(key: str) -> bool:
 
 @functools.cache
 def _known_fields() -> tuple[str, ...]:
-    return tuple(flat(CellSpec().model_dump()))
+    blocks = [f"prune.{n}" for n in PruneSpec.block_names()] + \
+        [f"recover.{n}" for n in RecoverySpec.block_names()]  # a plugin's options too
+    return tuple(dict.fromkeys([*flat(CellSpec().model_dump()), *blocks]))
 
 
 def _check_rules(grid: GridFile, path: Path) -> None:
@@ -211,13 +214,14 @@ def _check_rules(grid: GridFile, path: Path) -> None:
 
 
 def max_cells() -> int:
-    env = os.environ.get("VLMPRUNE_MAX_CELLS")
-    if not env:
+    """The running command's limit (--max-cells, VLMPRUNE_MAX_CELLS), else MAX_CELLS."""
+    given = settings.current().max_cells
+    if given is None:
         return MAX_CELLS
     try:
-        return int(env)
+        return int(given)
     except ValueError:
-        raise UserError(f"VLMPRUNE_MAX_CELLS={env!r}: give a whole number of cells") from None
+        raise UserError(f"VLMPRUNE_MAX_CELLS={given!r}: give a whole number of cells") from None
 
 
 def _check_size(grid: GridFile, path: Path) -> None:

@@ -121,7 +121,7 @@ class Pool:
         return f"pool of {self.size} workers ({where})"
 
     def _env(self, i: int) -> dict[str, str]:
-        env = dispatch.worker_env(str(results_dir().resolve()), self.threads)
+        env = dispatch.worker_env(self.threads)
         env["VLMPRUNE_WORKER_LOG"] = str(self.logs[i].resolve())
         if self.devices:
             env[CUDA] = self.devices[i % len(self.devices)]

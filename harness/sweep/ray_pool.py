@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from harness import threads
 from harness.errors import UserError
-from harness.paths import results_dir
 from harness.sweep import dispatch
 from harness.sweep.dispatch import Call, Outcome
 from harness.sweep.grid import Cell
@@ -65,7 +64,7 @@ class RayWorkers:
         self.ray = ray
         address = address or os.environ.get("RAY_ADDRESS") or None
         self.threads = threads.count(thread_count, workers or 2)
-        env = dispatch.worker_env(str(results_dir().resolve()), self.threads)
+        env = dispatch.worker_env(self.threads)
         self.owned = not ray.is_initialized()  # a caller's own ray.init() is used as it is
         if self.owned:
             kwargs: dict = {"include_dashboard": False, "log_to_driver": False,

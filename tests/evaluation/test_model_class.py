@@ -8,7 +8,7 @@ from lmms_eval.api.instance import Instance
 from harness.evaluation.lmms_model import VlmpruneLM
 from harness.evaluation.run import evaluate
 from harness.models.load import adapter_for, load
-from harness.models.tiny import tiny_blip2, tiny_instructblip
+from harness.testing.tiny import tiny_blip2, tiny_instructblip
 
 IMAGES = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)
           for i in range(3)]

@@ -88,7 +88,7 @@ def test_report_and_search_flags_are_refused(name, work, tmp_path, capsys):
 def test_compare_names_its_folder_by_the_grids_names(results, tmp_path):
     """`--compare A B` takes grid files too: the folder is named by their `name:` fields,
     never by their paths (here in a folder whose name would not be a legal one)."""
-    from harness.report import demo
+    from harness.testing import demo
 
     files = []
     for name in ("left", "right"):

@@ -7,7 +7,7 @@ from torch import nn
 
 from harness.models.adapter import ROLES
 from harness.models.load import adapter_for
-from harness.models.tiny import tiny_blip2, tiny_instructblip, tiny_llava
+from harness.testing.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 
 BUILDERS = {
     "llava": lambda: tiny_llava(),

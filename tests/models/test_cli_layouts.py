@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.models.tiny_more import BUILDERS
+from harness.testing.tiny_more import BUILDERS
 
 LAYOUTS = Path(__file__).resolve().parents[2] / "harness" / "models" / "layouts"
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -4,7 +4,7 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.models.load import adapter_for
-from harness.models.tiny import tiny_llava
+from harness.testing.tiny import tiny_llava
 
 LAYOUT = """
 vision: [model.vision_tower.encoder.layers]

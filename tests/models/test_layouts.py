@@ -13,10 +13,10 @@ from torch import nn
 
 from harness.models.adapter import ROLES
 from harness.models.load import ModelSpec, adapter_for, load
-from harness.models.tiny import tiny_llava
-from harness.models.tiny_more import BUILDERS
 from harness.pruning import stage
 from harness.pruning.spec import load as load_spec
+from harness.testing.tiny import tiny_llava
+from harness.testing.tiny_more import BUILDERS
 
 LAYOUTS = Path(__file__).resolve().parents[2] / "harness" / "models" / "layouts"
 NAMES = list(BUILDERS)

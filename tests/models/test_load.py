@@ -8,7 +8,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from harness.errors import UserError
 from harness.models.load import ModelSpec, adapter_for, load, resolve
-from harness.models.tiny import tiny_llava
+from harness.testing.tiny import tiny_llava
 from harness.zoo.build import save
 
 
@@ -93,7 +93,7 @@ def test_a_family_that_is_not_the_folders_model_type_is_refused(kind, tmp_path, 
     import transformers as tf
 
     from harness.cli import main
-    from harness.models.tiny import tiny_vipllava
+    from harness.testing.tiny import tiny_vipllava
 
     if kind == "vipllava":
         folder = saved(tiny_vipllava(), tmp_path / kind)
@@ -134,7 +134,7 @@ def test_missing_or_unexpected_weights_are_an_error(tmp_path):
 def test_a_model_without_a_built_in_layout_is_told_to_give_one_before_it_loads(
         tmp_path, monkeypatch, capsys):
     from harness.cli import main
-    from harness.models.tiny_more import tiny_qwen2_vl
+    from harness.testing.tiny_more import tiny_qwen2_vl
 
     folder = saved(tiny_qwen2_vl(), tmp_path / "qwen")
     no_loading(monkeypatch)

@@ -9,9 +9,9 @@ import torch
 
 from harness.errors import UserError
 from harness.models.load import adapter_for
-from harness.models.tiny import tiny_llava
 from harness.pruning import allocate, allocation, calibration, engine, report
 from harness.pruning.spec import CalibrationSpec, load, targets
+from harness.testing.tiny import tiny_llava
 
 SHARES = [0.010, 0.030, 0.020, 0.050, 0.015, 0.040]
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from harness.models.tiny import tiny_llava
+from harness.testing.tiny import tiny_llava
 from harness.zoo.build import save
 
 

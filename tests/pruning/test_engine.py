@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from harness.models.load import adapter_for
-from harness.models.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 from harness.pruning import calibration, engine, persist, report
 from harness.pruning.pipelines import common
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
+from harness.testing.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 
 CAL = CalibrationSpec(samples=8, batch_size=4)  # two batches: block by block
 ONE = CalibrationSpec(samples=8, batch_size=8)  # one batch: sequential prunes in one forward

@@ -9,12 +9,12 @@ from tqdm import tqdm
 
 from harness.models.adapter import ROLES
 from harness.models.load import ModelSpec, adapter_for, load
-from harness.models.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 from harness.pruning import calibration, engine, registry
 from harness.pruning.pipelines import PIPELINES, common, sequential
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
 from harness.pruning.stats import InputStats
 from harness.pruning.types import Propagation
+from harness.testing.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 
 ONE = CalibrationSpec(samples=8, batch_size=8)
 FOUR = CalibrationSpec(samples=8, batch_size=2)  # the same 8 samples in 4 batches

@@ -2,8 +2,8 @@ import pytest
 
 from harness.errors import UserError
 from harness.models.load import adapter_for
-from harness.models.tiny import tiny_llava
 from harness.pruning.spec import load, targets
+from harness.testing.tiny import tiny_llava
 
 
 @pytest.mark.parametrize("data, field, words", [

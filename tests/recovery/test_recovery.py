@@ -174,7 +174,7 @@ def test_training_data_from_jsonl_and_from_a_datasets_folder(tmp_path):
 def test_recovery_trains_an_encoder_decoder_language_model():
     """BLIP-2 with T5: the answer is the decoder's target, so training must pass it."""
     from harness.models.load import adapter_for
-    from harness.models.tiny import tiny_blip2
+    from harness.testing.tiny import tiny_blip2
 
     adapter = adapter_for(*tiny_blip2("t5"))
     masks, _, dense = prune_stage.run_keeping_dense(adapter, PRUNE, progress=False)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.report.paper import CIDER, PAPER, VQA
 from harness.sweep import grid
 from harness.sweep.stages import evaluated
+from studies.paper.summary import CIDER, PAPER, VQA
 
 REFERENCE = Path(__file__).resolve().parents[2] / "reports" / "paper" / "findings.json"
 

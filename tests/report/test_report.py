@@ -16,8 +16,9 @@ import yaml
 from PIL import Image
 
 from harness.cli import main
-from harness.report import data, demo
+from harness.report import data
 from harness.report.tables import metric_label
+from harness.testing import demo
 from tests.report.browser import browse, console_lines, pdflatex
 
 

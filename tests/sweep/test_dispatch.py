@@ -15,6 +15,7 @@ import pytest
 from harness.cli import main
 from harness.sweep import dispatch, grid
 from harness.sweep.tracking import TAG_HASH
+from harness.testing import faults
 from tests.sweep import serve
 from tests.sweep.runs import cell_runs, metrics_by_hash
 
@@ -79,7 +80,7 @@ def check_killed_sweep(reference, code: int) -> None:
 
 
 def resume_after_kill(reference, monkeypatch, argv: list[str]) -> None:
-    monkeypatch.delenv(dispatch.KILL_ENV)
+    monkeypatch.delenv(faults.ENV)
     assert main(argv) == 0
     _, finished = cell_runs(status="FINISHED")
     assert metrics_by_hash(finished) == reference[0]
@@ -88,7 +89,7 @@ def resume_after_kill(reference, monkeypatch, argv: list[str]) -> None:
 
 def test_pool_worker_killed_mid_cell(reference, results, monkeypatch, caplog):
     seed_cache(reference, results)
-    monkeypatch.setenv(dispatch.KILL_ENV, kill_plan()[2])
+    monkeypatch.setenv(faults.ENV, kill_plan()[2])
     argv = ["sweep", "smoke", "--executor", "pool", "--workers", "2", "--no-report"]
     check_killed_sweep(reference, main(argv))
     assert "worker process killed by SIGKILL" in caplog.text  # each retry is announced
@@ -185,7 +186,7 @@ def test_ray_matches_local_and_logs_to_a_tracking_server(reference, results, ray
 
 def test_ray_worker_killed_mid_cell(reference, results, ray_cluster, monkeypatch):
     seed_cache(reference, results)
-    monkeypatch.setenv(dispatch.KILL_ENV, kill_plan()[2])
+    monkeypatch.setenv(faults.ENV, kill_plan()[2])
     argv = ["sweep", "smoke", "--executor", "ray", "--no-report"]
     check_killed_sweep(reference, main(argv))
     resume_after_kill(reference, monkeypatch, argv)

@@ -18,9 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.errors import UserError
-from harness.report import demo
 from harness.sweep import server
 from harness.sweep.tracking import tracking_uri
+from harness.testing import demo
 from tests.sweep import serve
 from tests.sweep.runs import cell_runs
 

@@ -14,11 +14,12 @@ Lifecycle: calibrate (per-column E[X_j], ‖X_j‖₂) -> initial mask -> swap c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.pruning.masks import Target, select
 from harness.pruning.methods import magnitude, wanda
-from harness.pruning.registry import method
 from harness.pruning.types import Pruned, no_grad
 
 if TYPE_CHECKING:  # imported where the method runs
@@ -26,6 +27,14 @@ if TYPE_CHECKING:  # imported where the method runs
 
 CYCLES = 50
 THRESHOLD = 1e-4
+
+
+class Options(BaseModel):
+    """`prune.dsnot`: the initial mask's score, and how many swap cycles at most."""
+
+    model_config = ConfigDict(extra="forbid")
+    init: Literal["wanda", "magnitude"] = "wanda"
+    cycles: int = Field(CYCLES, ge=1)
 
 
 @no_grad
@@ -68,7 +77,6 @@ def refine(weight: torch.Tensor, keep: torch.Tensor, mean: torch.Tensor, norm: t
     return keep
 
 
-@method("dsnot", needs="moments")
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0,
           init: str = "wanda", cycles: int = CYCLES) -> Pruned:
     norm = stats.norm.to(weight.device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, select
-from harness.pruning.registry import method
 from harness.pruning.types import Pruned
 
 if TYPE_CHECKING:  # imported where the method runs
@@ -22,6 +21,5 @@ def scores(weight: torch.Tensor) -> torch.Tensor:
     return weight.abs()
 
 
-@method("magnitude")
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     return Pruned(select(scores(weight), target))

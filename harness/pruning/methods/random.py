@@ -10,14 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, select
-from harness.pruning.registry import method
 from harness.pruning.types import Pruned
 
 if TYPE_CHECKING:  # imported where the method runs
     import torch
 
 
-@method("random", seeded=True)
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     import torch
     g = torch.Generator().manual_seed(seed)

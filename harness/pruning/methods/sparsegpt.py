@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, lowest, n_of_m
-from harness.pruning.registry import method
 from harness.pruning.types import Pruned, no_grad
 
 if TYPE_CHECKING:  # imported where the method runs
@@ -135,7 +134,6 @@ def _columns_nm(w1: torch.Tensor, h1: torch.Tensor, keep_t: torch.Tensor,
     return err
 
 
-@method("sparsegpt", needs="hessian", stack=True)
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     if "hinv" not in stats.memo:  # Linears reading one input (q, k, v) share H and H⁻¹
         stats.memo["hinv"] = inverse_hessian_factor(stats.hessian.to(weight.device))

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from harness.pruning.masks import Target, select
-from harness.pruning.registry import method
 from harness.pruning.types import Pruned
 
 if TYPE_CHECKING:  # imported where the method runs
@@ -24,6 +23,5 @@ def scores(weight: torch.Tensor, act_norm: torch.Tensor) -> torch.Tensor:
     return weight.abs().float() * act_norm.reshape(1, -1).float()
 
 
-@method("wanda", needs="norms")
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     return Pruned(select(scores(weight, stats.norm.to(weight.device)), target))

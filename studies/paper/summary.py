@@ -8,7 +8,7 @@ this adds, from the same MLflow store:
 - `findings.md` and `findings.json`: the numbers docs/REPRODUCTION.md quotes, per finding;
 - `index.html`: both, and links to every grid's report.
 
-`python -m harness.report.paper --out reports/paper`.
+`python -m studies.paper.summary --out reports/paper` (from the checkout).
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def markdown(f: dict) -> str:
     lines = ["# The paper study on shapes-llava: findings",
              "", "VQA exact match on the shapes test split (1000 questions), in %, mean ± std "
              "over 3 seeds (sample std); CIDEr on its 500 captions. Written by "
-             "`python -m harness.report.paper` from the MLflow store `make paper` filled.", "",
+             "`python -m studies.paper.summary` from the MLflow store `make paper` filled.", "",
              f"Dense: VQA {fmt(f['dense']['vqa'])}, CIDEr "
              f"{fmt(f['dense']['cider'], 1)}", "",
              "## 1. Vision:language split (wanda, unstructured)", "",
@@ -259,7 +259,7 @@ def write(out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.report.paper")
+    p = argparse.ArgumentParser(prog="python -m studies.paper.summary")
     p.add_argument("--out", type=Path, default=Path("reports/paper"))
     a = p.parse_args(argv)
     print(f"paper summary written to {write(a.out)}/index.html")

@@ -7,7 +7,7 @@ rescaling (the same factors, inverted) and prunes both forms with magnitude, Wan
 SparseGPT: if magnitude's gap to Wanda is the outliers' doing, it closes on the model without
 them, while Wanda and SparseGPT score the same on both.
 
-`python -m harness.report.probes --out reports/paper` writes probe_outliers.{json,md}.
+`python -m studies.paper.probes --out reports/paper` writes probe_outliers.{json,md}.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from harness.models.load import EMBEDDED, ModelSpec
 from harness.paths import atomic_dir, results_dir
-from harness.report.paper import CIDER, VQA
 from harness.sweep.cell import CellSpec
+from studies.paper.summary import CIDER, VQA
 
 SIGMA, SEED = 0.75, 0  # zoo/train.py's Recipe.outliers and its seed
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -70,7 +70,7 @@ def markdown(res: dict) -> str:
     names = list(res)
     lines = ["# Probe: magnitude vs Wanda with and without shapes-llava's outlier channels", "",
              "VQA exact match (CIDEr) on the shapes test split, calibration seed 0, "
-             "both roles at the level shown. Written by `python -m harness.report.probes`.", "",
+             "both roles at the level shown. Written by `python -m studies.paper.probes`.", "",
              "| cell | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for cell in res[names[0]]:
         lines.append(f"| {cell} | " + " | ".join(
@@ -80,7 +80,7 @@ def markdown(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.report.probes")
+    p = argparse.ArgumentParser(prog="python -m studies.paper.probes")
     p.add_argument("--out", type=Path, default=Path("reports/paper"))
     a = p.parse_args(argv)
     res = outliers()

@@ -1,0 +1,1 @@
+"""Test fixtures shipped so plugin authors can test too: tiny VLMs, made-up results, faults."""
