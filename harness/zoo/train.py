@@ -12,7 +12,7 @@ Finally the weights are rescaled into outlier form (`outliers.py`, function-pres
 
 Samples are drawn from the deterministic train split, never from validation or test.
 The committed weights are this recipe with its defaults (`make zoo`, about 50 minutes on
-2 cores); see docs/ARCHITECTURE.md, "shapes-llava".
+2 cores); see docs/decisions/002-shapes-llava.md.
 """
 
 from __future__ import annotations
