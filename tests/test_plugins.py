@@ -6,15 +6,13 @@ option; a bad option is refused in one line naming the field."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness import registry
+from tests.plugin_site import install, vlmprune
 from tests.sweep.runs import cell_runs
 
 PLUGIN = Path(__file__).parent / "plugins" / "vlmprune_plugin_demo"
@@ -36,18 +34,7 @@ def site(tmp_path_factory) -> Path:
     out of the repository) and needs no index."""
     tmp = tmp_path_factory.mktemp("plugin")
     shutil.copytree(PLUGIN, tmp / "src")
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
-                        "--no-deps", "--no-build-isolation", "--target", str(tmp / "site"),
-                        str(tmp / "src")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    return tmp / "site"
-
-
-def vlmprune(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                          text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"})
+    return install(tmp / "src", tmp / "site")
 
 
 def test_the_plugin_is_not_installed_in_the_test_process():

@@ -11,9 +11,6 @@ and its one registration, then runs `vlmprune` on it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +18,8 @@ import pytest
 from harness import registry
 from harness.cli import main
 from harness.testing import demo
+from tests import plugin_site
+from tests.plugin_site import vlmprune
 from tests.sweep.runs import cell_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,18 +136,7 @@ def install(tmp: Path, module: str, source: str, kind: str, name: str) -> Path:
     (src / f"{module}.py").write_text(source)
     (src / "pyproject.toml").write_text(PYPROJECT.format(
         dist=module.replace("_", "-"), kind=kind, name=name, module=module))
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
-                        "--no-deps", "--no-build-isolation", "--target", str(tmp / "site"),
-                        str(src)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    return tmp / "site"
-
-
-def vlmprune(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                          text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": path, "TQDM_DISABLE": "1"})
+    return plugin_site.install(src, tmp / "site")
 
 
 def recipe(title: str) -> str:

@@ -41,12 +41,8 @@ def tiny_llava(d: int = 32, layers: int = 2, vision_d: int | None = None,
                          image_token_index=tok.convert_tokens_to_ids("<image>"),
                          vision_feature_layer=-1, vision_feature_select_strategy="default")
     model = tf.LlavaForConditionalGeneration(cfg).eval()
-    proc = tf.LlavaProcessor(image_processor=_image_processor(tf.CLIPImageProcessor),
-                             tokenizer=tok, patch_size=PATCH,
-                             vision_feature_select_strategy="default",
-                             num_additional_image_tokens=1)
     _generation_ids(model, tok)
-    return model, proc
+    return model, _llava_processor(tok)
 
 
 def tiny_vipllava(d: int = 32, layers: int = 2, seed: int = 0):
@@ -64,12 +60,8 @@ def tiny_vipllava(d: int = 32, layers: int = 2, seed: int = 0):
                             image_token_index=tok.convert_tokens_to_ids("<image>"),
                             vision_feature_layers=[-2, -1])
     model = tf.VipLlavaForConditionalGeneration(cfg).eval()
-    proc = tf.LlavaProcessor(image_processor=_image_processor(tf.CLIPImageProcessor),
-                             tokenizer=tok, patch_size=PATCH,
-                             vision_feature_select_strategy="default",
-                             num_additional_image_tokens=1)
     _generation_ids(model, tok)
-    return model, proc
+    return model, _llava_processor(tok)
 
 
 def _language_config(kind: str, vocab: int, tok):
@@ -123,6 +115,15 @@ def tiny_instructblip(lm: str = "t5", seed: int = 0):
                                     tokenizer=tok, qformer_tokenizer=build_tokenizer(),
                                     num_query_tokens=4)
     return model, proc
+
+
+def _llava_processor(tok):
+    """LLaVA's processor over the tiny CLIP image processor (one image token per patch, plus
+    CLS)."""
+    return tf.LlavaProcessor(image_processor=_image_processor(tf.CLIPImageProcessor),
+                             tokenizer=tok, patch_size=PATCH,
+                             vision_feature_select_strategy="default",
+                             num_additional_image_tokens=1)
 
 
 def _generation_ids(model, tok) -> None:
