@@ -9,7 +9,7 @@ EXECUTOR ?= local
 WORKERS ?=
 PYTEST_FLAGS ?=
 
-.PHONY: paper install sweep server search report test check-slow lint zoo zoo-check bench clean
+.PHONY: paper install sweep server search report test test-fast check-slow lint zoo zoo-check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,10 +48,15 @@ paper: $(STAMP)
 	$(PY) -m studies.paper.probes --out reports/paper
 	$(PY) -m studies.paper.summary --out reports/paper
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check harness tests benchmarks studies
-	$(VENV)/bin/mypy harness tests benchmarks studies
-	$(PY) -m pytest -q -m "not gpu" $(PYTEST_FLAGS)
+# Every test is in one tier (tests/conftest.py): unit, integration, system. `make test` runs
+# them all on $(TEST_WORKERS) processes (pytest-xdist; a file's tests stay on one, so its
+# fixtures are built once); `make test-fast` runs the unit tier: no other process, no browser.
+TEST_WORKERS ?= 2
+test: lint
+	$(PY) -m pytest -q -m "not gpu" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_FLAGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "unit and not gpu" $(PYTEST_FLAGS)
 
 check-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(PYTEST_FLAGS)

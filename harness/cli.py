@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from harness import jsonl, settings, threads
-from harness.errors import EXIT_USAGE, UserError, validate
+from harness.errors import EXIT_USAGE, UserError, first_line, validate
 from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
 from harness.fields import name_flag
 from harness.models.load import ModelSpec, load
@@ -33,14 +33,14 @@ def _zoo_check(a: argparse.Namespace) -> int:
 
 def _model_spec(a: argparse.Namespace):
     """The model a command names: `--model`/MODEL, with `--family` and `--layout`."""
-    data = {"name": a.model, "adapter": a.family}
+    data = {"name": a.model, "family": a.family}
     if a.layout is not None:
         if not a.layout.is_file():
             raise UserError(f"--layout {a.layout}: no such file (a YAML layout: module paths "
                             "of vision, bridge, language; see harness/models/layouts/)")
         data["layout"] = str(a.layout)
         if a.family == "auto":
-            data["adapter"] = "generic"
+            data["family"] = "generic"
     return validate(ModelSpec, data, "--family/--layout")
 
 
@@ -158,7 +158,7 @@ def write_report(name: str) -> None:
     except Exception as e:  # noqa: BLE001 - the sweep's results stand without a report
         log.debug("report failed:\n%s", traceback.format_exc())
         log.warning("report not written (%s: %s); retry with `vlmprune report %s`",
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "", name)
+                    type(e).__name__, first_line(e), name)
         return
     console.print(f"report: {out}/index.html")
 
@@ -213,8 +213,8 @@ def _executor_flags(s: argparse.ArgumentParser, what: str) -> None:
 
 def _model_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--family", default="auto",
-                   help="adapter family: auto (from config.json), llava, blip2, instructblip, "
-                   "generic (with --layout)")
+                   help="model family (model.family in a grid): auto (from config.json), llava, "
+                   "blip2, instructblip, generic (with --layout)")
     s.add_argument("--layout", type=Path, default=None, metavar="FILE",
                    help="a YAML layout naming the model's vision, bridge and language modules "
                    "(any VLM; see harness/models/layouts/)")

@@ -41,3 +41,10 @@ def format_validation_error(e) -> str:
     if err["type"] == "extra_forbidden":
         msg = "unknown key (misspelt?)"
     return f"field '{loc}': {msg}"
+
+
+def first_line(e: BaseException, default: str = "") -> str:
+    """The first line of an exception's message (`default` when it has none): how a failure
+    is named in one line."""
+    text = str(e)
+    return text.splitlines()[0] if text else default

@@ -26,7 +26,7 @@ import os
 import re
 from pathlib import Path
 
-from harness.integrity import digest
+from harness import integrity
 from harness.paths import cache_dir
 
 _BLOB = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # HF cache blobs: git sha1 or LFS sha256
@@ -91,10 +91,17 @@ def of_file(path: str | Path) -> str:
     hit = _files.get(key)
     if hit and hit[:3] == stamp:
         return hit[3]
-    h = digest(p)
+    h = integrity.digest(p)
     _files[key] = [*stamp, h]
     _dirty = True
     return h
+
+
+def digest(obj) -> str:
+    """A short hash of a JSON-able object (a normalized spec, a key's parts): 16 hex digits
+    of the SHA-256 of its canonical JSON."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def of_folder(path: str | Path) -> str:

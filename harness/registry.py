@@ -51,7 +51,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from harness.errors import UserError, unknown
+from harness.errors import UserError, first_line, unknown
 
 Kind = Literal["methods", "allocations", "recovery", "executors", "figures"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
@@ -180,7 +180,7 @@ def plugins(kind: Kind) -> tuple[Entry, ...]:
             obj = ep.load()
             entry = obj if isinstance(obj, Entry) else obj()
         except Exception as e:  # noqa: BLE001 - any failure of a plugin is named, in one line
-            raise UserError(f"{where}: {type(e).__name__}: {e}".splitlines()[0]) from e
+            raise UserError(f"{where}: {type(e).__name__}: {first_line(e)}") from e
         if not isinstance(entry, Entry) or entry.kind != kind or entry.name != ep.name:
             raise UserError(f"{where}: expected an Entry of kind {kind!r} named {ep.name!r}, "
                             f"got {entry!r}"[:300])

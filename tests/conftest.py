@@ -1,9 +1,70 @@
+import multiprocessing.process
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
 from harness.sweep.tracking import tracking_uri
 from tests.sweep.runs import cell_runs, metrics_by_hash
+
+# Every test is in one tier (docs/decisions/022-test-tiers.md): `unit` (in process, no model
+# or a tiny one), `integration` (in process, real components: the embedded model, MLflow,
+# lmms-eval, sweeps through `main()`), `system` (other processes: the CLI as a subprocess,
+# pool and Ray workers, servers, Chromium, pdflatex, kills). `make test-fast` runs the first
+# two; `make test` all three. A tier is declared with `pytestmark` on a module whose tests
+# share it, or on each function otherwise (never both: `-m unit` must select exactly).
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config, items):
+    wrong = []
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid} (has: {', '.join(sorted(tiers)) or 'none'})")
+    if wrong:
+        raise pytest.UsageError(f"{len(wrong)} tests need exactly one of {', '.join(TIERS)} "
+                                f"(see tests/conftest.py): {'; '.join(wrong[:5])}")
+
+
+_SPAWNERS = ("chromium", "chromium-browser", "pdflatex", "pdftoppm", "java", "ray")
+
+
+def _spawns_a_tier(args) -> bool:
+    """Whether a command is what only system tests may start: a Python interpreter (the CLI,
+    a worker, a server), a browser, LaTeX, or Java (COCO scoring in its own process)."""
+    argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+    exe = Path(os.fsdecode(argv[0]).split()[0]).name if argv else ""
+    return exe.startswith("python") or exe in _SPAWNERS \
+        or os.fsdecode(argv[0]) == sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _tier_guard(request, monkeypatch):
+    """Tests below `system` start no process that makes a test slow or machine-dependent: the
+    tier a test declares is checked while it runs, not trusted."""
+    if request.node.get_closest_marker("system"):
+        yield
+        return
+    popen = subprocess.Popen
+
+    class Guarded(popen):  # type: ignore[valid-type]
+        def __init__(self, args, *a, **kw):
+            if _spawns_a_tier(args):
+                raise AssertionError(f"{request.node.nodeid} starts {args!r}: mark it system")
+            super().__init__(args, *a, **kw)
+
+    def start(self):
+        raise AssertionError(f"{request.node.nodeid} starts a process ({type(self).__name__}):"
+                             " mark it system")
+
+    monkeypatch.setattr(subprocess, "Popen", Guarded)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,9 +3,12 @@
 import json
 import os
 
+import pytest
 from PIL import Image
 
 from harness import fingerprint
+
+pytestmark = pytest.mark.unit
 
 
 def test_file_fingerprint_follows_content_not_path(tmp_path, monkeypatch):

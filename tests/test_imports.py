@@ -11,6 +11,10 @@ import ast
 import functools
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parents[1]
 # libraries whose import costs a second or more, or pulls in one that does
 HEAVY = {"torch", "torchvision", "transformers", "mlflow", "lmms_eval", "peft", "optuna", "ray",

@@ -7,6 +7,8 @@ import pytest
 
 from harness import integrity
 
+pytestmark = pytest.mark.unit
+
 
 def damage(path, how: str) -> None:
     """Change a file the way the outside check did: same-size overwrite, truncate, delete."""

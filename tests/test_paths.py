@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from harness.paths import memo_json
+
+pytestmark = pytest.mark.unit
 
 
 def test_memo_is_made_once_then_read(tmp_path, monkeypatch):

@@ -15,6 +15,8 @@ from harness import registry
 from tests.plugin_site import install, vlmprune
 from tests.sweep.runs import cell_runs
 
+pytestmark = pytest.mark.system
+
 PLUGIN = Path(__file__).parent / "plugins" / "vlmprune_plugin_demo"
 GRID = """\
 name: plugin_demo

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.system
+
 
 def test_mlflow_sqlalchemy_engine_map(tmp_path):
     """tracking._dispose_engine pops the cached engine of a temporary store before the file

@@ -22,6 +22,8 @@ from tests import plugin_site
 from tests.plugin_site import vlmprune
 from tests.sweep.runs import cell_runs
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = """\
 [build-system]
@@ -66,7 +68,6 @@ ENTRY = Entry("figures", "sorted_cells", "vlmprune_figure_demo:draw",
 # Recipe 4: an executor (start(dispatch, tag) -> Workers, harness/sweep/dispatch.py)
 EXECUTOR = '''\
 from harness.registry import Entry
-from harness.sweep import dispatch
 
 
 class Serial:
@@ -80,11 +81,11 @@ class Serial:
     def describe(self):
         return "1 worker, this process (the serial plugin)"
 
-    def submit(self, slot, cell, attempt):
-        self.sent.append((slot, cell, attempt))
+    def submit(self, slot, job):
+        self.sent.append((slot, job))
 
     def wait(self, timeout=None):
-        done = [(slot, dispatch.execute(cell, attempt)) for slot, cell, attempt in self.sent]
+        done = [(slot, job.run()) for slot, job in self.sent]
         self.sent.clear()
         return done
 
@@ -157,7 +158,9 @@ def test_the_method_recipe_is_the_one_test_plugins_follows():
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-def test_the_model_family_recipe(tmp_path, results, capsys):
+def test_the_model_family_recipe(tmp_path, results, capsys, monkeypatch):
+    from harness.models import load as loading
+    from harness.models import locate
     from harness.testing.tiny_more import tiny_paligemma
 
     assert "--layout" in recipe("A new model family")
@@ -178,6 +181,21 @@ def test_the_model_family_recipe(tmp_path, results, capsys):
                  "--out", str(pruned)]) == 0
     meta = json.loads((pruned / "vlmprune.json").read_text())
     assert meta["family"] == "generic" and (pruned / meta["layout"]).read_text()
+
+    # shipped under its model_type instead, the same file needs no flag
+    assert "layouts/<model_type>.yaml" in recipe("A new model family")
+    shipped = tmp_path / "layouts"
+    shipped.mkdir()
+    (shipped / "paligemma.yaml").write_text(LAYOUT)
+    for module in (locate, loading):
+        monkeypatch.setattr(module, "LAYOUTS", shipped)
+    assert main(["prune", str(spec), "--model", str(folder), "--out", str(tmp_path / "p2")]) == 0
+    assert main(["inspect", str(folder)]) == 0
+    assert "family generic" in capsys.readouterr().out
+    again = json.loads((tmp_path / "p2" / "vlmprune.json").read_text())
+    assert again["family"] == "generic" and again["layout"] == meta["layout"]
+    assert (tmp_path / "p2" / again["layout"]).read_text() == \
+        (pruned / meta["layout"]).read_text()
 
 
 def test_the_figure_recipe(tmp_path, results):

@@ -15,6 +15,8 @@ from harness.pruning.spec import load
 from harness.recovery.spec import load as load_recovery
 from harness.registry import Entry
 
+pytestmark = pytest.mark.unit
+
 
 def test_every_builtin_entry_resolves():
     for e in registry.BUILTIN:

@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from harness import paths, settings
 from harness.cli import main
 from harness.settings import Settings
 from harness.sweep import grid
+
+pytestmark = pytest.mark.unit
 
 BIG = ("name: big\nbase: {prune: {method: wanda, sparsity: 0.5}}\n"
        "axes: [{prune.calibration.seed: [0, 1, 2]}]\nseeds: [0, 1, 2, 3]\n")  # 12 cells

@@ -13,6 +13,8 @@ import pytest
 from harness import threads
 from harness.errors import UserError
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from harness.models.layout import ROLES, Layout, Prompts  # noqa: F401 - re-exported
+from harness.models.layout import ROLES, Layout, Prompts, linear_path  # noqa: F401 - re-exported
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Adapter:
         out = {}
         for b in self.blocks(role):
             for rel, lin in self.linears(b).items():
-                out[f"{b.name}.{rel}" if rel else b.name] = lin
+                out[linear_path(b.name, rel)] = lin
         return out
 
     def all_linears(self) -> dict[str, nn.Linear]:
@@ -94,6 +94,16 @@ class Adapter:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def encoder_decoder(self) -> bool:
+        """The language model is an encoder-decoder (T5 in BLIP-2): it pads prompts on the
+        right, reads answers as decoder labels, and does not echo the prompt. Every branch
+        on this lives in this class."""
+        cfg = self.model.config
+        text = getattr(cfg, "text_config", None)
+        return bool(getattr(cfg, "is_encoder_decoder", False) or
+                    getattr(text, "is_encoder_decoder", False))
+
     def prepare(self, images: Sequence[Any], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Processor inputs on the model's device; floating tensors in the model's dtype."""
         images = [_as_pil(im) for im in images]
@@ -102,7 +112,7 @@ class Adapter:
         # between the query tokens and the text, where relative or absolute positions see it.
         tok = getattr(self.processor, "tokenizer", None)
         if tok is not None:
-            tok.padding_side = "right" if _is_encoder_decoder(self.model) else "left"
+            tok.padding_side = "right" if self.encoder_decoder else "left"
         qtok = getattr(self.processor, "qformer_tokenizer", None)
         if qtok is not None:
             qtok.padding_side = "right"
@@ -131,7 +141,7 @@ class Adapter:
 
         An encoder-decoder LM with no `decoder_input_ids` gets its start token, so its
         decoder blocks run too."""
-        if _is_encoder_decoder(self.model) and "decoder_input_ids" not in batch:
+        if self.encoder_decoder and "decoder_input_ids" not in batch:
             start = self.model.generation_config.decoder_start_token_id or 0
             n = batch["input_ids"].shape[0]
             batch = {**batch, "decoder_input_ids": torch.full((n, 1), start, device=self.device)}
@@ -146,7 +156,7 @@ class Adapter:
         so that each answer ends its row: its labels are the row's last len(answer) tokens.
         Encoder-decoder LMs read the prompts; the answer token ids are the decoder's, passed
         as `labels` too (the model shifts them right into its decoder inputs)."""
-        if _is_encoder_decoder(self.model):
+        if self.encoder_decoder:
             batch = self.prepare(images, prompts)
             labels = torch.full((len(answers), max(map(len, answers))), -100, dtype=torch.long)
             for b, a in enumerate(answers):
@@ -163,7 +173,7 @@ class Adapter:
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) with position t's logits predicting labels[t]: a decoder-only
         LM's are shifted by one."""
-        if _is_encoder_decoder(self.model):
+        if self.encoder_decoder:
             return logits, labels
         return logits[:, :-1], labels[:, 1:]
 
@@ -181,19 +191,12 @@ class Adapter:
             batch = self.prepare(images[s:s + batch_size], prompts[s:s + batch_size])
             ids = self.model.generate(**batch, max_new_tokens=max_new_tokens, **kw)
             n_in = batch["input_ids"].shape[1]
-            if not _is_encoder_decoder(self.model) and ids.shape[1] > n_in and torch.equal(
+            if not self.encoder_decoder and ids.shape[1] > n_in and torch.equal(
                     ids[:, :n_in], batch["input_ids"]):
                 ids = ids[:, n_in:]  # decoder-only models echo the prompt
             out += [t.strip() for t in
                     self.processor.batch_decode(ids, skip_special_tokens=True)]
         return out
-
-
-def _is_encoder_decoder(model: nn.Module) -> bool:
-    cfg = model.config
-    text = getattr(cfg, "text_config", None)
-    return bool(getattr(cfg, "is_encoder_decoder", False) or
-                getattr(text, "is_encoder_decoder", False))
 
 
 def _as_pil(im: Any) -> Image.Image:

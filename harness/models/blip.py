@@ -30,7 +30,7 @@ def layout(model: nn.Module) -> Layout:
     lm_type = model.config.text_config.model_type
     if lm_type not in _LANGUAGE:
         raise UserError(f"BLIP language model '{lm_type}' has no layout "
-                        f"(known: {', '.join(_LANGUAGE)}); use adapter: generic with a layout")
+                        f"(known: {', '.join(_LANGUAGE)}); use family: generic with a layout")
     blocks, extra = _LANGUAGE[lm_type]
     return Layout(
         vision=("vision_model.encoder.layers",),

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import UserError, validate
+from harness.errors import UserError, first_line, validate
 from harness.models.layout import Layout, Prompts
 
 
@@ -62,7 +62,7 @@ def load_layout(path: str | Path) -> tuple[Layout, Prompts]:
     except FileNotFoundError:
         raise UserError(f"{path}: layout file not found") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({first_line(e)})") from None
     spec = validate(LayoutSpec, data, path)
     return spec.layout(), Prompts(spec.prompts.vqa, spec.prompts.caption,
                                   spec.prompts.instructions)

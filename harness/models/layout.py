@@ -42,3 +42,14 @@ class Prompts:
 
     def question(self, q: str) -> str:
         return self.vqa.replace("{question}", q)
+
+
+def linear_path(block: str, rel: str) -> str:
+    """A Linear's path in the model from its block's path and its path in the block (empty
+    when the block is the Linear itself)."""
+    return f"{block}.{rel}" if rel else block
+
+
+def under(path: str, prefix: str) -> bool:
+    """`path` is the module `prefix` or one inside it."""
+    return path == prefix or path.startswith(prefix + ".")

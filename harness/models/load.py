@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from harness.errors import UserError, unknown
+from harness.errors import UserError, first_line, unknown
 from harness.models import blip, generic, llava
 from harness.models.layout import Layout, Prompts
+from harness.models.locate import EMBEDDED, LAYOUTS, local_folder, shipped_layout
 
 if TYPE_CHECKING:  # torch loads with the first model, not with a grid file
     from torch import nn
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # torch loads with the first model, not with a grid file
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = {"shapes-llava": Path(__file__).resolve().parent.parent / "zoo" / "shapes-llava"}
 
 
 @dataclass(frozen=True)
@@ -60,18 +60,25 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = "shapes-llava"
-    adapter: str = "auto"  # "auto" (from config.json's model_type) or a key of FAMILIES
-    layout: str | None = None  # YAML file of module paths; required for adapter: generic
+    # "auto" (from config.json's model_type) or a key of FAMILIES; `adapter:` is its old name
+    family: str = Field("auto", validation_alias=AliasChoices("family", "adapter"))
+    layout: str | None = None  # YAML file of module paths; required for family: generic
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # auto: cuda when there is one, else cpu
 
-    @field_validator("adapter")
+    @field_validator("family")
     @classmethod
     def _family(cls, v: str) -> str:
         if v != "auto" and v not in FAMILIES:
-            raise ValueError(f"unknown adapter family '{v}' (known: auto, "
+            raise ValueError(f"unknown family '{v}' (known: auto, "
                              f"{', '.join(FAMILIES)})")
         return v
+
+    def keyed(self, exclude: set[str]) -> dict:
+        """The fields as stage and cache keys hash them: under the field's old name
+        `adapter`, so that keys computed before the rename stay valid."""
+        data = self.model_dump(exclude=exclude)
+        return {("adapter" if k == "family" else k): v for k, v in data.items()}
 
 
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
@@ -84,10 +91,9 @@ def resolve(name: str) -> str:
     if not name.strip():
         raise UserError(f"model name is empty: give an embedded model ({', '.join(EMBEDDED)}), "
                         "a folder, or a hub id in the Hugging Face cache")
-    if name in EMBEDDED:
-        return str(EMBEDDED[name])
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+    folder = local_folder(name)
+    if folder is not None:
+        return str(folder)
     from transformers import AutoConfig
 
     try:
@@ -115,9 +121,12 @@ def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str |
     f = FAMILIES[family]
     prompts: Prompts
     lay: Layout
+    if f.layout is None and layout is None:
+        found = shipped_layout(model.config.model_type)
+        layout = str(found) if found else None
     if f.layout is None or layout is not None:
         if layout is None:
-            raise UserError(f"model '{name or model.config.model_type}' needs adapter: generic "
+            raise UserError(f"model '{name or model.config.model_type}' needs family: generic "
                             "with a layout file (module paths of vision, bridge, language)")
         lay, prompts = generic.load_layout(layout)
     else:
@@ -155,6 +164,9 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     where = resolve(spec.name)  # the cheap checks first: no torch for a misspelt path
     spec = _own_layout(spec, where)
     config = _config(where, weights, spec.layout)
+    found = shipped_layout(config.model_type)
+    if spec.layout is None and found and FAMILIES[_named(spec, config.model_type)].layout is None:
+        spec = spec.model_copy(update={"layout": str(found)})
     import torch
 
     if getattr(config, "vision_config", None) is None and spec.layout is None:
@@ -168,7 +180,7 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
                 model = cls._from_config(config, dtype=_dtype(spec.dtype))
             else:  # an Auto class (generic family): shapes only, dtype does not matter
                 model = cls.from_config(config)
-        return adapter_for(model, None, spec.adapter, spec.layout, spec.name)
+        return adapter_for(model, None, spec.family, spec.layout, spec.name)
     from transformers import AutoProcessor
 
     with _problems(where, "the processor", config):  # first: it fails fast, weights do not
@@ -185,7 +197,7 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
-    adapter = adapter_for(model, processor, spec.adapter, spec.layout, spec.name)
+    adapter = adapter_for(model, processor, spec.family, spec.layout, spec.name)
     extra = Path(where) / "vlmprune.json"  # a model's own prompt format (shapes-llava has one)
     if extra.is_file():
         p = json.loads(extra.read_text()).get("prompts", {})
@@ -195,35 +207,43 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     return adapter
 
 
-LAYOUTS = Path(__file__).resolve().parent / "layouts"  # shipped layouts, by model_type
 LAYOUT_FLAG = "--layout FILE (model.layout in a grid)"
+
+
+def _shipped() -> list[str]:
+    return sorted(p.stem for p in LAYOUTS.glob("*.yaml"))
+
+
+def _named(spec: ModelSpec, model_type: str) -> str:
+    return family_of(model_type) if spec.family == "auto" else spec.family
 
 
 def _family(spec: ModelSpec, where: str, model_type: str) -> str:
     """The family a model loads as, decided from its config before anything loads: a family
     named for another model_type is refused (its class would load the weights it can and
     leave the rest: a VipLLaVA as a LLaVA lost its projector's LayerNorm), and so is a
-    model_type without a built-in layout when no layout file is given."""
-    family = family_of(model_type) if spec.adapter == "auto" else spec.adapter
+    model_type with neither a built-in family nor a shipped layout when no layout file is
+    given."""
+    family = _named(spec, model_type)
     f = FAMILIES[family]
-    shipped = LAYOUTS / f"{model_type}.yaml"
-    hint = f"; {shipped} is one for model_type '{model_type}'" if shipped.is_file() else ""
-    if spec.adapter not in ("auto", "generic") and model_type not in f.model_types:
-        right = family_of(model_type)
+    if spec.family not in ("auto", "generic") and model_type not in f.model_types:
+        right, shipped = family_of(model_type), shipped_layout(model_type)
         fix = (f"give --family auto (here: {right})" if FAMILIES[right].layout else
-               f"no built-in family has it: give a layout file, {LAYOUT_FLAG}{hint}")
+               f"give --family auto (here: the shipped layout {shipped})" if shipped else
+               f"no built-in family has it: give a layout file, {LAYOUT_FLAG}")
         raise UserError(
-            f"{where}: --family (model.adapter) '{family}' is for model_type "
+            f"{where}: --family (model.family) '{family}' is for model_type "
             f"{' or '.join(repr(m) for m in f.model_types)}, but its config.json says "
             f"model_type '{model_type}'; {fix}")
     if f.layout is None and spec.layout is None:
-        if spec.adapter == "generic":
-            raise UserError(f"{where}: --family (model.adapter) generic needs a layout file: "
-                            f"{LAYOUT_FLAG}{hint}")
+        if spec.family == "generic":
+            raise UserError(f"{where}: --family (model.family) generic needs a layout file: "
+                            f"{LAYOUT_FLAG}")
         built = ", ".join(m for g in FAMILIES.values() for m in g.model_types)
         raise UserError(f"{where}: model_type '{model_type}' has no built-in layout (built in: "
-                        f"{built}); name its vision, bridge and language modules in a "
-                        f"layout file: {LAYOUT_FLAG}{hint}")
+                        f"{built}; shipped layouts: {', '.join(_shipped())}); name its vision, "
+                        f"bridge and language modules in a layout file: {LAYOUT_FLAG}, or ship "
+                        f"it as harness/models/layouts/{model_type}.yaml")
     return family
 
 
@@ -277,7 +297,7 @@ def _own_layout(spec: ModelSpec, where: str) -> ModelSpec:
         raise UserError(f"{meta}: not valid JSON") from None
     if not own:
         return spec
-    return spec.model_copy(update={"layout": str(Path(where) / own), "adapter": "generic"})
+    return spec.model_copy(update={"layout": str(Path(where) / own), "family": "generic"})
 
 
 def _config(where: str, weights: bool = True, layout: str | None = None):
@@ -292,7 +312,7 @@ def _config(where: str, weights: bool = True, layout: str | None = None):
             raw = json.loads(file.read_text())
             model_type = raw.get("model_type")
         except (ValueError, UnicodeDecodeError, AttributeError) as e:
-            raise UserError(f"{file}: not valid JSON ({str(e).splitlines()[0]})") from None
+            raise UserError(f"{file}: not valid JSON ({first_line(e)})") from None
         from transformers import __version__
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -314,7 +334,7 @@ def _config(where: str, weights: bool = True, layout: str | None = None):
     try:
         return AutoConfig.from_pretrained(where, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e, type(e).__name__)
         if isinstance(e, KeyError) or any(w in str(e) for w in (
                 "model_type", "model type", "does not recognize")):
             from transformers import __version__
@@ -331,7 +351,7 @@ def _problems(where: str, what: str, config):
     try:
         yield
     except (OSError, ValueError, KeyError, TypeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = first_line(e, type(e).__name__)
         if "Unrecognized configuration class" in str(e):
             raise UserError(f"{where}: model_type '{config.model_type}' is not a vision-language "
                             "model transformers can load for image-text-to-text (a text-only "

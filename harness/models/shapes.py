@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from harness.fingerprint import digest
 from harness.models.layout import ROLES
 from harness.models.load import ModelSpec, load
+from harness.models.locate import model_content
 from harness.paths import memo_json
 
 
@@ -57,9 +59,7 @@ class Shapes:
 
 def shapes_of(spec: ModelSpec) -> Shapes:
     """The model's shapes, from the user cache or from the model built on the meta device."""
-    from harness.sweep.cell import digest, model_content
-
-    key = digest({"model": spec.model_dump(exclude={"device", "dtype"}),
+    key = digest({"model": spec.keyed(exclude={"device", "dtype"}),
                   "content": model_content(spec)})
 
     def build() -> dict:

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness import registry
 from harness.fields import Seed
-from harness.models.layout import ROLES
+from harness.models.layout import ROLES, linear_path
 from harness.pruning import allocation
 from harness.pruning.types import Target
 
@@ -128,7 +128,7 @@ def per_linear(adapter: Adapter, spec: PruneSpec, targets: dict[str, Target],
         levels = levels_of(adapter, blocks, sizes, budget, batches, opts)
         for block, level in zip(blocks, levels, strict=True):
             for rel in adapter.linears(block):
-                name = f"{block.name}.{rel}" if rel else block.name
+                name = linear_path(block.name, rel)
                 out[name] = Target(min(max(level, 0.0), 0.999), spec.scope)
     return out
 

@@ -24,9 +24,7 @@ def samples(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[Any, str]]:
         for i in range(spec.samples):
             j = CALIBRATION_OFFSET + spec.seed * spec.samples + i
             im, question, answer = sources.shapes_item(j, caption=bool(i % 2))
-            text = (f"{adapter.prompts.caption} {answer}" if i % 2 else
-                    f"{adapter.prompts.question(question)} {answer}")
-            out.append((im, text))
+            out.append((im, f"{adapter.prompt_for(question)} {answer}"))  # "": a caption
         return out
     rows = sources.rows(spec.source, jsonl.CALIBRATION)
     picked = sources.order(len(rows), spec.seed)[:spec.samples]

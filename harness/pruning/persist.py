@@ -43,7 +43,6 @@ def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> 
         "vqa": adapter.prompts.vqa, "caption": adapter.prompts.caption,
         "instructions": adapter.prompts.instructions}}
     if adapter.family == "generic":  # reloads by path alone: the layout travels with it
-
         (path / LAYOUT).write_text(dump_layout(adapter.layout, adapter.prompts))
         meta["layout"] = LAYOUT
     (path / "vlmprune.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from harness.models.layout import ROLES
+from harness.models.layout import ROLES, linear_path
 from harness.pruning.masks import Target, nm_valid
 
 if TYPE_CHECKING:  # the sweep's process reads reports (`by_block`) without importing torch
@@ -46,7 +46,7 @@ def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
     for role in ROLES:
         for index, block in enumerate(adapter.blocks(role)):
             for rel, lin in adapter.linears(block).items():
-                name = f"{block.name}.{rel}" if rel else block.name
+                name = linear_path(block.name, rel)
                 t = targets.get(name, targets.get(role))
                 w = lin.weight.detach()
                 valid = nm_valid(w, t.n, t.m) if t is not None and t.structured else None

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from harness import registry, yamlfile
 from harness.errors import UserError, unknown, validate
 from harness.fields import Seed
-from harness.models.layout import ROLES
+from harness.models.layout import ROLES, under
 from harness.pruning.types import Propagation, Scope, Target
 
 if TYPE_CHECKING:
@@ -329,7 +329,7 @@ def group_params(adapter: Adapter, role: str, n: int) -> list[int]:
     """Prunable weights of each of a role's `n` block groups."""
     lins = adapter.role_linears(role)
     return [sum(lin.weight.numel() for name, lin in lins.items()
-                if any(name == b or name.startswith(b + ".") for b in group))
+                if any(under(name, b) for b in group))
             for group in block_groups(adapter, role, n)]
 
 
@@ -370,7 +370,7 @@ def targets(spec: PruneSpec, adapter: Adapter) -> dict[str, Target]:
         out[role] = Target(float(np.dot(values, sizes) / max(1, sum(sizes))), spec.scope)
         for group, level in zip(block_groups(adapter, role, len(values)), values, strict=True):
             for name in lins:
-                if any(name == b or name.startswith(b + ".") for b in group):
+                if any(under(name, b) for b in group):
                     out[name] = Target(level, spec.scope)
     return out
 

@@ -14,10 +14,11 @@ from torch import nn
 from harness import registry
 from harness.errors import UserError
 from harness.models.adapter import ROLES, Adapter
+from harness.models.layout import linear_path
 from harness.recovery.spec import RecoverySpec, RoleLora
 
 
-def targets(adapter: Adapter, spec: RecoverySpec) -> dict[str, tuple[str, RoleLora]]:
+def lora_targets(adapter: Adapter, spec: RecoverySpec) -> dict[str, tuple[str, RoleLora]]:
     """Full Linear path -> (role, its LoRA settings), for every adapted Linear."""
     out = {}
     for role in ROLES:
@@ -28,7 +29,7 @@ def targets(adapter: Adapter, spec: RecoverySpec) -> dict[str, tuple[str, RoleLo
         for block in adapter.blocks(role):
             for rel, _ in adapter.linears(block).items():
                 if cfg.targets is None or any(fnmatch(rel, p) for p in cfg.targets):
-                    out[f"{block.name}.{rel}" if rel else block.name] = (role, cfg)
+                    out[linear_path(block.name, rel)] = (role, cfg)
                     hits += 1
         if cfg.targets is not None and hits == 0 and adapter.blocks(role):
             raise UserError(f"recover.roles.{role}.targets: no Linear of the {role} blocks "
@@ -40,7 +41,7 @@ def targets(adapter: Adapter, spec: RecoverySpec) -> dict[str, tuple[str, RoleLo
 
 def config(adapter: Adapter, spec: RecoverySpec) -> LoraConfig:
     """One LoraConfig: exact target paths; per-role rank and alpha through PEFT's patterns."""
-    chosen = targets(adapter, spec)
+    chosen = lora_targets(adapter, spec)
     by_role: dict[str, list[str]] = {}
     for path, (role, _) in chosen.items():
         by_role.setdefault(role, []).append(path)

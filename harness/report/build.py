@@ -53,7 +53,7 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
     _claim(out)
     t0 = time.perf_counter()
     parquet = results_dir() / f"{name}.parquet"
-    _atomic(parquet, lambda f: report.cells.write_parquet(f))
+    _atomic(parquet, lambda f: report.cells.drop(data.DENSE).write_parquet(f))
     full = tables.build(report)
     head = tables.build(report, tables.headline_metrics(report))
     agg = data.aggregate(report)

@@ -7,7 +7,9 @@ failed, killed or still running cell shows with its status). Columns:
 - `p.<param>` for every cell parameter (`p.prune.method`, `p.prune.sparsity.vision`, ...);
 - `target.<role>` and `sparsity.<role>` (target and achieved sparsity by role, and
   `sparsity.overall` over the pruned roles), `time.<stage>` (seconds);
-- one column per task metric (`shapes_vqa/exact_match`, ...).
+- one column per task metric (`shapes_vqa/exact_match`, ...);
+- `dense`: whether the cell is the dense reference (not pruned: its `prune` is null). It is
+  no parameter (never one of the grid's axes) and no table prints it.
 
 `aggregate()` folds cells that differ only by seed (the cell, calibration, pruning seeds)
 into one row with mean, std and n per metric, so a table shows `0.912 ± 0.004 (n=3)`.
@@ -23,8 +25,10 @@ import polars as pl
 from harness.errors import UserError, unknown
 from harness.fields import check_name
 from harness.paths import results_dir
+from harness.sweep import result
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, quiet_mlflow, store_errors, tracking_uri
 
+DENSE = "dense"  # the column saying a cell is the dense reference
 SEED_PARAMS = ("p.seed", "p.prune.calibration.seed", "p.prune.seed", "p.recover.seed")
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "KILLED": "killed",
           "SCHEDULED": "running"}
@@ -117,9 +121,7 @@ def _rows(runs) -> list[dict[str, Any]]:
                                   if k.startswith("vlmprune.version.")),
             "run_id": r.info.run_id}
         row |= {f"p.{k}": v for k, v in data.params.items()}
-        for k, v in data.metrics.items():
-            head, _, rest = k.partition("/")
-            row[f"{head}.{rest}" if head in ("sparsity", "target", "time", "block") else k] = v
+        row |= result.columns(data.metrics)
         rank = (_RANK.get(status, 9), -(r.info.start_time or 0))
         if row["hash"] not in best or rank < best[row["hash"]][0]:
             best[row["hash"]] = (rank, row)
@@ -138,6 +140,9 @@ def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
         elif k.startswith("p."):
             data[k] = [None if v is None else str(v) for v in data[k]]
     cells = pl.DataFrame(data)
+    # a dense cell's `prune` is null, which MLflow holds as the string "None"
+    dense = pl.col("p.prune").eq_missing("None") if "p.prune" in cells.columns else pl.lit(False)
+    cells = cells.with_columns(dense.alias(DENSE))
     metrics = [k for k in keys if "/" in k]
     params = _grid_order([k for k in keys if k.startswith("p.") and k not in SEED_PARAMS
                           and k != "p.prune" and _varies(cells, k)], cells)
@@ -187,7 +192,8 @@ def aggregate(report: Report) -> pl.DataFrame:
     keys = [c for c in setting_columns(report) if c in done.columns]
     numeric = [c for c in done.columns if c in report.metrics
                or c.startswith(("sparsity.", "target.", "time.", "block."))]
-    aggs = [pl.len().alias("n"), pl.col("cell").first(), pl.col("hash").first()]
+    aggs = [pl.len().alias("n"), pl.col("cell").first(), pl.col("hash").first(),
+            pl.col(DENSE).first()]  # one value per setting: `prune` is a setting's
     aggs += [pl.col(c).mean() for c in numeric]
     aggs += [pl.col(c).std(ddof=1).alias(f"{c}.std") for c in report.metrics]
     seeds = [c for c in SEED_PARAMS if c in done.columns]

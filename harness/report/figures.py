@@ -26,6 +26,7 @@ import polars as pl  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from harness import registry  # noqa: E402
+from harness.report.data import DENSE  # noqa: E402
 from harness.report.tables import metric_label  # noqa: E402
 
 # text.parse_math off: labels come from the store (a cell's label, a method), and mathtext
@@ -48,15 +49,13 @@ def _col(df: pl.DataFrame, name: str) -> pl.Series | None:
 
 
 def _dense(df: pl.DataFrame, metric: str) -> float | None:
-    if "p.prune" not in df.columns:
-        return None
-    d = df.filter(pl.col("p.prune") == "None")
+    d = df.filter(pl.col(DENSE))
     return None if d.is_empty() else float(d[metric][0])
 
 
 def pruned(df: pl.DataFrame) -> pl.DataFrame:
     """The rows of pruned settings (the dense reference left out)."""
-    return df.filter(pl.col("p.prune").ne_missing("None")) if "p.prune" in df.columns else df
+    return df.filter(~pl.col(DENSE))
 
 
 def _std(df: pl.DataFrame, metric: str) -> list[float] | None:
@@ -204,10 +203,9 @@ def question_types(df: pl.DataFrame, metric: str) -> Figure | None:
     cols = [c for c in typed if c.startswith(task + "/")]
     if len(cols) < 2:
         return None
-    dense_first = pl.col("p.prune").ne_missing("None")
-    d = df.sort(dense_first) if "p.prune" in df.columns else df
+    d = df.sort(~pl.col(DENSE), maintain_order=True)  # the dense reference first
     values = d.select(cols).to_numpy()
-    labels = ["dense (not pruned)" if r.get("p.prune") == "None" else
+    labels = ["dense (not pruned)" if r[DENSE] else
               r["cell"] if len(r["cell"]) < 60 else r["cell"][:57] + "..." for r in d.to_dicts()]
     fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 4, 0.28 * len(labels) + 1.6))
     im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from harness.evaluation.metrics import headline
-from harness.report.data import Report, aggregate, takes_effect
+from harness.report.data import DENSE, Report, aggregate, takes_effect
 
 ROLES_SHOWN = ("vision", "language", "overall")
 
@@ -49,7 +49,7 @@ def metric_label(key: str) -> str:
 
 
 def is_dense(row: dict) -> bool:
-    return row.get("p.prune") == "None"
+    return bool(row.get(DENSE))
 
 
 def build(report: Report, metrics: list[str] | None = None) -> Table:

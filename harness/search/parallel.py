@@ -23,7 +23,7 @@ import logging
 from harness.errors import UserError
 from harness.search import study as st
 from harness.sweep.console import console
-from harness.sweep.dispatch import ATTEMPTS, Call
+from harness.sweep.dispatch import ATTEMPTS, Call, Job
 from harness.sweep.display import Display
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,13 @@ def run(study, s, space, workers, name: str, trials: int | None, storage: str | 
     failures of workers that could not finish (empty: all did)."""
     from optuna.trial import TrialState
 
-    def job(i: int) -> Call:
-        return Call(f"search worker {i}", "harness.search.run:worker_loop",
-                    (name, trials, storage, study_name, i))
+    def job(i: int, attempt: int) -> Job:
+        return Job(Call(f"search worker {i}", "harness.search.run:worker_loop",
+                        (name, trials, storage, study_name, i)), attempt)
 
     attempts = {i: 1 for i in range(workers.size)}
     for i in range(workers.size):
-        workers.submit(i, job(i), 1)
+        workers.submit(i, job(i, 1))
     busy = set(attempts)
     failures: list[str] = []
     shown = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
@@ -68,7 +68,7 @@ def run(study, s, space, workers, name: str, trials: int | None, storage: str | 
                                     outcome.failure)
                         attempts[slot] += 1
                         workers.restart(slot)
-                        workers.submit(slot, job(slot), attempts[slot])
+                        workers.submit(slot, job(slot, attempts[slot]))
                         busy.add(slot)
                         continue
                     workers.retire(slot)

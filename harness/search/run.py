@@ -8,27 +8,44 @@ baselines) -> the full cell -> budget check -> tell -> MLflow child run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext, suppress
+from dataclasses import dataclass
+from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.evaluation.metrics import headline
 from harness.paths import results_dir
 from harness.search import output
 from harness.search import study as st
+from harness.search.space import Space
+from harness.search.spec import SearchSpec
 from harness.sweep import grid
-from harness.sweep.cell import eval_key
+from harness.sweep.cell import Cell, CellSpec, eval_key
 from harness.sweep.console import console, quiet_libraries
 from harness.sweep.display import Display
 from harness.sweep.executors import Dispatch
-from harness.sweep.grid import Cell
+from harness.sweep.result import CellResult
 
 log = logging.getLogger(__name__)
 # a search process stops after this many failed trials, or the wanted trials if more
 MAX_FAILED = 3
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of one search process shares: the grid file and its path, the
+    search spec, the base cell that trials vary, and the space that samples them."""
+
+    grid: grid.GridFile
+    spec: SearchSpec
+    base: CellSpec
+    path: Path
+    space: Space
 
 
 def search(name: str, trials: int | None = None, storage: str | None = None,
@@ -40,7 +57,8 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
 
     how = Dispatch(executor, workers, ray_address)
     how.check()
-    g, s, base, path, space = _prepared(name, trials, study_name)
+    ctx = _prepared(name, trials, study_name)
+    g, s, space = ctx.grid, ctx.spec, ctx.space
     if how.here:
         quiet_libraries()
     with store_errors():
@@ -55,7 +73,7 @@ def search(name: str, trials: int | None = None, storage: str | None = None,
         t0 = time.perf_counter()
         failures: list[str] = []
         if how.here:
-            _trials(g, s, base, path, space, study, lock, progress)
+            _trials(ctx, study, lock, progress)
         else:
             from harness.search import parallel
             from harness.sweep.tracking import Tracker
@@ -89,39 +107,40 @@ def worker_loop(name: str, trials: int | None, storage: str | None, study_name: 
     with seed + index, until the study holds its trials; its COMPLETE trials' count."""
     from harness.sweep.tracking import store_errors
 
-    g, s, base, path, space = _prepared(name, trials, study_name)
-    if s.seed is not None:
-        s = s.model_copy(update={"seed": s.seed + index})
+    ctx = _prepared(name, trials, study_name)
+    if ctx.spec.seed is not None:
+        ctx = dataclasses.replace(
+            ctx, spec=ctx.spec.model_copy(update={"seed": ctx.spec.seed + index}))
     with store_errors():
-        study = st.open_study(s, study_name or g.name, storage)
-        return _trials(g, s, base, path, space, study, _lock(storage), progress=False)
+        study = st.open_study(ctx.spec, study_name or ctx.grid.name, storage)
+        return _trials(ctx, study, _lock(storage), progress=False)
 
 
-def _prepared(name: str, trials: int | None, study_name: str | None = None):
+def _prepared(name: str, trials: int | None, study_name: str | None = None) -> TrialContext:
     g, s, base = st.prepare(name, study_name)
     if trials is not None:
         if trials < 1:
             raise UserError(f"--trials {trials}: give 1 or more")
         s = s.model_copy(update={"trials": trials})
     path = grid.path_of(name)
-    return g, s, base, path, st.space_for(s, base, path)
+    return TrialContext(g, s, base, path, st.space_for(s, base, path))
 
 
-def _trials(g, s, base, path, space, study, lock, progress: bool) -> int:
+def _trials(ctx: TrialContext, study, lock, progress: bool) -> int:
     """This process's trial loop, logged to MLflow; the study's COMPLETE trials after it."""
     # MLflow opens in a background thread: importing it and opening its store (~3 s of
     # Python) overlaps the first trial's compute instead of preceding it
-    mlflow = ThreadPoolExecutor(1, thread_name_prefix="mlflow").submit(
-        _open_tracking, g, study.study_name)
+    tracker_future = ThreadPoolExecutor(1, thread_name_prefix="mlflow").submit(
+        _open_tracking, ctx.grid, study.study_name)
     try:
-        done = _loop(study, s, space, base, path, mlflow, lock, progress)
+        done = _loop(ctx, study, tracker_future, lock, progress)
     except BaseException as e:  # stopped (Ctrl-C: KILLED) or failed: the run says so
-        if mlflow.exception() is None:  # (waits for it; a store that failed is not retried)
-            tracker, parent = mlflow.result()
+        if tracker_future.exception() is None:  # (waits; a store that failed is not retried)
+            tracker, parent = tracker_future.result()
             with suppress(Exception):  # what stopped the loop is what the user sees
                 tracker.end(parent, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    tracker, parent = mlflow.result()
+    tracker, parent = tracker_future.result()
     tracker.client.log_metric(parent, "trials_complete", done)
     tracker.client.set_terminated(parent, "FINISHED")
     return done
@@ -160,9 +179,10 @@ def _count(study) -> tuple[int, int]:
     return complete, len(trials) - complete
 
 
-def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
+def _loop(ctx: TrialContext, study, tracker_future: Future, lock, progress: bool) -> int:
     from optuna.trial import TrialState
 
+    s, space = ctx.spec, ctx.space
     complete, _ = _count(study)
     asked = failed = 0
     with Display(study.study_name, s.trials, console, what="trials", bar=progress) as display:
@@ -191,7 +211,7 @@ def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
             what = f"trial {trial.number}: {st.label(space.sparsity_map(x), choices)}"
             display.stage(what, "running")
             started = time.perf_counter()
-            outcome = _trial(study, trial, s, space, x, choices, base, path, mlflow)
+            outcome = _trial(ctx, study, trial, x, choices, tracker_future)
             if outcome.startswith("COMPLETE"):
                 display.finished(what, outcome.removeprefix("COMPLETE "),
                                  time.perf_counter() - started)
@@ -209,14 +229,15 @@ def _loop(study, s, space, base, path, mlflow, lock, progress) -> int:
     return _count(study)[0]
 
 
-def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
+def _trial(ctx: TrialContext, study, trial, x, choices: dict, tracker_future: Future) -> str:
     """Run one trial; returns what became of it, in a few words."""
     from optuna.trial import TrialState
 
     from harness.sweep import stages
 
+    s, space = ctx.spec, ctx.space
     sparsity = space.sparsity_map(x)
-    spec = st.cell_for(base, sparsity, choices, path)
+    spec = st.cell_for(ctx.base, sparsity, choices, ctx.path)
     # the MLflow run's name: "trial=3, vision=0.310, language=0.620"
     cell = Cell(trial.number, {"trial": trial.number, **st.formatted(sparsity), **choices},
                 spec, eval_key(spec))
@@ -230,7 +251,7 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
             if stages.cached_result(eval_key(quick)) is None:
                 model = stages.recovered(quick)
             early = stages.evaluated(quick, model=model)
-            info["quick_seconds"] = sum(early["seconds"].get(k, 0.0) for k in st.STAGE_TIMES)
+            info["quick_seconds"] = sum(early.seconds.get(k, 0.0) for k in st.STAGE_TIMES)
             trial.report(_objective(early, s), 0)
             if trial.should_prune():
                 info["pruned_at"] = _objective(early, s)
@@ -238,7 +259,7 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
                 study.tell(trial, state=TrialState.PRUNED)
                 return f"stopped early (quick {info['pruned_at']:.3f})"
         result = stages.evaluated(spec, model=model)
-        achieved = space.achieved(result["prune"]["roles"])
+        achieved = space.achieved(result.prune["roles"])
         info |= {"achieved": achieved, "cell": cell.hash}
         if s.budget is not None and abs(achieved - s.budget) > st.BUDGET_TOLERANCE:
             raise RuntimeError(f"achieved sparsity {achieved:.4f} misses the budget "
@@ -248,20 +269,20 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
 
         if isinstance(e, UserError) or store_problem(e) is not None:
             raise  # the user's to fix (bad input, a full or read-only results folder)
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        reason = f"{type(e).__name__}: {first_line(e)}"
         log.debug("trial %d failed:\n%s", trial.number, traceback.format_exc())
         trial.set_user_attr(st.INFO, info | {"failure": reason[:2000]})
         study.tell(trial, state=TrialState.FAIL)
-        tracker, parent = mlflow.result()
+        tracker, parent = tracker_future.result()
         tracker.log_cell(parent, cell, None, reason)
         return f"FAILED {reason}"
     values = [_objective(result, s)] + ([_second(result, s)] if s.second else [])
     # the trial's own stage time; after a quick evaluation the prune stage was its work
     counted = ("evaluate",) if "quick_seconds" in info else st.STAGE_TIMES
     info |= {"objective": _objective_name(result, s),
-             "seconds": sum(result["seconds"].get(k, 0.0) for k in counted)}
+             "seconds": sum(result.seconds.get(k, 0.0) for k in counted)}
     trial.set_user_attr(st.INFO, info)
-    tracker, parent = mlflow.result()
+    tracker, parent = tracker_future.result()
     run_id = tracker.log_cell(parent, cell, result)
     tracker.client.set_tag(run_id, "vlmprune.trial", str(trial.number))
     tracker.client.log_metric(run_id, "search/achieved_budget", achieved)
@@ -269,22 +290,22 @@ def _trial(study, trial, s, space, x, choices, base, path, mlflow) -> str:
     return f"COMPLETE {info['objective']} {values[0]:.4f}, achieved {achieved:.4f}"
 
 
-def _objective_name(result: dict, s) -> str:
+def _objective_name(result: CellResult, s) -> str:
     if s.objective:
         return s.objective
-    keys = [k for k, _ in headline(result["metrics"])]
+    keys = [k for k, _ in headline(result.metrics)]
     keys.sort(key=lambda k: k.endswith("/cider"))  # accuracies first, as in reports
     return keys[0]
 
 
-def _objective(result: dict, s) -> float:
+def _objective(result: CellResult, s) -> float:
     name = _objective_name(result, s)
-    if name not in result["metrics"]:
+    if name not in result.metrics:
         raise UserError(f"search.objective: '{name}' is not a metric of this suite (known: "
-                        f"{', '.join(sorted(result['metrics']))})")
-    return float(result["metrics"][name])
+                        f"{', '.join(sorted(result.metrics))})")
+    return float(result.metrics[name])
 
 
-def _second(result: dict, s) -> float:
-    sp = result["sparsity"]
+def _second(result: CellResult, s) -> float:
+    sp = result.sparsity
     return float(sp["vision"] if s.second == "vision_sparsity" else sp["overall"])

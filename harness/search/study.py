@@ -32,17 +32,18 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.errors import UserError, format_validation_error, validate
+from harness.errors import UserError, first_line, format_validation_error, validate
 from harness.evaluation.run import TASKS_DIR, get_suite, task_manager
+from harness.fingerprint import digest
+from harness.models.locate import model_content, model_folder
 from harness.models.shapes import shapes_of
 from harness.paths import memo_json, new_file, results_dir
 from harness.pruning.spec import group_params
 from harness.search import spec as search_spec
 from harness.search.space import Space, dim_name
 from harness.sweep import grid
-from harness.sweep.cell import CellSpec, model_folder
+from harness.sweep.cell import Cell, CellSpec
 from harness.sweep.checks import check
-from harness.sweep.grid import Cell
 
 log = logging.getLogger(__name__)
 BUDGET_TOLERANCE = 0.005
@@ -209,10 +210,8 @@ def weight_counts(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> dict
     """Prunable weights of each searched dimension, from the model's shapes (read once from
     the model built on the meta device, then from the user cache: models/shapes.py); kept
     in the user cache under a key of the model's content, layout and groups."""
-    from harness.sweep.cell import digest, model_content
-
     groups = {r: rng.groups for r, rng in s.roles.items()}
-    key = digest({"model": base.model.model_dump(exclude={"device"}),
+    key = digest({"model": base.model.keyed(exclude={"device"}),
                   "content": model_content(base.model), "groups": groups})
     return memo_json("weights", key, lambda: _count_weights(s, base, path),
                      lambda v: isinstance(v, dict) and all(isinstance(n, int)
@@ -306,7 +305,7 @@ def open_study(s: search_spec.SearchSpec, name: str, storage: str | None):
         raise
     except Exception as e:  # a damaged or foreign storage file, a server that does not answer
         raise UserError(store_problem(e, store) or f"{url}: cannot open the Optuna storage "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+                        f"({type(e).__name__}: {first_line(e)[:120]})") from None
     if [d.name.lower() for d in study.directions] != directions:
         raise UserError(f"study '{name}' in {url} has {len(study.directions)} objective(s); "
                         f"this search has {len(directions)}: use --study NAME for a new one")

@@ -13,10 +13,9 @@ not change the output."""
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
+from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,7 +23,9 @@ from harness import fingerprint
 from harness.errors import UserError
 from harness.evaluation.run import TASKS_DIR, check_offline, suites, task_manager
 from harness.fields import Seed
-from harness.models.load import EMBEDDED, ModelSpec
+from harness.fingerprint import digest
+from harness.models.load import ModelSpec
+from harness.models.locate import model_content
 from harness.pruning.spec import PruneSpec
 from harness.recovery.spec import RecoverySpec
 
@@ -52,6 +53,21 @@ class CellSpec(BaseModel):
     seed: Seed = 0
 
 
+@dataclass
+class Cell:
+    """A grid's cell: its spec, what distinguishes it from the grid's base (its label), and its
+    hash (the key of its last stage, `eval_key`)."""
+
+    index: int
+    overrides: dict[str, Any]
+    spec: CellSpec
+    hash: str
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items()) or "base"
+
+
 def seeded(c: CellSpec) -> CellSpec:
     """What a grid's `seeds: [0, 1, 2]` repeats. With recovery, the training: the cell's seed
     is the recovery seed, and every seed shares the cell's prune stage. Without, the pruning:
@@ -66,39 +82,6 @@ def seeded(c: CellSpec) -> CellSpec:
     if data.get("calibration"):
         data["calibration"]["seed"] = (data["calibration"]["seed"] + c.seed) % 2**32
     return c.model_copy(update={"prune": PruneSpec.model_validate(data)})
-
-
-def digest(obj) -> str:
-    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def model_folder(m: ModelSpec) -> Path | None:
-    """The folder a model spec names: embedded, local, or the Hugging Face cache's snapshot
-    of a hub id; None when there is none."""
-    if m.name in EMBEDDED:
-        return EMBEDDED[m.name]
-    if m.name and Path(m.name).expanduser().is_dir():
-        return Path(m.name).expanduser()
-    return _hub_snapshot(m.name)
-
-
-def model_content(m: ModelSpec) -> dict[str, str]:
-    """Fingerprints of what a model spec names: its folder and its layout file."""
-    folder = model_folder(m)
-    out = {"folder": fingerprint.of_folder(folder) if folder else f"missing:{m.name}"}
-    if m.layout:
-        out["layout"] = fingerprint.of_file(m.layout)
-    return out
-
-
-def _hub_snapshot(name: str) -> Path | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not in the cache (or not a hub id): the stage says so
-        return None
 
 
 def suite_content(suite: str) -> dict[str, str]:
@@ -124,7 +107,7 @@ def _builtin_data(tasks: tuple[str, ...]) -> str:
 
 
 def prune_key(c: CellSpec) -> str:
-    model = c.model.model_dump(exclude={"device"})
+    model = c.model.keyed(exclude={"device"})  # the field's old name: keys stay as they were
     inputs: dict[str, object] = {"model": model_content(c.model)}
     if c.prune and c.prune.calibration and c.prune.calibration.source != "shapes":
         inputs["calibration"] = fingerprint.of_source(c.prune.calibration.source)

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from harness import jsonl
 from harness.errors import UserError
 from harness.evaluation.run import TASKS_DIR, check_offline, get_suite, task_manager
+from harness.models.locate import model_folder
 from harness.models.shapes import shapes_of
-from harness.sweep.cell import model_folder
-from harness.sweep.grid import Cell
+from harness.sweep.cell import Cell
 
 if TYPE_CHECKING:
     from harness.pruning.spec import PruneSpec

@@ -30,16 +30,17 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from harness import settings
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.evaluation import hub_data
 from harness.evaluation import run as evaluation_run
 from harness.evaluation.run import get_suite
+from harness.models.locate import model_folder
 from harness.sweep import cache
-from harness.sweep.cell import model_folder, prune_key, recover_key
-from harness.sweep.grid import Cell
+from harness.sweep.cell import Cell, prune_key, recover_key
+from harness.sweep.result import CellResult
 from harness.testing import faults
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,15 @@ PASSED_ON = ("VLMPRUNE_REPORTS", "VLMPRUNE_CACHE_HOME", "HF_HOME", faults.ENV)
 
 @dataclass
 class Outcome:
-    """What a worker answers for one cell. `kind`: done (result), failed (failure: the
-    cell's own error, recorded), fatal (failure: the results folder or store is unusable, the
-    sweep stops with it), died (failure: how the worker ended; set by the executor)."""
+    """What a worker answers for one cell. `kind`: done (result; a `Call`'s: value), failed
+    (failure: the cell's own error, recorded), fatal (failure: the results folder or store is
+    unusable, the sweep stops with it), died (failure: how the worker ended; set by the
+    executor)."""
 
     kind: Literal["done", "failed", "fatal", "died"]
-    result: dict | None = None
+    result: CellResult | None = None
     failure: str | None = None
+    value: Any = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,25 @@ class Call:
     @property
     def hash(self) -> str:
         return self.label
+
+
+@dataclass(frozen=True)
+class Job:
+    """What an executor runs: a grid cell (or a `Call`), and which attempt at it this is (a
+    cell whose worker died runs again, as attempt 2). It travels to the worker whole (a
+    pipe, a Ray call), which answers with `run()`'s `Outcome`."""
+
+    work: Cell | Call
+    attempt: int = 1
+
+    @property
+    def what(self) -> str:
+        """The job in a worker's log: `cell 3 (...)`, or a call's label."""
+        w = self.work
+        return w.label if isinstance(w, Call) else f"cell {w.label}"
+
+    def run(self) -> Outcome:
+        return execute(self.work, self.attempt)
 
 
 @dataclass
@@ -122,15 +144,14 @@ def execute(cell: Cell | Call, attempt: int = 1,
 def _failed(e: Exception, what: str) -> Outcome:
     """A job's own failure: its type and first line (the traceback in the debug log)."""
     log.debug("%s failed:\n%s", what, traceback.format_exc())
-    first = str(e).splitlines()[0] if str(e) else ""
+    first = first_line(e)
     return Outcome("failed", failure=f"{type(e).__name__}: {first}")
 
 
 def _call(job: Call) -> Outcome:
     module, _, name = job.function.partition(":")
     try:
-        return Outcome("done", {"value": getattr(importlib.import_module(module), name)(
-            *job.args)})
+        return Outcome("done", value=getattr(importlib.import_module(module), name)(*job.args))
     except UserError as e:
         return Outcome("fatal", failure=str(e))
     except Exception as e:  # noqa: BLE001 - reported to the sweep, which decides
@@ -150,7 +171,7 @@ def warm_up() -> float:
         evaluation_run.task_manager(False)
     except Exception as e:  # noqa: BLE001 - see above
         log.warning("worker warm-up failed (%s: %s); the cells will say more",
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                    type(e).__name__, first_line(e))
     return time.perf_counter() - t0
 
 
@@ -213,7 +234,7 @@ class Workers(Protocol):
 
     def describe(self) -> str: ...
 
-    def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None: ...
+    def submit(self, slot: int, job: Job) -> None: ...
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, Outcome]]: ...
 
@@ -242,7 +263,7 @@ def run(todo: Sequence[Cell], workers: Workers,
         cell = slot.todo[0]
         attempts[cell.hash] = attempts.get(cell.hash, 0) + 1
         slot.busy = cell
-        workers.submit(slot.index, cell, attempts[cell.hash])
+        workers.submit(slot.index, Job(cell, attempts[cell.hash]))
         started(cell)
 
     for slot in slots:

@@ -26,7 +26,6 @@ import difflib
 import functools
 import itertools
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from harness.errors import UserError, unknown, validate
 from harness.fields import Name, Seed
 from harness.pruning.spec import PruneSpec
 from harness.recovery.spec import RecoverySpec
-from harness.sweep.cell import CellSpec, eval_key, flat, seeded
+from harness.sweep.cell import Cell, CellSpec, eval_key, flat, seeded
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the shipped grids
 MAX_CELLS = 10_000  # a grid past this many cells is refused unless the limit is raised
@@ -86,18 +85,6 @@ class GridFile(BaseModel):
         return axes
 
 
-@dataclass
-class Cell:
-    index: int
-    overrides: dict[str, Any]  # what distinguishes it from the base (for display)
-    spec: CellSpec
-    hash: str
-
-    @property
-    def label(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.overrides.items()) or "base"
-
-
 def path_of(name: str) -> Path:
     p = Path(name)
     if p.suffix in (".yaml", ".yml") or p.exists():
@@ -134,6 +121,14 @@ def set_dotted(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+RENAMED = {"model.adapter": "model.family"}  # old field names grid files may still use
+
+
+def renamed(keys: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys under the fields' current names."""
+    return {RENAMED.get(k, k): v for k, v in keys.items()}
+
+
 def _combos(grid: GridFile) -> list[dict[str, Any]]:
     options = []
     for axis in grid.axes:
@@ -142,7 +137,7 @@ def _combos(grid: GridFile) -> list[dict[str, Any]]:
         options.append([{k: v[i] for k, v in lists.items()} for i in range(n)])
     combos = [dict(itertools.chain.from_iterable(d.items() for d in prod))
               for prod in itertools.product(*options)] if options else [{}]
-    return combos + [flat(inc) if inc else {} for inc in grid.include]
+    return [renamed(c) for c in combos + [flat(inc) if inc else {} for inc in grid.include]]
 
 
 def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, list[Cell]]:
@@ -150,6 +145,7 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
     fingerprint.fresh()  # input files may have changed since the last expansion
     grid = read(name)
     path = path_of(name)
+    where = renamed(where) if where else where
     _check_rules(grid, path)
     _check_size(grid, path)
     cells: list[Cell] = []
@@ -157,6 +153,9 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
     for combo in _combos(grid):
         for seed in grid.seeds:
             data = copy.deepcopy(grid.base)
+            model = data.get("model")
+            if isinstance(model, dict) and "adapter" in model and "family" not in model:
+                model["family"] = model.pop("adapter")  # an axis may name it model.family
             for key, value in combo.items():
                 set_dotted(data, key, value)
             data["seed"] = seed
@@ -208,7 +207,7 @@ def _check_rules(grid: GridFile, path: Path) -> None:
     """Every key of every exclude rule names a cell field (checked once, up front: a rule
     after one that excludes everything is checked too)."""
     for i, rule in enumerate(grid.exclude):
-        for key in flat(rule):
+        for key in renamed(flat(rule)):
             if not is_field(key):
                 raise UserError(f"{path}: field 'exclude[{i}].{key}': not a cell field")
 
@@ -239,7 +238,7 @@ def _check_size(grid: GridFile, path: Path) -> None:
 
 def _excluded(grid: GridFile, fields: dict[str, Any], path: Path) -> bool:
     for rule in grid.exclude:
-        rule = flat(rule)
+        rule = renamed(flat(rule))
         if all(k in fields and fields[k] == v for k, v in rule.items()):
             return True
     return False

@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any
 from harness import threads
 from harness.paths import results_dir
 from harness.sweep import dispatch
-from harness.sweep.dispatch import Call, Outcome
-from harness.sweep.grid import Cell
+from harness.sweep.dispatch import Job, Outcome
 from harness.sweep.worker import worker_setup
 
 if TYPE_CHECKING:
@@ -163,14 +162,14 @@ class Pool:
         theirs.close()
         self.procs[i], self.conns[i] = p, ours
 
-    def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None:
+    def submit(self, slot: int, job: Job) -> None:
         self._ready()
         conn = self.conns[slot]
         if conn is None:  # its worker could not start: wait() says so, as for a dead one
             self._unsent[slot] = self._lost.get(slot, "worker process not running")
             return
         try:
-            conn.send((cell, attempt))
+            conn.send(job)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the worker is gone: wait() reports it
 
@@ -381,16 +380,14 @@ def _main(conn: Connection, env: dict[str, str]) -> None:
     _say(f"worker {os.getpid()}: ready in {worker_setup():.1f} s")
     while True:
         try:
-            msg = conn.recv()
+            job = conn.recv()
         except (EOFError, OSError):
             return
-        if msg is None:
+        if job is None:
             return
-        cell, attempt = msg
         t0 = time.perf_counter()
-        outcome = dispatch.execute(cell, attempt)
-        what = cell.label if isinstance(cell, Call) else f"cell {cell.label}"
-        _say(f"{what} (attempt {attempt}): {outcome.kind} in "
+        outcome = job.run()
+        _say(f"{job.what} (attempt {job.attempt}): {outcome.kind} in "
              f"{time.perf_counter() - t0:.1f} s")
         conn.send(outcome)
 

@@ -21,10 +21,9 @@ import os
 from typing import TYPE_CHECKING
 
 from harness import threads
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.sweep import dispatch
-from harness.sweep.dispatch import Call, Outcome
-from harness.sweep.grid import Cell
+from harness.sweep.dispatch import Job, Outcome
 from harness.sweep.worker import worker_setup
 
 if TYPE_CHECKING:
@@ -53,8 +52,8 @@ class _Worker:
     def __init__(self) -> None:
         worker_setup()
 
-    def run(self, cell: Cell | Call, attempt: int) -> Outcome:
-        return dispatch.execute(cell, attempt)
+    def run(self, job: Job) -> Outcome:
+        return job.run()
 
 
 class RayWorkers:
@@ -74,7 +73,7 @@ class RayWorkers:
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                first = first_line(e, type(e).__name__)
                 raise UserError(f"--ray-address {address}: cannot join the Ray cluster "
                                 f"({first}); start it with `ray start --head`, or leave the "
                                 "flag out for a local one") from None
@@ -100,8 +99,8 @@ class RayWorkers:
                  else f"CPU, {self.threads} thread{'s' * (self.threads > 1)} each")
         return f"Ray cluster, {self.size} workers ({where})"
 
-    def submit(self, slot: int, cell: Cell | Call, attempt: int) -> None:
-        self.pending[self.actors[slot].run.remote(cell, attempt)] = slot
+    def submit(self, slot: int, job: Job) -> None:
+        self.pending[self.actors[slot].run.remote(job)] = slot
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, Outcome]]:
         ray = self.ray
@@ -112,10 +111,10 @@ class RayWorkers:
             try:
                 out.append((slot, ray.get(ref)))
             except ray.exceptions.RayActorError as e:
-                reason = str(e).splitlines()[0] if str(e) else "actor died"
+                reason = first_line(e, "actor died")
                 out.append((slot, Outcome("died", failure=f"Ray actor lost ({reason[:160]})")))
             except ray.exceptions.RayError as e:
-                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                first = first_line(e, type(e).__name__)
                 out.append((slot, Outcome("failed", failure=f"{type(e).__name__}: {first}")))
         return out
 

@@ -26,11 +26,11 @@ from harness.errors import UserError
 from harness.evaluation.metrics import headline
 from harness.paths import results_dir
 from harness.sweep import cache, dispatch, grid
-from harness.sweep.cell import digest, prune_key, recover_key
+from harness.sweep.cell import Cell, digest, prune_key, recover_key
 from harness.sweep.console import console, quiet_libraries
 from harness.sweep.display import Display
 from harness.sweep.executors import Dispatch
-from harness.sweep.grid import Cell
+from harness.sweep.result import CellResult
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None
     console.print(f"[bold]{g.name}[/]: {len(cells)} cells, {len(cells) - len(todo)} already "
                   f"finished, {len(todo)} to run")
     parent = tracker.start_sweep(len(todo), where, how.executor)
-    rows: list[tuple[Cell, dict | None, str | None]] = []
+    rows: list[tuple[Cell, CellResult | None, str | None]] = []
     t0 = time.perf_counter()
     try:
         _cells(g, todo, tracker, parent, rows, progress, workers)
@@ -194,7 +194,8 @@ def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None
 
 
 def _cells(g: grid.GridFile, todo: list[Cell], tracker, parent: str,
-           rows: list[tuple[Cell, dict | None, str | None]], progress: bool, workers) -> None:
+           rows: list[tuple[Cell, CellResult | None, str | None]], progress: bool,
+           workers) -> None:
     """Run `todo` here or on `workers`, logging each cell's run as it ends (into `rows`)."""
     with Display(g.name, len(todo), console, bar=progress) as display:
         began: dict[str, float] = {}
@@ -223,21 +224,21 @@ def _cells(g: grid.GridFile, todo: list[Cell], tracker, parent: str,
             dispatch.run(todo, workers, on_started, on_finished)
 
 
-def _score(result: dict | None, failure: str | None) -> str:
+def _score(result: CellResult | None, failure: str | None) -> str:
     """A finished cell in a few words: its headline metrics and sparsity, or its failure."""
     if result is None:
         return f"FAILED {failure}"
     parts = [f"{k.split('/')[0].removeprefix('shapes_')} {k.split('/')[1]} {v:.3f}"
-             for k, v in headline(result["metrics"])]
-    return ", ".join(parts + [f"sparsity {result['sparsity'].get('overall', 0.0):.3f}"])
+             for k, v in headline(result.metrics)]
+    return ", ".join(parts + [f"sparsity {result.sparsity.get('overall', 0.0):.3f}"])
 
 
-def summary(name: str, rows: list[tuple[Cell, dict | None, str | None]], ran: int,
+def summary(name: str, rows: list[tuple[Cell, CellResult | None, str | None]], ran: int,
             seconds: float) -> None:
     metric_names: list[str] = []
     for _, r, _ in rows:
-        if r:
-            metric_names += [k for k, _ in headline(r["metrics"]) if k not in metric_names]
+        if r is not None:
+            metric_names += [k for k, _ in headline(r.metrics) if k not in metric_names]
     t = Table(title=f"{name}: {len(rows)} cells, {ran} run now in {seconds:.0f} s")
     t.add_column("cell")
     for m in metric_names:
@@ -249,6 +250,6 @@ def summary(name: str, rows: list[tuple[Cell, dict | None, str | None]], ran: in
             status = f"failed: {failure}" if failure else "finished earlier (not cached)"
             t.add_row(cell.label, *["-"] * len(metric_names), "-", status)
             continue
-        t.add_row(cell.label, *[f"{r['metrics'].get(m, float('nan')):.3f}" for m in metric_names],
-                  f"{r['sparsity']['overall']:.3f}", "ok")
+        t.add_row(cell.label, *[f"{r.metrics.get(m, float('nan')):.3f}" for m in metric_names],
+                  f"{r.sparsity['overall']:.3f}", "ok")
     console.print(t)

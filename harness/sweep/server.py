@@ -28,7 +28,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.errors import UserError
+from harness.errors import UserError, first_line
 from harness.paths import results_dir
 
 ADMIN = "admin"  # MLflow's default admin user name
@@ -99,7 +99,7 @@ def _auth_env(results: Path, environ: Mapping[str, str]) -> dict[str, str]:
             read = parser.read(path)
         except configparser.Error as e:
             raise UserError(f"MLFLOW_AUTH_CONFIG_PATH={path}: not an INI file "
-                            f"({str(e).splitlines()[0]})") from None
+                            f"({first_line(e)})") from None
         if not read or "mlflow" not in parser or "database_uri" not in parser["mlflow"]:
             raise UserError(f"MLFLOW_AUTH_CONFIG_PATH={path}: no such file, or no [mlflow] "
                             "section with database_uri (MLflow's basic_auth.ini is the model)")
@@ -114,7 +114,7 @@ def _auth_env(results: Path, environ: Mapping[str, str]) -> dict[str, str]:
         user = environ.get("MLFLOW_AUTH_ADMIN_USERNAME", section.get("admin_username", ""))
         password = environ.get("MLFLOW_AUTH_ADMIN_PASSWORD", section.get("admin_password", ""))
     except configparser.Error as e:  # a lone '%' (ConfigParser reads '%%' as '%')
-        raise UserError(f"MLFLOW_AUTH_CONFIG_PATH={path}: {str(e).splitlines()[0]}") from None
+        raise UserError(f"MLFLOW_AUTH_CONFIG_PATH={path}: {first_line(e)}") from None
     if not user:
         raise UserError("--auth: no admin user name: set MLFLOW_AUTH_ADMIN_USERNAME, or "
                         f"admin_username in {where}")

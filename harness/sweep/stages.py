@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -31,19 +32,42 @@ from harness.pruning import stage as prune_stage
 from harness.pruning.apply import apply_masks
 from harness.sweep import cache
 from harness.sweep.cell import CellSpec, eval_key, prune_key, recover_key
+from harness.sweep.result import CellResult
 
 Notify = Callable[[str], None]
 T = TypeVar("T")
 
 
-def pruned(cell: CellSpec, force: bool = False):
-    """(adapter with the pruned model, keep masks, dense weights of the masked Linears (read
-    from the cache only when a distillation teacher needs them), prune report); computed and
-    cached, or read from the cache."""
+@dataclass(frozen=True, eq=False)
+class PrunedModel:
+    """The prune stage's outcome: the adapter holding the pruned model, the keep masks, the
+    dense weights of the masked Linears (read from the cache only when a distillation teacher
+    needs them) and the prune report."""
+
+    adapter: Adapter
+    masks: dict[str, torch.Tensor]
+    dense: dict[str, torch.Tensor]
+    report: dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class RecoveredModel:
+    """The recover stage's outcome: the adapter holding the recovered model, the keep masks,
+    and the prune and recovery reports."""
+
+    adapter: Adapter
+    masks: dict[str, torch.Tensor]
+    prune: dict[str, Any]
+    recover: dict[str, Any]
+
+
+def pruned(cell: CellSpec, force: bool = False) -> PrunedModel:
+    """The pruned model, its masks and report; computed and cached, or read from the cache."""
     t0 = time.perf_counter()
     adapter = load(cell.model)
     if cell.prune is None:
-        return adapter, {}, {}, {"overall": {"sparsity": 0.0}, "seconds": {"prune": 0.0}}
+        return PrunedModel(adapter, {}, {}, {"overall": {"sparsity": 0.0},
+                                             "seconds": {"prune": 0.0}})
     key = prune_key(cell)
     lins = adapter.all_linears()
     stored = None if force else _read("prune", key, lambda root: (
@@ -58,13 +82,13 @@ def pruned(cell: CellSpec, force: bool = False):
             persist.save_masks(masks, tmp / "masks")
             save_file(rewritten, str(tmp / "weights"))
             (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
-        return adapter, masks, dense, report
+        return PrunedModel(adapter, masks, dense, report)
     masks, rewritten, report = stored
     d = cell.recover.distill  # only a distillation teacher reads the dense weights
     teacher = cell.recover.method != "none" and d is not None and d.weight > 0
     dense = {p: lins[p].weight.detach().clone() for p in masks} if teacher else {}
     apply_masks(lins, masks, rewritten)
-    return adapter, masks, dense, report
+    return PrunedModel(adapter, masks, dense, report)
 
 
 def _read(stage: str, key: str, read: Callable[[Path], T]) -> T | None:
@@ -81,12 +105,15 @@ def _read(stage: str, key: str, read: Callable[[Path], T]) -> T | None:
         return None
 
 
-def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None):
-    """(adapter with the recovered model, prune report, recovery report)."""
+def recovered(cell: CellSpec, force: bool = False,
+              notify: Notify = lambda s: None) -> RecoveredModel:
+    """The pruned model recovered (as pruned when the cell's recovery is none), with its
+    masks and the two stages' reports."""
     notify("prune")
-    adapter, masks, dense, p_report = pruned(cell, force)
+    pm = pruned(cell, force)
+    adapter, masks, p_report = pm.adapter, pm.masks, pm.report
     if cell.recover.method == "none":
-        return adapter, masks, p_report, {"method": "none", "seconds": 0.0}
+        return RecoveredModel(adapter, masks, p_report, {"method": "none", "seconds": 0.0})
     notify("recover")
     from harness.recovery import lora  # PEFT imports transformers: only when training
     from harness.recovery import stage as recovery_stage
@@ -95,26 +122,26 @@ def recovered(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     stored = None if force else _read("recover", key, lambda root: (
         load_file(str(root / "weights")), json.loads((root / "report.json").read_text())))
     if stored is None:
-        adapted = lora.targets(adapter, cell.recover)  # the merge changes these only
+        adapted = lora.lora_targets(adapter, cell.recover)  # the merge changes these only
         t0 = time.perf_counter()
-        r_report = recovery_stage.run(adapter, masks, cell.recover, dense, progress=False)
+        r_report = recovery_stage.run(adapter, masks, cell.recover, pm.dense, progress=False)
         r_report["seconds"] = time.perf_counter() - t0
         lins = adapter.all_linears()  # the merged model's
         changed = {p: lins[p].weight.detach().contiguous() for p in adapted}
         with cache.writing("recover", key) as tmp:
             save_file(changed, str(tmp / "weights"))
             (tmp / "report.json").write_text(json.dumps(r_report, indent=1, default=str))
-        return adapter, masks, p_report, r_report
+        return RecoveredModel(adapter, masks, p_report, r_report)
     changed, r_report = stored
     lins = adapter.all_linears()
     with torch.no_grad():
         for p, w in changed.items():
             lins[p].weight.copy_(w)
-    return adapter, masks, p_report, r_report
+    return RecoveredModel(adapter, masks, p_report, r_report)
 
 
 def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None,
-              model: tuple | None = None) -> dict:
+              model: RecoveredModel | None = None) -> CellResult:
     """The cell's result: metrics, samples, sparsity by role, stage reports. `model` is what
     `recovered(cell)` returned, when the caller holds it already (a search evaluates one
     pruned model on a quick slice, then on the whole suite: one load, not two)."""
@@ -122,26 +149,25 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     stored = None if force else cached_result(key)
     if stored is not None:
         return stored
-    adapter, masks, p_report, r_report = model or recovered(cell, force, notify)
+    m = model or recovered(cell, force, notify)
     notify("evaluate")
     t0 = time.perf_counter()
-    res = evaluate(adapter, cell.eval.suite, run_hash=key, limit=cell.eval.limit,
+    res = evaluate(m.adapter, cell.eval.suite, run_hash=key, limit=cell.eval.limit,
                    batch_size=cell.eval.batch_size, progress=False)
-    result = {"metrics": res.metrics, "sparsity": sparsity_by_role(adapter, masks),
-              "prune": p_report, "recover": r_report,
-              "seconds": {"prune": p_report.get("seconds", {}).get("stage", 0.0),
-                          "recover": r_report.get("seconds", 0.0),
-                          "evaluate": time.perf_counter() - t0}}
+    result = CellResult(
+        metrics=res.metrics, sparsity=sparsity_by_role(m.adapter, m.masks), prune=m.prune,
+        recover=m.recover, seconds={"prune": m.prune.get("seconds", {}).get("stage", 0.0),
+                                    "recover": m.recover.get("seconds", 0.0),
+                                    "evaluate": time.perf_counter() - t0},
+        samples=res.samples)
     with cache.writing("eval", key) as tmp:
-        (tmp / "result.json").write_text(json.dumps(result, indent=1, default=str))
-        (tmp / "samples.json").write_text(json.dumps(res.samples))
-    return result | {"samples": res.samples}
+        result.write(tmp)
+    return result
 
 
-def cached_result(key: str) -> dict | None:
+def cached_result(key: str) -> CellResult | None:
     """A cell's stored result (metrics, samples, reports) if its eval stage is whole."""
-    return _read("eval", key, lambda root: json.loads((root / "result.json").read_text()) | {
-        "samples": json.loads((root / "samples.json").read_text())})
+    return _read("eval", key, CellResult.read)
 
 
 def sparsity_by_role(adapter: Adapter, masks: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -3,7 +3,8 @@
 The store is SQLite at results/mlflow.db unless MLFLOW_TRACKING_URI names another (a file
 store, a database, a tracking server). A cell counts as done when a FINISHED child run carries
 its hash; a run left RUNNING by a killed sweep is marked KILLED on the next one, whose new run
-for that cell is then the only FINISHED one.
+for that cell is then the only FINISHED one. What a cell's run holds (its metrics' names,
+its artifacts) is result.py's (`CellResult.to_mlflow`, `from_mlflow`).
 
 A store that cannot be read or written (a damaged or foreign `mlflow.db`, a read-only or full
 results folder, an unreachable server) is the user's to fix: `store_errors()` turns it into
@@ -25,13 +26,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from harness.errors import UserError
 from harness.integrity import digest
 from harness.paths import new_file, results_dir, user_cache
-from harness.sweep.cell import flat
-from harness.sweep.grid import Cell
+from harness.sweep.cell import Cell, flat
+from harness.sweep.result import CellResult
 
 TAG_HASH = "vlmprune.cell_hash"
 TAG_KIND = "vlmprune.kind"
@@ -199,15 +200,7 @@ def _dispose_engine(uri: str) -> None:
         engine.dispose()
 
 
-def logged(metrics: dict[str, float]) -> dict[str, Any]:
-    """A run's metrics split back into the result's parts (task metrics, sparsity)."""
-    return {"metrics": {k: v for k, v in metrics.items()
-                        if not k.startswith(("sparsity/", "time/", "target/", "block/"))},
-            "sparsity": {k.removeprefix("sparsity/"): v for k, v in metrics.items()
-                         if k.startswith("sparsity/")}}
-
-
-def finished_readonly(grid: str) -> dict[str, dict[str, Any]]:
+def finished_readonly(grid: str) -> dict[str, CellResult]:
     """`Tracker(grid).finished()` without creating anything: an absent store or experiment
     has finished nothing (plan and dry runs write no file)."""
     uri = tracking_uri(create=False)
@@ -222,7 +215,7 @@ def finished_readonly(grid: str) -> dict[str, dict[str, Any]]:
         return {}
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'cell' "
                               "and attributes.status = 'FINISHED'", max_results=50000)
-    return {r.data.tags[TAG_HASH]: logged(r.data.metrics) for r in runs}
+    return {r.data.tags[TAG_HASH]: CellResult.from_run(r) for r in runs}
 
 
 def quiet_mlflow() -> None:
@@ -283,9 +276,9 @@ class Tracker:
             filter_string=f"tags.`{TAG_KIND}` = 'cell' and attributes.status = '{status}'",
             max_results=50000)
 
-    def finished(self) -> dict[str, dict[str, Any]]:
-        """hash -> what the FINISHED run of that cell logged: {"metrics", "sparsity"}."""
-        return {r.data.tags[TAG_HASH]: logged(r.data.metrics)
+    def finished(self) -> dict[str, CellResult]:
+        """hash -> what the FINISHED run of that cell logged (`CellResult.from_mlflow`)."""
+        return {r.data.tags[TAG_HASH]: CellResult.from_run(r)
                 for r in self._cell_runs("FINISHED")}
 
     def close_stale(self) -> int:
@@ -335,7 +328,7 @@ class Tracker:
         self.client.log_metric(run_id, "cells_finished", done)
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
-    def log_cell(self, parent: str, cell: Cell, result: dict[str, Any] | None,
+    def log_cell(self, parent: str, cell: Cell, result: CellResult | None,
                  failure: str | None = None, artifacts: bool = True) -> str:
         from mlflow.entities import Metric, Param
 
@@ -351,22 +344,11 @@ class Tracker:
             self.client.log_batch(run_id, params=params[i:i + 100])
         if result is not None:
             now = int(time.time() * 1000)
-            values = dict(result["metrics"])
-            values |= {f"sparsity/{k}": v for k, v in result["sparsity"].items()}
-            values |= {f"target/{k}": v.get("target", 0.0)
-                       for k, v in result["prune"].get("roles", {}).items()}
-            values |= {f"time/{k}": v for k, v in result["seconds"].items()}
-            from harness.pruning.report import by_block
-
-            values |= {f"block/{k}": achieved for k, (_, achieved) in
-                       by_block(result["prune"]).items()}
-            metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
+            metrics = [Metric(k, v, now, 0) for k, v in result.to_mlflow().items()]
             for i in range(0, len(metrics), 500):
                 self.client.log_batch(run_id, metrics=metrics[i:i + 500])
         if result is not None and artifacts:
-            self.client.log_dict(run_id, result["prune"], "sparsity_report.json")
-            self.client.log_dict(run_id, result["recover"],
-                                 "recovery_report.json")
-            self.client.log_dict(run_id, result["samples"], "eval_samples.json")
+            for name, content in result.artifacts().items():
+                self.client.log_dict(run_id, content, name)
         self.client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
         return run_id

@@ -12,6 +12,7 @@ import random
 
 from harness.sweep import grid
 from harness.sweep.cell import CellSpec
+from harness.sweep.result import CellResult
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, Tracker
 
 TYPES = ("color", "shape", "size", "count", "spatial")
@@ -32,7 +33,7 @@ def _levels(spec: CellSpec) -> dict[str, float]:
             "language": 0.0 if p.distribution == "vision_only" else s}
 
 
-def result(spec: CellSpec, label: str) -> dict:
+def result(spec: CellSpec, label: str) -> CellResult:
     """A made-up result with the sweep's shape: metrics, sparsity, seconds, reports."""
     lv = _levels(spec)
     rng = random.Random(f"{label}|{spec.seed}")
@@ -46,12 +47,13 @@ def result(spec: CellSpec, label: str) -> dict:
     overall = (lv["vision"] + lv["language"]) / 2
     if spec.recover.method == "lora":
         overall = 0.0  # a plain LoRA merge makes the weights dense
-    return {"metrics": metrics,
-            "sparsity": {"vision": lv["vision"], "language": lv["language"], "bridge": 0.0,
-                         "overall": overall, "nonzero": 5e6 * (1 - overall)},
-            "seconds": {"prune": 3.0, "recover": 0.0, "evaluate": 12.0},
-            "prune": {"roles": {r: {"target": v} for r, v in lv.items()}},
-            "recover": {"method": spec.recover.method}, "samples": {}}
+    return CellResult(metrics=metrics,
+                      sparsity={"vision": lv["vision"], "language": lv["language"],
+                                "bridge": 0.0, "overall": overall,
+                                "nonzero": 5e6 * (1 - overall)},
+                      seconds={"prune": 3.0, "recover": 0.0, "evaluate": 12.0},
+                      prune={"roles": {r: {"target": v} for r, v in lv.items()}},
+                      recover={"method": spec.recover.method}, samples={})
 
 
 def fill(grid_name: str, failed: tuple[int, ...] = (), running: tuple[int, ...] = (),

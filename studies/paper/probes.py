@@ -61,7 +61,7 @@ def outliers() -> dict:
                 spec = CellSpec.model_validate({"model": {"name": model}, "prune": {
                     "method": method, "sparsity": level, "distribution": "equal"}})
                 rows[f"{method} {level:.0%}"] = evaluated(spec)
-        res[name] = {k: {"vqa": v["metrics"][VQA], "cider": v["metrics"][CIDER]}
+        res[name] = {k: {"vqa": v.metrics[VQA], "cider": v.metrics[CIDER]}
                      for k, v in rows.items()}
     return res
 

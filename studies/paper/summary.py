@@ -56,8 +56,7 @@ def fmt(s: dict, scale: float = 100.0) -> str:
 
 
 def _dense(agg: pl.DataFrame) -> dict:
-    rows = agg.filter(pl.col("p.prune") == "None").to_dicts() if "p.prune" in agg.columns \
-        else []
+    rows = agg.filter(pl.col(data.DENSE)).to_dicts()
     return rows[0] if rows else {}
 
 

@@ -10,6 +10,8 @@ from harness.evaluation.run import evaluate
 from harness.models.load import adapter_for, load
 from harness.testing.tiny import tiny_blip2, tiny_instructblip
 
+pytestmark = pytest.mark.integration
+
 IMAGES = [np.random.default_rng(i).integers(0, 255, (64, 64, 3), dtype=np.uint8)
           for i in range(3)]
 DOCS = [{"q": "what color is the circle ?", "a": "red"},

@@ -17,9 +17,10 @@ from PIL import Image
 
 from tests.evaluation import paper_standins as standins
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None,
-                                reason="NoCaps and Flickr30k score with pycocoevalcap's "
-                                       "Java tokenizer and METEOR; no `java` on this machine")
+pytestmark = [pytest.mark.system,
+              pytest.mark.skipif(shutil.which("java") is None,
+                                 reason="NoCaps and Flickr30k score with pycocoevalcap's "
+                                        "Java tokenizer and METEOR; no `java` on this machine")]
 
 TASKS = ["vqav2_val", "ok_vqa_val2014", "gqa", "nocaps_val", "flickr30k_test"]
 LIMIT = 3

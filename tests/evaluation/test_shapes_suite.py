@@ -31,6 +31,7 @@ def plain(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).strip()
 
 
+@pytest.mark.integration
 def test_vqa_metrics_equal_an_independent_computation(dense_result):
     rows = dense_result.samples["shapes_vqa"]
     assert [r["doc_id"] for r in rows] == list(range(LIMIT))
@@ -44,6 +45,7 @@ def test_vqa_metrics_equal_an_independent_computation(dense_result):
     assert 0 < m["shapes_vqa/exact_match"] < 1  # a real score, not a constant
 
 
+@pytest.mark.integration
 def test_caption_metrics_equal_an_independent_computation(dense_result):
     rows = dense_result.samples["shapes_caption"]
     refs = {r["doc_id"]: [caption_sample("test", r["doc_id"])[1]] for r in rows}
@@ -53,6 +55,7 @@ def test_caption_metrics_equal_an_independent_computation(dense_result):
     assert 0 <= dense_result.metrics["shapes_caption/object_match"] <= 1
 
 
+@pytest.mark.integration
 def test_wrapper_answers_equal_direct_generation(dense, dense_result):
     """lmms-eval's batching and reordering hand every answer back to its own question."""
     rows = dense_result.samples["shapes_vqa"][:12]
@@ -63,6 +66,7 @@ def test_wrapper_answers_equal_direct_generation(dense, dense_result):
     assert [r["prediction"] for r in rows] == direct
 
 
+@pytest.mark.integration
 def test_pruned_model_scores_lower_and_cache_keys_on_the_cell(dense, dense_result, tmp_path):
     cache = tmp_path / "responses"
     d = evaluate(dense, "quick", run_hash="cell-dense", limit=LIMIT, response_cache=cache,
@@ -79,6 +83,7 @@ def test_pruned_model_scores_lower_and_cache_keys_on_the_cell(dense, dense_resul
     assert stale.samples["shapes_vqa"] == d.samples["shapes_vqa"]
 
 
+@pytest.mark.integration
 def test_one_wrapper_evaluates_twice(dense):
     lm = VlmpruneLM(adapter=dense, run_hash="twice", progress=False)
     a = evaluate(None, "quick", limit=6, lm=lm)
@@ -88,6 +93,7 @@ def test_one_wrapper_evaluates_twice(dense):
     assert "twice" in repr(lm)
 
 
+@pytest.mark.integration
 def test_paper_suite_without_its_data_fails_in_one_line(dense):
     with pytest.raises(UserError) as e:
         evaluate(dense, "paper", limit=2, progress=False)
@@ -95,11 +101,13 @@ def test_paper_suite_without_its_data_fails_in_one_line(dense):
     assert "vqav2_val" in msg and "is not on this machine" in msg and "\n" not in msg
 
 
+@pytest.mark.integration
 def test_unknown_suite_is_a_user_error(dense):
     with pytest.raises(UserError, match="did you mean 'shapes'"):
         evaluate(dense, "shaeps")
 
 
+@pytest.mark.system
 def test_lmms_eval_command_line_runs_the_registered_class(tmp_path):
     """`python -m lmms_eval --model vlmprune` finds the class through its entry point."""
     import os
@@ -120,6 +128,7 @@ def test_lmms_eval_command_line_runs_the_registered_class(tmp_path):
     assert 0.0 <= float(row.split("|")[6]) <= 1.0
 
 
+@pytest.mark.integration
 def test_eval_command_bad_suite_exits_2(capsys):
     from harness.cli import main
 
@@ -128,6 +137,7 @@ def test_eval_command_bad_suite_exits_2(capsys):
     assert "did you mean 'quick'" in err and err.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_shapes_group_and_tasks_are_found_through_the_include_path():
     from harness.evaluation.run import task_manager
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "name: bad\nbase: {prune: {method: wanda, sparsity: 0.5}}\n"
 

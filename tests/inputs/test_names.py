@@ -20,11 +20,13 @@ BAD = ["../../x", "a/b", "/abs", "a\\b", ".", "..", "...", ".hidden", "a b", "x\
 HOSTILE = ["../../x", "a/b", "..", ".hidden", "<b>x</b>"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", GOOD)
 def test_legal_names_pass(name):
     assert check_name(name) == name
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", BAD)
 def test_other_names_are_refused(name):
     with pytest.raises(ValueError, match="letters, digits"):
@@ -61,6 +63,7 @@ def grid(folder: Path, name: str, search: bool = False) -> str:
     return "g.yaml"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", HOSTILE)
 def test_grid_name_is_refused_by_every_command(name, work, tmp_path, capsys):
     g = grid(work, name, search=True)
@@ -71,6 +74,7 @@ def test_grid_name_is_refused_by_every_command(name, work, tmp_path, capsys):
     assert sorted(p.name for p in work.iterdir()) == ["g.yaml"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", HOSTILE)
 def test_report_and_search_flags_are_refused(name, work, tmp_path, capsys):
     g = grid(work, "fine", search=True)
@@ -85,6 +89,7 @@ def test_report_and_search_flags_are_refused(name, work, tmp_path, capsys):
     assert sorted(p.name for p in work.iterdir()) == ["g.yaml"]
 
 
+@pytest.mark.integration
 def test_compare_names_its_folder_by_the_grids_names(results, tmp_path):
     """`--compare A B` takes grid files too: the folder is named by their `name:` fields,
     never by their paths (here in a folder whose name would not be a legal one)."""

@@ -9,6 +9,8 @@ from harness.models.adapter import ROLES
 from harness.models.load import adapter_for
 from harness.testing.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 
+pytestmark = pytest.mark.unit
+
 BUILDERS = {
     "llava": lambda: tiny_llava(),
     "blip2-opt": lambda: tiny_blip2("opt"),

@@ -13,7 +13,8 @@ from harness.cli import main
 from harness.testing.tiny_more import BUILDERS
 
 LAYOUTS = Path(__file__).resolve().parents[2] / "harness" / "models" / "layouts"
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

@@ -6,6 +6,8 @@ from harness.errors import UserError
 from harness.models.load import adapter_for
 from harness.testing.tiny import tiny_llava
 
+pytestmark = pytest.mark.unit
+
 LAYOUT = """
 vision: [model.vision_tower.encoder.layers]
 bridge: [model.multi_modal_projector.linear_1, model.multi_modal_projector.linear_2]

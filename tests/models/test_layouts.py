@@ -24,7 +24,8 @@ NAMES = list(BUILDERS)
 # projection matrix (`mm_input_projection_weight`)
 NO_LINEAR = {("gemma3", "bridge")}
 # PaliGemma's processor builds its labels with np.array on torch tensors
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = [pytest.mark.unit,
+              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
 IMAGES = [np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
           for i in range(3)]
 
@@ -106,7 +107,7 @@ def test_batched_generation_equals_one_by_one(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_saved_folder_loads_with_its_layout(name, tmp_path):
-    """What a user does with a real checkpoint: a folder, `adapter: generic` and the layout."""
+    """What a user does with a real checkpoint: a folder, `family: generic` and the layout."""
     a = build(name)
     a.model.save_pretrained(tmp_path)
     a.processor.save_pretrained(tmp_path)

@@ -12,11 +12,13 @@ from harness.testing.tiny import tiny_llava
 from harness.zoo.build import save
 
 
+@pytest.mark.unit
 def test_unknown_model_is_a_one_line_user_error():
     with pytest.raises(UserError, match="'acme/no-such-vlm' is not available offline"):
         resolve("acme/no-such-vlm")
 
 
+@pytest.mark.system
 def test_cli_exits_2_without_traceback_for_missing_model():
     r = subprocess.run([sys.executable, "-m", "harness.cli", "inspect", "acme/no-such-vlm"],
                        capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1",
@@ -27,11 +29,13 @@ def test_cli_exits_2_without_traceback_for_missing_model():
     assert len(lines) == 1 and "acme/no-such-vlm" in lines[0]
 
 
+@pytest.mark.unit
 def test_model_spec_refuses_unknown_keys():
     with pytest.raises(Exception, match="dtyp"):
         ModelSpec.model_validate({"name": "shapes-llava", "dtyp": "float16"})
 
 
+@pytest.mark.unit
 def test_local_path_round_trip(tmp_path):
     """A model saved with save_pretrained loads offline by path and generates the same."""
     model, proc = tiny_llava(seed=1)
@@ -83,6 +87,7 @@ def no_loading(monkeypatch) -> None:
         monkeypatch.setattr(cls, "from_pretrained", refuse)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["vipllava", "llava_next", "video_llava", "mistral3",
                                   "aya_vision", "internvl"])
 def test_a_family_that_is_not_the_folders_model_type_is_refused(kind, tmp_path, monkeypatch,
@@ -112,6 +117,7 @@ def test_a_family_that_is_not_the_folders_model_type_is_refused(kind, tmp_path, 
         load(ModelSpec(name=folder, adapter="llava"), weights=False)
 
 
+@pytest.mark.unit
 def test_missing_or_unexpected_weights_are_an_error(tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -131,20 +137,48 @@ def test_missing_or_unexpected_weights_are_an_error(tmp_path):
     assert "projector_layernorm.weight" in msg and "missing" in msg and "unexpected" in msg
 
 
+@pytest.mark.unit
 def test_a_model_without_a_built_in_layout_is_told_to_give_one_before_it_loads(
         tmp_path, monkeypatch, capsys):
     from harness.cli import main
+    from harness.models import load as loading
+    from harness.models import locate
     from harness.testing.tiny_more import tiny_qwen2_vl
 
     folder = saved(tiny_qwen2_vl(), tmp_path / "qwen")
-    no_loading(monkeypatch)
     capsys.readouterr()  # what saving printed
+    (tmp_path / "none").mkdir()
+    for module in (locate, loading):  # as if no layout were shipped for qwen2_vl
+        monkeypatch.setattr(module, "LAYOUTS", tmp_path / "none")
+    no_loading(monkeypatch)
     assert main(["inspect", folder]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--layout" in err and "qwen2_vl.yaml" in err, err
     assert "grid" not in err.split("--layout")[0]
 
 
+@pytest.mark.unit
+def test_a_shipped_layout_is_found_by_model_type(tmp_path, capsys):
+    """A model type without a Python family loads with `layouts/<model_type>.yaml`: a new
+    family is that one file, nothing to name on the command line or in a grid."""
+    from harness.cli import main
+    from harness.models.locate import model_content
+    from harness.testing.tiny_more import tiny_qwen2_vl
+
+    folder = saved(tiny_qwen2_vl(), tmp_path / "qwen")
+    capsys.readouterr()
+    assert main(["inspect", folder]) == 0
+    out = capsys.readouterr().out
+    assert "vision" in out and "language" in out, out
+    given = ModelSpec(name=folder, layout=str(LAYOUTS / "qwen2_vl.yaml"))
+    found = load(ModelSpec(name=folder))
+    assert found.layout == load(given).layout and found.family == "generic"
+    # the stage key reads the file as if it were named: editing it recomputes the stages
+    assert "layout" in model_content(given) and model_content(ModelSpec(name=folder)) == \
+        model_content(given)
+
+
+@pytest.mark.unit
 def test_a_layout_of_another_architecture_names_the_file_and_the_path(tmp_path, capsys):
     from harness.cli import main
 

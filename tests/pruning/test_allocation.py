@@ -13,6 +13,8 @@ from harness.pruning import allocate, allocation, calibration, engine, report
 from harness.pruning.spec import CalibrationSpec, load, targets
 from harness.testing.tiny import tiny_llava
 
+pytestmark = pytest.mark.integration
+
 SHARES = [0.010, 0.030, 0.020, 0.050, 0.015, 0.040]
 
 

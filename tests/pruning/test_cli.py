@@ -7,6 +7,8 @@ import pytest
 from harness.testing.tiny import tiny_llava
 from harness.zoo.build import save
 
+pytestmark = pytest.mark.system
+
 
 def vlmprune(*args, cwd):
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,

@@ -8,6 +8,8 @@ from harness.pruning.pipelines import common
 from harness.pruning.spec import CalibrationSpec, PruneSpec, targets
 from harness.testing.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 
+pytestmark = pytest.mark.unit
+
 CAL = CalibrationSpec(samples=8, batch_size=4)  # two batches: block by block
 ONE = CalibrationSpec(samples=8, batch_size=8)  # one batch: sequential prunes in one forward
 

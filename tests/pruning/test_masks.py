@@ -3,6 +3,8 @@ import torch
 
 from harness.pruning import masks
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("s", [0.0, 0.3, 0.5, 0.7, 0.99])
 def test_row_scope_prunes_floor_cols_times_s_in_every_row(s):

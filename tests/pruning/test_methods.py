@@ -7,6 +7,8 @@ from harness.pruning.masks import Target, nm_valid
 from harness.pruning.methods import dsnot, wanda
 from harness.pruning.stats import InputStats
 
+pytestmark = pytest.mark.unit
+
 TARGETS = [Target(0.5, "row"), Target(0.7, "row"), Target(0.3, "layer"),
            Target(0.5, n=2, m=4), Target(0.5, n=4, m=8)]
 

@@ -16,6 +16,8 @@ from harness.pruning.stats import InputStats
 from harness.pruning.types import Propagation
 from harness.testing.tiny import tiny_blip2, tiny_instructblip, tiny_llava
 
+pytestmark = pytest.mark.integration
+
 ONE = CalibrationSpec(samples=8, batch_size=8)
 FOUR = CalibrationSpec(samples=8, batch_size=2)  # the same 8 samples in 4 batches
 ALL = {"vision": 0.5, "bridge": 0.5, "language": 0.5}

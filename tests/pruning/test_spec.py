@@ -5,6 +5,8 @@ from harness.models.load import adapter_for
 from harness.pruning.spec import load, targets
 from harness.testing.tiny import tiny_llava
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("data, field, words", [
     ({"sparsity": 1.0}, "sparsity", "[0, 1)"),

@@ -3,6 +3,8 @@ import torch
 
 from harness.pruning.stats import InputStats
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize("needs", ["norms", "moments", "hessian"])
 def test_statistics_over_kept_tokens_equal_those_of_the_kept_rows(needs):

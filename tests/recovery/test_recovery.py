@@ -19,6 +19,8 @@ from harness.recovery.spec import load as load_spec
 from harness.recovery.teacher import Teacher
 from harness.recovery.train import RecoveryFailed, train
 
+pytestmark = pytest.mark.integration
+
 PRUNE = PruneSpec(method="wanda", pattern="2:4",
                   calibration={"samples": 16, "batch_size": 16})
 

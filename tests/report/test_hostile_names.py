@@ -21,6 +21,8 @@ from harness.report import compare
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, tracking_uri
 from tests.report.browser import browse, console_lines, pdflatex
 
+pytestmark = pytest.mark.system
+
 
 def payload(where: str) -> str:
     """Markup that breaks out of text, attributes, <title>, <script>, comments and SVG, and

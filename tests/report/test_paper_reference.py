@@ -17,8 +17,9 @@ from studies.paper.summary import CIDER, PAPER, VQA
 
 REFERENCE = Path(__file__).resolve().parents[2] / "reports" / "paper" / "findings.json"
 
-pytestmark = pytest.mark.skipif(not REFERENCE.is_file(),
-                                reason="no reference report committed (make paper)")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not REFERENCE.is_file(),
+                                 reason="no reference report committed (make paper)")]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def cells():
 
 def test_dense_row_is_reproduced_exactly(committed, cells):
     dense = next(c for c in cells if c.spec.prune is None)
-    metrics = evaluated(dense.spec)["metrics"]
+    metrics = evaluated(dense.spec).metrics
     assert metrics[VQA] == pytest.approx(committed["dense"]["vqa"]["mean"], abs=1e-12)
     assert metrics[CIDER] == pytest.approx(committed["dense"]["cider"]["mean"], abs=1e-9)
 
@@ -47,6 +48,6 @@ def test_a_seeded_cell_lies_within_the_committed_spread(committed, cells):
     assert n >= 3
     cell = next(c for c in cells if c.spec.prune is not None and c.spec.seed == 1
                 and c.spec.prune.sparsity == {"vision": 0.5, "language": 0.5})
-    value = evaluated(cell.spec)["metrics"][VQA]
+    value = evaluated(cell.spec).metrics[VQA]
     bound = (n - 1) / math.sqrt(n) * row["vqa"]["std"]
     assert abs(value - row["vqa"]["mean"]) <= bound + 1e-9

@@ -44,10 +44,12 @@ def smoke_report(reference, tmp_path_factory):
     return root / "smoke", root / "results"
 
 
+@pytest.mark.integration
 def test_sweep_writes_its_report_at_the_end(reference):
     assert (reference[5] / "smoke" / "index.html").is_file()
 
 
+@pytest.mark.integration
 def test_html_holds_every_cell_and_metric_and_no_external_url(smoke_report, reference):
     out, results = smoke_report
     html = (out / "index.html").read_text()
@@ -74,6 +76,7 @@ def test_html_holds_every_cell_and_metric_and_no_external_url(smoke_report, refe
     assert cells.height == 4 and set(cells["status"]) == {"finished"}
 
 
+@pytest.mark.system
 def test_latex_compiles_and_figures_are_valid(smoke_report):
     out, _ = smoke_report
     tex = (out / "tables.tex").read_text()
@@ -91,6 +94,7 @@ def test_latex_compiles_and_figures_are_valid(smoke_report):
             assert Image.open(f).size[0] > 100
 
 
+@pytest.mark.system
 def test_page_renders_in_chromium_without_console_errors_and_sorts(smoke_report, tmp_path):
     out, _ = smoke_report
     url = (out / "index.html").as_uri()
@@ -112,6 +116,7 @@ def test_page_renders_in_chromium_without_console_errors_and_sorts(smoke_report,
     assert values == sorted(values) and values[-1] == pytest.approx(0.95)
 
 
+@pytest.mark.system
 def test_console_check_sees_an_error(tmp_path):
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>throw new Error('x')</script></body></html>")
@@ -124,6 +129,7 @@ def grid_file(tmp_path, name: str, text: str):
     return str(p)
 
 
+@pytest.mark.system
 def test_seeds_failed_and_running_cells(results, tmp_path):
     g = grid_file(tmp_path, "mixed", """name: mixed
 description: seeds, a failure and a running cell
@@ -160,6 +166,7 @@ seeds: [0, 1, 2]
     assert made and Path(made[1]).resolve() == Path(g).resolve()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name, figure", [("modality_ratio", "modality_split"),
                                           ("modality_choice", "modality_choice"),
                                           ("recovery", "recovery"), ("methods", "methods")])
@@ -176,6 +183,7 @@ def test_shipped_grids_get_their_paper_figure(results, name, figure):
     assert {f.name: f.read_bytes() for f in (out / "figures").iterdir()} == before
 
 
+@pytest.mark.integration
 def test_compare_two_grids(results, tmp_path):
     text = yaml.safe_load(open("experiments/modality_ratio.yaml"))
     for name, model_name in (("left", "shapes-llava"), ("right", "shapes-llava")):
@@ -188,6 +196,7 @@ def test_compare_two_grids(results, tmp_path):
     assert "Δ" in md and md.count("\n") == 2 + 17
 
 
+@pytest.mark.integration
 def test_report_errors_are_one_line(results, tmp_path, capsys):
     assert main(["report", "smoke"]) == 2
     assert "no MLflow store" in capsys.readouterr().err
@@ -202,6 +211,7 @@ def test_report_errors_are_one_line(results, tmp_path, capsys):
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
+@pytest.mark.integration
 def test_cells_the_grid_no_longer_defines_leave_the_report(results, tmp_path):
     """A changed grid (an axis value dropped) reports the cells it defines now; the older
     runs stay in MLflow and the page says how many were left out."""

@@ -13,6 +13,8 @@ from harness.models.load import ModelSpec
 from harness.models.shapes import shapes_of
 from harness.search import study as st
 
+pytestmark = pytest.mark.unit
+
 BASE = {"prune": {"method": "wanda"}, "eval": {"suite": "quick"}}
 
 

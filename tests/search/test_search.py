@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from optuna.trial import TrialState
 from harness.cli import main
 from harness.search.study import alive, info
 from harness.sweep.tracking import TAG_KIND, tracking_uri
+from tests.sweep.runs import kill_once_working
 
 TINY = {
     "name": "tiny_search",
@@ -44,6 +44,7 @@ def load_study(results, name: str = "tiny_search"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'optuna.db'}")
 
 
+@pytest.mark.integration
 def test_search_runs_trials_as_cells_under_the_budget(tmp_path, results):
     grid = write(tmp_path, TINY)
     assert main(["search", str(grid)]) == 0
@@ -113,6 +114,7 @@ BAD = [
 ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("change, field", BAD, ids=[b[1] for b in BAD])
 def test_malformed_search_section_is_one_line_and_writes_nothing(tmp_path, results, capsys,
                                                                  change, field):
@@ -124,6 +126,7 @@ def test_malformed_search_section_is_one_line_and_writes_nothing(tmp_path, resul
     assert not results.exists()
 
 
+@pytest.mark.integration
 def test_trials_flag_is_checked(tmp_path, results, capsys):
     assert main(["search", str(write(tmp_path, TINY)), "--trials", "0"]) == 2
     assert "--trials 0" in capsys.readouterr().err and not results.exists()
@@ -136,12 +139,11 @@ def search_process(grid, results, trials: int):
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+@pytest.mark.system
 def test_kill_minus_9_then_resume_completes_exactly_the_trials(tmp_path, results):
     grid = write(tmp_path, TINY)
     proc = search_process(grid, results, 4)
-    time.sleep(random.Random(os.getpid()).uniform(12, 25))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_working(proc, results, within=6)
     assert main(["search", str(grid), "--trials", "4"]) == 0
     study = load_study(results)
     done = study.get_trials(states=(TrialState.COMPLETE,))
@@ -151,6 +153,7 @@ def test_kill_minus_9_then_resume_completes_exactly_the_trials(tmp_path, results
     assert len([t for t in done if t.user_attrs.get("vlmprune.baseline") == "equal"]) == 1
 
 
+@pytest.mark.system
 def test_two_processes_share_one_study_without_repeating_a_trial(tmp_path, results):
     grid = write(tmp_path, TINY)
     procs = [search_process(grid, results, 5)]
@@ -169,6 +172,7 @@ def test_two_processes_share_one_study_without_repeating_a_trial(tmp_path, resul
         assert len([t for t in done if t.user_attrs.get("vlmprune.baseline") == name]) == 1
 
 
+@pytest.mark.integration
 def test_groups_and_a_second_objective_give_a_pareto_front(tmp_path, results):
     """Per-block-group language sparsity, no budget, score vs vision sparsity (NSGA-II)."""
     data = copy.deepcopy(TINY)
@@ -187,6 +191,7 @@ def test_groups_and_a_second_objective_give_a_pareto_front(tmp_path, results):
     assert (tmp_path / "reports" / "tiny_search" / "search" / "pareto_front.svg").is_file()
 
 
+@pytest.mark.integration
 def test_grid_sampler_replays_a_grid(tmp_path, results):
     data = copy.deepcopy(TINY)
     data["search"] |= {"sampler": "grid", "trials": 2, "baselines": False,
@@ -216,6 +221,7 @@ def check_parallel_study(results, trials: int) -> list:
     return done
 
 
+@pytest.mark.system
 def test_search_trials_run_on_a_pool_of_workers(tmp_path, results, capsys):
     grid = write(tmp_path, TINY)
     assert main(["search", str(grid), "--executor", "pool", "--workers", "2"]) == 0
@@ -255,6 +261,7 @@ def running_workers(proc, results) -> list[int]:
     pytest.fail("no worker was seen running a trial")
 
 
+@pytest.mark.system
 def test_search_worker_killed_mid_trial_is_started_again(tmp_path, results):
     """SIGKILL a worker while it runs a trial: that trial is FAIL, the worker starts again,
     the study still reaches its trials, none repeated."""
@@ -272,6 +279,7 @@ def test_search_worker_killed_mid_trial_is_started_again(tmp_path, results):
     check_parallel_study(results, 4)
 
 
+@pytest.mark.system
 def test_killed_search_takes_its_workers_with_it(tmp_path, results):
     """SIGKILL the search itself mid-trial: its workers die with it (none goes on running
     trials for nobody), and the next search marks their trials FAIL and finishes."""
@@ -293,6 +301,7 @@ def test_killed_search_takes_its_workers_with_it(tmp_path, results):
     assert {info(t)["pid"] for t in study.get_trials(states=(TrialState.FAIL,))} >= set(workers)
 
 
+@pytest.mark.system
 def test_dead_trials_are_those_of_gone_processes_or_ownerless_under_the_lock(tmp_path):
     """fail_dead_trials: a RUNNING trial whose owner process is gone (a zombie counts as
     gone) is FAIL; one with no owner only when the caller holds the lock under which every

@@ -50,7 +50,8 @@ def check_failed(results, loops: int) -> None:
                for r in runs)
 
 
-@pytest.mark.parametrize("executor", ["local", "pool"])
+@pytest.mark.parametrize("executor", [pytest.param("local", marks=pytest.mark.integration),
+                                      pytest.param("pool", marks=pytest.mark.system)])
 def test_failing_trials_are_recorded_and_the_search_stops(tmp_path, results, capsys, caplog,
                                                          executor):
     grid = tmp_path / "tiny_fail.yaml"

@@ -19,6 +19,8 @@ from harness.sweep import grid
 from harness.sweep.tracking import TAG_KIND, Tracker, tracking_uri
 from tests.search.test_search import TINY, write
 
+pytestmark = pytest.mark.system
+
 
 def one_line(capsys) -> str:
     err = capsys.readouterr().err

@@ -1,5 +1,11 @@
 """Reading a sweep's cell runs back from MLflow, for the sweep tests."""
 
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, tracking_uri
@@ -17,3 +23,17 @@ def cell_runs(name: str = "smoke", status: str | None = None):
 def metrics_by_hash(runs, times: bool = False) -> dict[str, dict[str, float]]:
     return {r.data.tags[TAG_HASH]: {k: v for k, v in r.data.metrics.items()
                                    if times or not k.startswith("time/")} for r in runs}
+
+
+def kill_once_working(proc, results: Path, within: float) -> None:
+    """SIGKILL the process group of `proc` at a random moment up to `within` seconds after its
+    first prune stage starts being written (its folder appears in the cache): the kill
+    lands in the middle of the work, wherever the draw puts it, without sleeping through the
+    start-up first. The draw is seeded by the test process."""
+    stages = results / "cache" / "prune"
+    while proc.poll() is None and not (stages.is_dir() and any(stages.iterdir())):
+        time.sleep(0.05)
+    time.sleep(random.Random(os.getpid()).uniform(0, within))
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -8,6 +8,8 @@ from harness.cli import main
 from harness.sweep import cache
 from tests.test_integrity import damage
 
+pytestmark = pytest.mark.unit
+
 
 def write_stage(stage: str, key: str) -> None:
     with cache.writing(stage, key) as tmp:

@@ -12,6 +12,8 @@ from harness.sweep.cell import prune_key, recover_key
 from tests.sweep.runs import cell_runs, metrics_by_hash
 from tests.test_integrity import damage
 
+pytestmark = pytest.mark.integration
+
 
 def smoke_stages() -> dict[str, tuple[str, str]]:
     """Short names for the smoke grid's stages: P_N (2:4 prune), P_U (unstructured prune),

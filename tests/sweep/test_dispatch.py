@@ -14,13 +14,16 @@ import pytest
 
 from harness.cli import main
 from harness.sweep import dispatch, grid
+from harness.sweep.cell import Cell
 from harness.sweep.tracking import TAG_HASH
 from harness.testing import faults
 from tests.sweep import serve
 from tests.sweep.runs import cell_runs, metrics_by_hash
 
+pytestmark = pytest.mark.system
 
-def smoke_cell(**where) -> grid.Cell:
+
+def smoke_cell(**where) -> Cell:
     _, cells = grid.expand("smoke", {k.replace("_", "."): v for k, v in where.items()})
     (cell,) = cells
     return cell
@@ -56,7 +59,7 @@ def test_pool_matches_local(reference, results):
     assert len(done) == len(reference[0])  # each cell ran once, in one of the two workers
 
 
-def kill_plan() -> tuple[grid.Cell, grid.Cell, str]:
+def kill_plan() -> tuple[Cell, Cell, str]:
     once = smoke_cell(prune_pattern="unstructured", recover_method="none")
     twice = smoke_cell(prune_pattern="2:4", recover_method="sparselora")
     return once, twice, f"{once.hash[:12]}:1,{twice.hash[:12]}:2"

@@ -6,6 +6,8 @@ from harness.cli import main
 from harness.sweep import grid
 from harness.sweep.cell import prune_key, recover_key
 
+pytestmark = pytest.mark.unit
+
 BASE = """name: t
 base:
   prune: {method: wanda, calibration: {samples: 8, batch_size: 8}}

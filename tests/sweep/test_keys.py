@@ -34,6 +34,7 @@ def expand(tmp_path, base: dict, axes: list[dict]):
     ({"sparsity": {"language": 0.5}}, {"prune.distribution": ["equal", "vision_only"]}, 1),
     ({"distribution": "equal"}, {"prune.vision_share": [0.2, 0.4]}, 1),
 ])
+@pytest.mark.unit
 def test_a_field_that_cannot_matter_makes_one_stage_and_leaves_the_label(tmp_path, prune, axis,
                                                                        n_cells):
     cells = expand(tmp_path, {"prune": prune, "recover": {"method": "none"}}, [axis])
@@ -43,6 +44,7 @@ def test_a_field_that_cannot_matter_makes_one_stage_and_leaves_the_label(tmp_pat
     assert all((key in c.label) == (n_cells > 1) for c in cells)
 
 
+@pytest.mark.unit
 def test_nm_sparsity_is_the_patterns_own(tmp_path):
     cells = expand(tmp_path, {"prune": {"pattern": "2:4"}},
                    [{"prune.sparsity": [0.3, 0.6]}, {"prune.pattern": ["2:4", "unstructured"]}])
@@ -58,6 +60,7 @@ def test_nm_sparsity_is_the_patterns_own(tmp_path):
     ({"method": "sparselora"}, {"recover.steps": [1, 2]}, 2),
     ({"method": "lora"}, {"recover.distill": [None, {"weight": 0.0}]}, 1),
 ])
+@pytest.mark.unit
 def test_recovery_fields_that_cannot_matter(tmp_path, recover, axis, n_cells):
     assert len(expand(tmp_path, {"recover": recover}, [axis])) == n_cells
 
@@ -79,6 +82,7 @@ def calibration_file(tmp_path, n: int = 8):
     return src
 
 
+@pytest.mark.integration
 def test_editing_a_layout_or_a_calibration_file_recomputes_what_reads_it_only(tmp_path, results):
     layout = tmp_path / "layout.yaml"
     layout.write_text(LAYOUT.format(bridge="model.multi_modal_projector.linear_1"))
@@ -124,6 +128,7 @@ def test_editing_a_layout_or_a_calibration_file_recomputes_what_reads_it_only(tm
     ("sequential", 32, True),     # several: block-wise before the pipelines were named
     ("blockwise", 32, False),     # a new name, so a new key anyway
 ])
+@pytest.mark.unit
 def test_several_sequential_batches_get_a_key_of_their_own(tmp_path, monkeypatch, propagation,
                                                             batch_size, marked):
     """`sequential` with several batches pruned block-wise before `blockwise` had a name and

@@ -24,6 +24,8 @@ from harness.testing import demo
 from tests.sweep import serve
 from tests.sweep.runs import cell_runs
 
+pytestmark = pytest.mark.system
+
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]"])
 def test_loopback_hosts(host):

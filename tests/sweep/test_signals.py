@@ -21,6 +21,8 @@ from harness.cli import main
 from harness.sweep.tracking import TAG_KIND, tracking_uri
 from tests.sweep.runs import cell_runs, metrics_by_hash
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 600  # seconds: generous, for a busy machine; never a limit on how fast it is
 

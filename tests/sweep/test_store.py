@@ -15,6 +15,8 @@ import pytest
 
 from harness.sweep.tracking import Store, store_problem
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,20 +1,18 @@
 """Sweeps end to end on the smoke grid: MLflow contents, resume, failures, kill -9."""
 
 import os
-import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from harness.cli import main
 from harness.sweep import cache, grid, stages
 from harness.sweep.tracking import TAG_HASH
-from tests.sweep.runs import cell_runs, metrics_by_hash
+from tests.sweep.runs import cell_runs, kill_once_working, metrics_by_hash
 
 
+@pytest.mark.integration
 def test_sweep_logs_every_cell_with_params_metrics_tags_artifacts(reference):
     metrics, run, artifacts, *_ = reference
     _, cells = grid.expand("smoke")
@@ -31,6 +29,7 @@ def test_sweep_logs_every_cell_with_params_metrics_tags_artifacts(reference):
     assert all(m["sparsity/overall"] == pytest.approx(0.5, abs=0.005) for m in pruned)
 
 
+@pytest.mark.integration
 def test_rerun_runs_nothing_and_same_cell_gives_identical_metrics(reference, results):
     assert main(["sweep", "smoke", "--where", "prune.pattern=2:4",
                  "--where", "recover.method=none"]) == 0
@@ -44,10 +43,11 @@ def test_rerun_runs_nothing_and_same_cell_gives_identical_metrics(reference, res
     assert m == reference[0][h]  # identical metrics from a different results folder
     _, cells = grid.expand("smoke", {"prune.pattern": "2:4", "recover.method": "none"})
     again = stages.evaluated(cells[0].spec, force=True)
-    assert again["metrics"] == {k: v for k, v in m.items() if "/" in k and not
-                                k.startswith(("sparsity/", "time/", "target/", "block/"))}
+    assert again.metrics == {k: v for k, v in m.items() if "/" in k and not
+                             k.startswith(("sparsity/", "time/", "target/", "block/"))}
 
 
+@pytest.mark.integration
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, results, capsys):
     p = tmp_path / "fail.yaml"
     p.write_text("""name: failing
@@ -64,14 +64,13 @@ axes: [{model.name: [shapes-llava, no-such-model]}]
     assert "no-such-model" in reason and "not available offline" in reason
 
 
+@pytest.mark.system
 def test_kill_minus_9_then_resume_finishes_each_cell_exactly_once(reference, results):
     env = {**os.environ, "VLMPRUNE_RESULTS": str(results), "TQDM_DISABLE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", "smoke"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    time.sleep(random.Random(os.getpid()).uniform(12, 40))
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_working(proc, results, within=10)
     assert main(["sweep", "smoke"]) == 0
     _, runs = cell_runs(status="FINISHED")
     hashes = [r.data.tags[TAG_HASH] for r in runs]

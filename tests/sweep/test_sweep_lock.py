@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from harness.cli import main
 from tests.sweep.runs import cell_runs, metrics_by_hash
 from tests.sweep.test_signals import Sweep
+
+pytestmark = pytest.mark.system
 
 
 def test_second_sweep_of_a_grid_refuses_and_a_killed_one_does_not_block(reference, results,

@@ -3,6 +3,8 @@ from mlflow.tracking import MlflowClient
 
 from harness.sweep import tracking
 
+pytestmark = pytest.mark.integration
+
 
 def test_the_store_appears_whole_or_not_at_all(results, monkeypatch, tmp_path):
     """A run stopped while MLflow builds its schema leaves no database behind (a half-built

@@ -1,10 +1,13 @@
 import json
 
+import pytest
 from PIL import Image
 
 from harness.world import splits
 from harness.world.scene import render
 from harness.world.splits import materialize, vqa_sample
+
+pytestmark = pytest.mark.unit
 
 
 def test_materialize_writes_pngs_and_jsonl(tmp_path):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from harness.world.scene import CELL, COLORS, GRID, render, sample_scene
 from harness.world.splits import caption_sample, vqa_sample
@@ -9,6 +10,8 @@ from harness.world.text import (
     scene_objects,
     vocabulary,
 )
+
+pytestmark = pytest.mark.unit
 
 
 def test_same_seed_same_pixels():

@@ -12,6 +12,8 @@ from harness.world.splits import vqa_sample
 from harness.zoo import check
 from harness.zoo.train import pixels
 
+pytestmark = pytest.mark.integration
+
 PATH = EMBEDDED["shapes-llava"]
 
 

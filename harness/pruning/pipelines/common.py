@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from harness.models.adapter import Adapter, Block
+from harness.models.layout import linear_path, under
 from harness.pruning.apply import apply_mask
 from harness.pruning.stats import InputStats
 from harness.pruning.types import Target
@@ -132,7 +133,7 @@ def target_of(targets: dict[str, Target], role: str) -> TargetOf:
 
 def full_names(block: Block) -> dict[str, str]:
     """A block's Linears: path in the block -> path in the model."""
-    return {rel: f"{block.name}.{rel}" if rel else block.name for rel in Adapter.linears(block)}
+    return {rel: linear_path(block.name, rel) for rel in Adapter.linears(block)}
 
 
 def segments(adapter: Adapter, roles: Sequence[str]
@@ -147,7 +148,7 @@ def segments(adapter: Adapter, roles: Sequence[str]
 
 
 def in_segment(block: Block, path: str) -> bool:
-    return block.name == path or block.name.startswith(path + ".")
+    return under(block.name, path)
 
 
 @torch.no_grad()

@@ -1,0 +1,104 @@
+"""A cell's result, typed: what the eval stage returns, what its cache folder holds, and how
+MLflow holds it. The one place that knows the result's layout in both stores.
+
+- The eval stage's folder: `result.json` (metrics, sparsity, the prune and recover stages'
+  reports, seconds; indented by one) and `samples.json` (the per-sample predictions).
+- MLflow, one child run per cell: the task metrics under their own names (`task/metric`),
+  and one metric per part under its prefix: `sparsity/<role>` (achieved), `target/<role>`
+  (the prune report's targets), `time/<stage>` (seconds), `block/<role>.<NN>` (achieved
+  per block, from the prune report's layers); the two reports and the samples as JSON
+  artifacts. A result read back from a run (`from_mlflow`) has its metrics, sparsity and
+  seconds; the reports and samples stay in the run's artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# the MLflow prefix of each part of a result logged beside the task metrics (a task metric
+# is `task/metric`, whose task is none of these)
+PREFIXES = ("sparsity", "target", "time", "block")
+ARTIFACTS = {"prune": "sparsity_report.json", "recover": "recovery_report.json",
+             "samples": "eval_samples.json"}
+RESULT, SAMPLES = "result.json", "samples.json"  # the eval stage's files
+
+
+@dataclass
+class CellResult:
+    """What a cell's evaluation gave: task metrics (`shapes_vqa/exact_match`: value),
+    achieved sparsity by role (and `overall`, `nonzero`), the prune and recover stages'
+    reports, seconds by stage (prune, recover, evaluate) and the per-sample predictions."""
+
+    metrics: dict[str, float]
+    sparsity: dict[str, float]
+    prune: dict[str, Any] = field(default_factory=dict)
+    recover: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, Any] = field(default_factory=dict)
+
+    def to_mlflow(self) -> dict[str, float]:
+        """The run's metrics: task metrics, then `sparsity/`, `target/`, `time/`, `block/`."""
+        from harness.pruning.report import by_block  # numpy
+
+        values = dict(self.metrics)
+        values |= {f"sparsity/{k}": v for k, v in self.sparsity.items()}
+        values |= {f"target/{k}": v.get("target", 0.0)
+                   for k, v in self.prune.get("roles", {}).items()}
+        values |= {f"time/{k}": v for k, v in self.seconds.items()}
+        values |= {f"block/{k}": achieved for k, (_, achieved) in by_block(self.prune).items()}
+        return {k: float(v) for k, v in values.items()}
+
+    def artifacts(self) -> dict[str, Any]:
+        """The run's JSON artifacts: file name -> content."""
+        return {ARTIFACTS["prune"]: self.prune, ARTIFACTS["recover"]: self.recover,
+                ARTIFACTS["samples"]: self.samples}
+
+    @classmethod
+    def from_mlflow(cls, metrics: dict[str, float]) -> CellResult:
+        """A result from a run's metrics (`to_mlflow`'s): metrics, sparsity, seconds."""
+        parts: dict[str, dict[str, float]] = {p: {} for p in ("", *PREFIXES)}
+        for k, v in metrics.items():
+            head, rest = split(k)
+            parts[head][rest] = v
+        return cls(metrics=parts[""], sparsity=parts["sparsity"], seconds=parts["time"])
+
+    @classmethod
+    def from_run(cls, run: Any) -> CellResult:
+        """A result from an MLflow run (its metrics; see `from_mlflow`)."""
+        return cls.from_mlflow(run.data.metrics)
+
+    @classmethod
+    def read(cls, folder: Path) -> CellResult:
+        """The result an eval stage's folder holds (`write`'s files)."""
+        stored = json.loads((folder / RESULT).read_text())
+        return cls(metrics=stored["metrics"], sparsity=stored["sparsity"],
+                   prune=stored["prune"], recover=stored["recover"],
+                   seconds=stored["seconds"],
+                   samples=json.loads((folder / SAMPLES).read_text()))
+
+    def write(self, folder: Path) -> None:
+        """The eval stage's files: result.json (all but the samples) and samples.json."""
+        stored = {"metrics": self.metrics, "sparsity": self.sparsity, "prune": self.prune,
+                  "recover": self.recover, "seconds": self.seconds}
+        (folder / RESULT).write_text(json.dumps(stored, indent=1, default=str))
+        (folder / SAMPLES).write_text(json.dumps(self.samples))
+
+
+def split(name: str) -> tuple[str, str]:
+    """An MLflow metric's part and key: `sparsity/vision` -> ("sparsity", "vision"); a task
+    metric -> ("", its name)."""
+    head, sep, rest = name.partition("/")
+    return (head, rest) if sep and head in PREFIXES else ("", name)
+
+
+def columns(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics as a report's columns, in their order: a part's as `<part>.<key>`
+    (`sparsity.vision`, `time.evaluate`), task metrics under their own names."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        head, rest = split(k)
+        out[f"{head}.{rest}" if head else k] = v
+    return out
