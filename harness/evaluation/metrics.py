@@ -11,3 +11,10 @@ def headline(metrics: dict[str, float]) -> list[tuple[str, float]]:
     keep = [k for k in metrics if k.endswith(("/exact_match", "/cider", "/acc"))
             and "_exact_match" not in k.split("/")[-1]]
     return [(k, metrics[k]) for k in (keep or list(metrics)[:2])]
+
+
+def ranked(names) -> list[str]:
+    """Headline metric names with accuracies (exact match, acc) before caption scores
+    (CIDEr): the first is a search's default objective and the reports' y-axis."""
+    keys = [k for k, _ in headline(dict.fromkeys(names, 0.0))]
+    return sorted(keys, key=lambda k: k.endswith("/cider"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from harness.evaluation.metrics import headline
+from harness.evaluation.metrics import ranked
 from harness.report.data import DENSE, Report, aggregate, takes_effect
 
 ROLES_SHOWN = ("vision", "language", "overall")
@@ -181,5 +181,4 @@ def markdown(table: Table) -> str:
 def headline_metrics(report: Report) -> list[str]:
     """The suite's overall scores, for paper-width tables: accuracies (exact match, acc)
     before caption scores (CIDEr), so the first is the figures' y-axis."""
-    keys = [k for k, _ in headline(dict.fromkeys(report.metrics, 0.0))]
-    return sorted(keys, key=lambda k: k.endswith("/cider"))
+    return ranked(report.metrics)

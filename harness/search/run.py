@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError, first_line
-from harness.evaluation.metrics import headline
+from harness.evaluation.metrics import ranked
 from harness.paths import results_dir
 from harness.search import output
 from harness.search import study as st
@@ -293,9 +293,7 @@ def _trial(ctx: TrialContext, study, trial, x, choices: dict, tracker_future: Fu
 def _objective_name(result: CellResult, s) -> str:
     if s.objective:
         return s.objective
-    keys = [k for k, _ in headline(result.metrics)]
-    keys.sort(key=lambda k: k.endswith("/cider"))  # accuracies first, as in reports
-    return keys[0]
+    return ranked(result.metrics)[0]
 
 
 def _objective(result: CellResult, s) -> float:
