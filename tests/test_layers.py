@@ -33,7 +33,7 @@ pytestmark = pytest.mark.unit
 
 BASE = ("harness", "harness.errors", "harness.paths", "harness.fields", "harness.fingerprint",
         "harness.integrity", "harness.jsonl", "harness.yamlfile", "harness.threads",
-        "harness.settings", "harness.testing.faults", "harness.registry")
+        "harness.settings", "harness.testing.faults", "harness.registry", "harness.figstyle")
 # (layer, the modules and packages in it); a module's layer is its longest match
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", BASE),

@@ -25,15 +25,11 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from harness import registry  # noqa: E402
+from harness import figstyle, registry  # noqa: E402
 from harness.report.data import DENSE  # noqa: E402
 from harness.report.tables import metric_label  # noqa: E402
 
-# text.parse_math off: labels come from the store (a cell's label, a method), and mathtext
-# would read "$...$" in them as math, or fail on it ("$\\input{x}$" raised and the report
-# with it); no figure here writes math on purpose
-plt.rcParams.update({"svg.hashsalt": "vlmprune", "font.size": 9, "axes.grid": True,
-                     "grid.alpha": 0.3, "figure.dpi": 120, "text.parse_math": False})
+figstyle.apply()
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 

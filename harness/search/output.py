@@ -8,6 +8,7 @@ import warnings
 
 from rich.table import Table
 
+from harness import figstyle
 from harness.paths import reports_dir
 from harness.search.space import Space
 from harness.search.spec import SearchSpec
@@ -103,6 +104,7 @@ def figures(study, s: SearchSpec, grid_name: str) -> None:
     import optuna
     from optuna.visualization import matplotlib as om
 
+    figstyle.apply()  # the reports' look, and SVGs that rerun to the same bytes
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
         return
