@@ -14,8 +14,8 @@ from tests.sweep.runs import cell_runs, metrics_by_hash
 # Every test is in one tier (docs/decisions/022-test-tiers.md): `unit` (in process, no model
 # or a tiny one), `integration` (in process, real components: the embedded model, MLflow,
 # lmms-eval, sweeps through `main()`), `system` (other processes: the CLI as a subprocess,
-# pool and Ray workers, servers, Chromium, pdflatex, kills). `make test-fast` runs the first
-# two; `make test` all three. A tier is declared with `pytestmark` on a module whose tests
+# pool and Ray workers, servers, Chromium, pdflatex, kills). `make test-fast` runs the unit
+# tier; `make test` all three. A tier is declared with `pytestmark` on a module whose tests
 # share it, or on each function otherwise (never both: `-m unit` must select exactly).
 TIERS = ("unit", "integration", "system")
 
@@ -47,7 +47,10 @@ def _spawns_a_tier(args) -> bool:
     """Whether a command is what only system tests may start: a Python interpreter (the CLI,
     a worker, a server), a browser, LaTeX, or Java (COCO scoring in its own process)."""
     argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
-    exe = Path(os.fsdecode(argv[0]).split()[0]).name if argv else ""
+    words = os.fsdecode(argv[0]).split() if argv else []
+    if not words:
+        return False
+    exe = Path(words[0]).name
     return exe.startswith("python") or exe in _SPAWNERS \
         or os.fsdecode(argv[0]) == sys.executable
 
