@@ -21,23 +21,20 @@ TIERS = ("unit", "integration", "system")
 
 
 def pytest_collection_modifyitems(config, items):
-    wrong = []
+    wrong, rank = [], {}  # rank: a file's highest tier, system first
     for item in items:
         tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
         if len(tiers) != 1:
             wrong.append(f"{item.nodeid} (has: {', '.join(sorted(tiers)) or 'none'})")
+            continue
+        file = item.nodeid.split("::")[0]
+        rank[file] = min(rank.get(file, len(TIERS)), TIERS[::-1].index(tiers.pop()))
     if wrong:
         raise pytest.UsageError(f"{len(wrong)} tests need exactly one of {', '.join(TIERS)} "
                                 f"(see tests/conftest.py): {'; '.join(wrong[:5])}")
-    # system files first, unit files last (stable within a tier): on several xdist processes
-    # the longest files start first and the short ones fill the end, not the other way round
-    rank = {t: i for i, t in enumerate(reversed(TIERS))}
-    first: dict[str, int] = {}
-    for item in items:
-        tier = next(m.name for m in item.iter_markers() if m.name in TIERS)
-        first[item.nodeid.split("::")[0]] = min(first.get(item.nodeid.split("::")[0], 9),
-                                                rank[tier])
-    items.sort(key=lambda item: first[item.nodeid.split("::")[0]])
+    # files stay whole and in order within a tier: on several xdist processes the longest
+    # files start first and the short ones fill the end
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
 _SPAWNERS = ("chromium", "chromium-browser", "pdflatex", "pdftoppm", "java", "ray")

@@ -121,9 +121,7 @@ def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str |
     f = FAMILIES[family]
     prompts: Prompts
     lay: Layout
-    if f.layout is None and layout is None:
-        found = shipped_layout(model.config.model_type)
-        layout = str(found) if found else None
+    layout = layout_file(family, model.config.model_type, layout)
     if f.layout is None or layout is not None:
         if layout is None:
             raise UserError(f"model '{name or model.config.model_type}' needs family: generic "
@@ -164,9 +162,8 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     where = resolve(spec.name)  # the cheap checks first: no torch for a misspelt path
     spec = _own_layout(spec, where)
     config = _config(where, weights, spec.layout)
-    found = shipped_layout(config.model_type)
-    if spec.layout is None and found and FAMILIES[_named(spec, config.model_type)].layout is None:
-        spec = spec.model_copy(update={"layout": str(found)})
+    spec = spec.model_copy(update={"layout": layout_file(_named(spec, config.model_type),
+                                                         config.model_type, spec.layout)})
     import torch
 
     if getattr(config, "vision_config", None) is None and spec.layout is None:
@@ -208,6 +205,15 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
 
 
 LAYOUT_FLAG = "--layout FILE (model.layout in a grid)"
+
+
+def layout_file(family: str, model_type: str, layout: str | None) -> str | None:
+    """The layout file a model loads with: the one named, else, for a family without a
+    layout of its own, the one shipped for its model_type (None: there is none)."""
+    if layout is not None or FAMILIES[family].layout is not None:
+        return layout
+    found = shipped_layout(model_type)
+    return str(found) if found else None
 
 
 def _shipped() -> list[str]:

@@ -29,6 +29,7 @@ from harness.sweep import result
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, quiet_mlflow, store_errors, tracking_uri
 
 DENSE = "dense"  # the column saying a cell is the dense reference
+PARTS = tuple(f"{p}." for p in result.PREFIXES)  # columns of a result's parts (`sparsity.vision`)
 SEED_PARAMS = ("p.seed", "p.prune.calibration.seed", "p.prune.seed", "p.recover.seed")
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "KILLED": "killed",
           "SCHEDULED": "running"}
@@ -135,7 +136,7 @@ def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
         keys += [k for k in row if k not in keys]
     data = {k: [row.get(k) for row in rows] for k in keys}
     for k in keys:
-        if k.startswith(("sparsity.", "target.", "time.", "block.")) or "/" in k:
+        if k.startswith(PARTS) or "/" in k:
             data[k] = [None if v is None else float(v) for v in data[k]]
         elif k.startswith("p."):
             data[k] = [None if v is None else str(v) for v in data[k]]
@@ -191,7 +192,7 @@ def aggregate(report: Report) -> pl.DataFrame:
         return done.with_columns(pl.lit(0).alias("n"))
     keys = [c for c in setting_columns(report) if c in done.columns]
     numeric = [c for c in done.columns if c in report.metrics
-               or c.startswith(("sparsity.", "target.", "time.", "block."))]
+               or c.startswith(PARTS)]
     aggs = [pl.len().alias("n"), pl.col("cell").first(), pl.col("hash").first(),
             pl.col(DENSE).first()]  # one value per setting: `prune` is a setting's
     aggs += [pl.col(c).mean() for c in numeric]
