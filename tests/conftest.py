@@ -1,5 +1,7 @@
+import fcntl
 import multiprocessing.process
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,9 +9,15 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness import threads
 from harness.cli import main
 from harness.sweep.tracking import tracking_uri
 from tests.sweep.runs import cell_runs, metrics_by_hash
+
+# Before a test module imports torch (nothing above does): this process's idle OpenMP
+# threads sleep instead of spinning, as the CLI's do (harness/threads.py). Spinning, the two
+# processes of `make test` on two cores burnt each other's time slices.
+threads.configure()
 
 # Every test is in one tier (docs/decisions/022-test-tiers.md): `unit` (in process, no model
 # or a tiny one), `integration` (in process, real components: the embedded model, MLflow,
@@ -102,14 +110,22 @@ def results(tmp_path, monkeypatch):
 def reference(tmp_path_factory):
     """The smoke grid swept once, uninterrupted, in its own results folder: (metrics by cell
     hash, one run, its artifact names, the folder, metrics with stage times, the folder
-    holding the report the sweep wrote)."""
+    holding the report the sweep wrote). Swept once per test run: the processes of `make
+    test` share it (the first to ask sweeps it, under a lock; the tests only read it)."""
+    base = tmp_path_factory.getbasetemp()
+    # one run's, shared by its workers (pytest-xdist gives each a folder in it)
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, reports = root / "reference" / "results", root / "reference" / "reports"
     mp = pytest.MonkeyPatch()
-    folder = tmp_path_factory.mktemp("reference")
-    reports = tmp_path_factory.mktemp("reference-reports")
     mp.setenv("VLMPRUNE_RESULTS", str(folder))
     mp.setenv("VLMPRUNE_REPORTS", str(reports))
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert main(["sweep", "smoke"]) == 0
+    with open(root / "reference.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "reference" / "swept").exists():
+            shutil.rmtree(root / "reference", ignore_errors=True)  # a worker's that failed
+            assert main(["sweep", "smoke"]) == 0
+            (root / "reference" / "swept").touch()
     _, runs = cell_runs(status="FINISHED")
     out = metrics_by_hash(runs)
     client = MlflowClient(tracking_uri())

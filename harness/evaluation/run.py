@@ -22,6 +22,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from harness.errors import unknown
+from harness.evaluation import meteor, task_index
 from harness.evaluation.hub_data import offline, override, task_sources
 from harness.paths import results_dir
 
@@ -62,15 +63,13 @@ def get_suite(name: str) -> Suite:
 @functools.cache
 def task_manager(include_defaults: bool):
     """lmms-eval's TaskManager with the shapes tasks on its include path (indexing lmms-eval's
-    hundreds of built-in task folders only when a suite needs them). lmms-eval logs through
+    hundreds of built-in task folders only when a suite needs them, from the user cache when
+    it is current: harness/evaluation/task_index.py). lmms-eval logs through
     loguru, whose default prints DEBUG lines while the index is built: warnings only."""
-    from lmms_eval.tasks import TaskManager
-
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
 
-    return TaskManager("WARNING", include_path=str(TASKS_DIR),
-                       include_defaults=include_defaults)
+    return task_index.manager(str(TASKS_DIR), include_defaults)
 
 
 def check_offline(tasks: list[str], tm) -> dict[str, list]:
@@ -111,6 +110,8 @@ def evaluate(adapter: Adapter | None, suite: str = "shapes", run_hash: str = "",
     from harness.evaluation.lmms_model import VlmpruneLM
 
     s = get_suite(suite)
+    if s.builtin:  # its caption tasks score METEOR
+        meteor.make_lazy()
     tm = task_manager(s.builtin)
     found = check_offline(s.tasks, tm) if s.builtin else {}
     if lm is None:

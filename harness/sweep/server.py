@@ -33,6 +33,7 @@ from harness.paths import results_dir
 
 ADMIN = "admin"  # MLflow's default admin user name
 MIN_PASSWORD = 12  # MLflow refuses shorter ones
+JOBS = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 def loopback(host: str) -> bool:
@@ -60,6 +61,10 @@ def command(host: str, port: int, auth: bool = False,
                         "see `vlmprune server -h`), or --insecure on a network you trust")
     results = results_dir().resolve()
     env = _auth_env(results, os.environ) if auth else {}
+    # MLflow's job runner (three more processes: a runner and two huey consumers of 2 and 10
+    # threads) serves its GenAI jobs; sweeps log runs, metrics and files, and never use it
+    if JOBS not in os.environ:  # the user may want it
+        env[JOBS] = "false"
     db = results / "mlflow.db"
     with store_errors():
         if not db.exists():

@@ -139,6 +139,11 @@ def search_process(grid, results, trials: int):
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def running_trial(proc, results) -> None:
+    """Once `proc`'s search runs a trial of its own."""
+    running_workers(proc, results, own=True)
+
+
 @pytest.mark.system
 def test_kill_minus_9_then_resume_completes_exactly_the_trials(tmp_path, results):
     grid = write(tmp_path, TINY)
@@ -155,19 +160,20 @@ def test_kill_minus_9_then_resume_completes_exactly_the_trials(tmp_path, results
 
 @pytest.mark.system
 def test_two_processes_share_one_study_without_repeating_a_trial(tmp_path, results):
+    """Another process's search and this one's, on one study at once: the other is seen
+    running a trial before this one starts (the two then overlap)."""
     grid = write(tmp_path, TINY)
-    procs = [search_process(grid, results, 5)]
-    time.sleep(3)
-    procs.append(search_process(grid, results, 5))
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-2000:]
+    other = search_process(grid, results, 5)
+    running_trial(other, results)
+    assert main(["search", str(grid), "--trials", "5"]) == 0
+    _, err = other.communicate(timeout=600)
+    assert other.returncode == 0, err[-2000:]
     study = load_study(results)
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) >= 5
     assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)
     pids = {info(t)["pid"] for t in done}
-    assert len(pids) == 2  # both processes ran trials
+    assert pids == {other.pid, os.getpid()}  # both processes ran trials
     for name in ("equal", "language_only"):
         assert len([t for t in done if t.user_attrs.get("vlmprune.baseline") == name]) == 1
 
@@ -241,8 +247,9 @@ def pool_search(grid, results, *extra: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def running_workers(proc, results) -> list[int]:
-    """The pids of the workers running trials of `proc`'s search, once there are some."""
+def running_workers(proc, results, own: bool = False) -> list[int]:
+    """The pids of the workers running trials of `proc`'s search, once there are some (with
+    `own`, of `proc` itself)."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -252,7 +259,8 @@ def running_workers(proc, results) -> list[int]:
             running = load_study(results).get_trials(states=(TrialState.RUNNING,))
         except Exception:  # noqa: BLE001 - the study is being created
             continue
-        pids = [info(t)["pid"] for t in running if info(t)["pid"] not in (None, proc.pid)]
+        pids = [info(t)["pid"] for t in running if info(t)["pid"] is not None
+                and (info(t)["pid"] == proc.pid) == own]
         if pids:
             return pids
     if proc.poll() is not None:

@@ -69,10 +69,13 @@ def test_auth_without_an_admin_password_is_refused_in_one_line(tmp_path):
 
 def test_what_each_choice_runs(results, monkeypatch):
     for k in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_AUTH_ADMIN_USERNAME",
-              "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+              "MLFLOW_FLASK_SERVER_SECRET_KEY", server.JOBS):
         monkeypatch.delenv(k, raising=False)
     argv, env = server.command("127.0.0.1", 5000)
-    assert "--app-name" not in argv and env == {}
+    assert "--app-name" not in argv and env == {server.JOBS: "false"}  # no job runner
+    monkeypatch.setenv(server.JOBS, "true")  # unless the user asks for it
+    assert server.command("127.0.0.1", 5000)[1] == {}
+    monkeypatch.delenv(server.JOBS)
     argv, env = server.command("0.0.0.0", 5000, insecure=True)
     assert argv[argv.index("--host") + 1] == "0.0.0.0" and "--app-name" not in argv
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "x" * 12)
