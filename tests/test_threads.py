@@ -44,13 +44,30 @@ def test_cli_sets_passive_waiting_and_reads_grids_without_torch():
     assert p.stdout.split()[-4:] == ["PASSIVE", "False", "False", "False"], p.stderr[-2000:]
 
 
-def predictions(tmp_path, name: str, *flags: str, env: dict | None = None) -> dict:
+def predictions(tmp_path, name: str, *flags: str, env: dict | None = None,
+                here: bool = False) -> dict:
+    """The eval command's predictions, from a process of its own (whose OpenMP reads `env`
+    when torch loads) or, `here`, from `main()` in this process (which the conftest gave
+    the passive policy before torch loaded)."""
     out = tmp_path / f"{name}.json"
-    e = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
-    p = subprocess.run([sys.executable, "-m", "harness.cli", *flags, "eval", "--model",
-                        "shapes-llava", "--suite", "shapes", "--limit", "24", "--out", str(out)],
-                       env=e, capture_output=True, text=True, cwd=ROOT)
-    assert p.returncode == 0, p.stderr[-2000:]
+    args = [*flags, "eval", "--model", "shapes-llava", "--suite", "shapes", "--limit", "24",
+            "--out", str(out)]
+    if here:
+        import torch
+
+        from harness.cli import main
+
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and not env
+        before = torch.get_num_threads()
+        try:
+            assert main(args) == 0
+        finally:
+            torch.set_num_threads(before)  # the next test's, as it was
+    else:
+        e = {**os.environ, "TQDM_DISABLE": "1", **(env or {})}
+        p = subprocess.run([sys.executable, "-m", "harness.cli", *args], env=e,
+                           capture_output=True, text=True, cwd=ROOT)
+        assert p.returncode == 0, p.stderr[-2000:]
     data = json.loads(out.read_text())
     return {t: [s["prediction"] for s in rows] for t, rows in data["samples"].items()} | {
         "metrics": data["metrics"]}
@@ -59,7 +76,7 @@ def predictions(tmp_path, name: str, *flags: str, env: dict | None = None) -> di
 def test_answers_do_not_depend_on_threads_or_wait_policy(tmp_path):
     """The policy (1 or 2 threads, passive) against torch's default (2 spinning threads):
     every prediction of a VQA and a caption slice is the same string."""
-    one = predictions(tmp_path, "one", "--threads", "1")
+    one = predictions(tmp_path, "one", "--threads", "1", here=True)
     two = predictions(tmp_path, "two", "--threads", "2", env={"OMP_WAIT_POLICY": "ACTIVE"})
     assert one == two
     assert len(one["shapes_vqa"]) == 24 and len(one["shapes_caption"]) == 24
