@@ -4,6 +4,8 @@ search's default objective and a report's paper-width tables show."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def headline(metrics: dict[str, float]) -> list[tuple[str, float]]:
     """The metrics a summary shows: the overall score of each task (per-type scores such as
@@ -13,7 +15,7 @@ def headline(metrics: dict[str, float]) -> list[tuple[str, float]]:
     return [(k, metrics[k]) for k in (keep or list(metrics)[:2])]
 
 
-def ranked(names) -> list[str]:
+def ranked(names: Iterable[str]) -> list[str]:
     """Headline metric names with accuracies (exact match, acc) before caption scores
     (CIDEr): the first is a search's default objective and the reports' y-axis."""
     keys = [k for k, _ in headline(dict.fromkeys(names, 0.0))]

@@ -11,25 +11,25 @@ changes. The tasks on the include path (the shapes tasks) are indexed afresh eve
 
 from __future__ import annotations
 
-import hashlib
 import os
 from importlib.metadata import version
 from pathlib import Path
 
+from harness.fingerprint import digest
 from harness.paths import memo_json
 
 SKIPPED = ("__pycache__", ".ipynb_checkpoints")  # as lmms-eval's own walk skips them
 
 
 def _key(tasks_dir: Path) -> str:
-    h = hashlib.sha256(f"lmms-eval {version('lmms_eval')}\n".encode())
+    stamps = []
     for root, dirs, files in os.walk(tasks_dir):
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED)
         for f in sorted(files):
             if f.endswith(".yaml"):
                 st = os.stat(os.path.join(root, f))
-                h.update(f"{os.path.join(root, f)} {st.st_size} {st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+                stamps.append([os.path.join(root, f), st.st_size, st.st_mtime_ns])
+    return digest([version("lmms_eval"), stamps])
 
 
 def manager(include_path: str, include_defaults: bool):
