@@ -51,9 +51,14 @@ paper: $(STAMP)
 # Every test is in one tier (tests/conftest.py): unit, integration, system. `make test` runs
 # them all on $(TEST_WORKERS) processes (pytest-xdist; a file's tests stay on one, so its
 # fixtures are built once); `make test-fast` runs the unit tier: no other process, no browser.
+# Lint runs beside the tests (alone it kept one core busy and the other idle for 10-20 s);
+# its output comes after theirs, and either failing fails `make test`.
 TEST_WORKERS ?= 2
-test: lint
-	$(PY) -m pytest -q -m "not gpu" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_FLAGS)
+test: $(STAMP)
+	@log=$$(mktemp); ($(MAKE) --no-print-directory lint >$$log 2>&1) & lint=$$!; \
+	$(PY) -m pytest -q -m "not gpu" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_FLAGS); t=$$?; \
+	wait $$lint; l=$$?; cat $$log; rm -f $$log; \
+	if [ $$l -ne 0 ]; then echo "make test: lint failed (make lint)"; exit $$l; fi; exit $$t
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "unit and not gpu" $(PYTEST_FLAGS)
