@@ -51,6 +51,9 @@ def _models(a: argparse.Namespace) -> int:
         blocks = adapter.blocks(role)
         print(f"  {role:9s} {len(blocks):3d} blocks  {len(adapter.role_linears(role)):4d} "
               f"Linears  {adapter.parameter_count(role):>12,d} prunable weights")
+    for role in ("vision", "bridge", "language"):
+        print(f"  {role:9s} {', '.join(adapter.layout.paths(role)) or '-'}")
+    print(f"  {'excluded':9s} {', '.join(adapter.layout.exclude) or '-'}")
     return 0
 
 

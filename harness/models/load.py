@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from harness.errors import UserError, first_line, unknown
-from harness.models import blip, generic, llava
+from harness.models import auto, blip, chat, generic, llava
 from harness.models.layout import Layout, Prompts
-from harness.models.locate import EMBEDDED, LAYOUTS, local_folder, shipped_layout
+from harness.models.locate import EMBEDDED, local_folder, shipped_layout
 
 if TYPE_CHECKING:  # torch loads with the first model, not with a grid file
     from torch import nn
@@ -122,14 +122,18 @@ def adapter_for(model: nn.Module, processor, family: str = "auto", layout: str |
     prompts: Prompts
     lay: Layout
     layout = layout_file(family, model.config.model_type, layout)
-    if f.layout is None or layout is not None:
-        if layout is None:
-            raise UserError(f"model '{name or model.config.model_type}' needs family: generic "
-                            "with a layout file (module paths of vision, bridge, language)")
+    if layout is not None:
         lay, prompts = generic.load_layout(layout)
-    else:
+        source = layout
+    elif f.layout is not None:
         lay, prompts = f.layout(model), f.prompts or Prompts()
-    _check_paths(model, lay, layout or f"the {family} layout")
+        source = f"the {family} layout"
+    else:  # nothing written for this model: its roles and prompts read from it
+        lay = auto.detect(model)
+        prompts = chat.prompts_from(processor) if processor is not None else Prompts()
+        source = f"{name or model.config.model_type} (roles found from its config)"
+    _check_paths(model, lay, source)
+    auto.partition(model, lay, source)
     from harness.models.adapter import Adapter
 
     return Adapter(model, processor, lay, family, prompts, name)
@@ -166,6 +170,8 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
                                                          config.model_type, spec.layout)})
     import torch
 
+    if spec.layout is None:
+        auto.refuse_early(where, config)
     if getattr(config, "vision_config", None) is None and spec.layout is None:
         raise UserError(f"{where}: model_type '{config.model_type}' has no vision_config: a "
                         "text-only model, not a vision-language model (vlmprune prunes VLMs; a "
@@ -216,10 +222,6 @@ def layout_file(family: str, model_type: str, layout: str | None) -> str | None:
     return str(found) if found else None
 
 
-def _shipped() -> list[str]:
-    return sorted(p.stem for p in LAYOUTS.glob("*.yaml"))
-
-
 def _named(spec: ModelSpec, model_type: str) -> str:
     return family_of(model_type) if spec.family == "auto" else spec.family
 
@@ -227,29 +229,21 @@ def _named(spec: ModelSpec, model_type: str) -> str:
 def _family(spec: ModelSpec, where: str, model_type: str) -> str:
     """The family a model loads as, decided from its config before anything loads: a family
     named for another model_type is refused (its class would load the weights it can and
-    leave the rest: a VipLLaVA as a LLaVA lost its projector's LayerNorm), and so is a
-    model_type with neither a built-in family nor a shipped layout when no layout file is
-    given."""
+    leave the rest: a VipLLaVA as a LLaVA lost its projector's LayerNorm). A model_type
+    with neither a built-in family, a shipped layout nor a layout file loads as `generic`
+    with its roles found from its config (models/auto.py)."""
     family = _named(spec, model_type)
     f = FAMILIES[family]
     if spec.family not in ("auto", "generic") and model_type not in f.model_types:
         right, shipped = family_of(model_type), shipped_layout(model_type)
         fix = (f"give --family auto (here: {right})" if FAMILIES[right].layout else
                f"give --family auto (here: the shipped layout {shipped})" if shipped else
-               f"no built-in family has it: give a layout file, {LAYOUT_FLAG}")
+               "give --family auto (here: roles found from its config) or a layout file, "
+               f"{LAYOUT_FLAG}")
         raise UserError(
             f"{where}: --family (model.family) '{family}' is for model_type "
             f"{' or '.join(repr(m) for m in f.model_types)}, but its config.json says "
             f"model_type '{model_type}'; {fix}")
-    if f.layout is None and spec.layout is None:
-        if spec.family == "generic":
-            raise UserError(f"{where}: --family (model.family) generic needs a layout file: "
-                            f"{LAYOUT_FLAG}")
-        built = ", ".join(m for g in FAMILIES.values() for m in g.model_types)
-        raise UserError(f"{where}: model_type '{model_type}' has no built-in layout (built in: "
-                        f"{built}; shipped layouts: {', '.join(_shipped())}); name its vision, "
-                        f"bridge and language modules in a layout file: {LAYOUT_FLAG}, or ship "
-                        f"it as harness/models/layouts/{model_type}.yaml")
     return family
 
 

@@ -46,7 +46,10 @@ def test_bad_layout_names_file_and_field(tmp_path, text, field):
     assert "bad.yaml" in msg and f"'{field}'" in msg and "\n" not in msg
 
 
-def test_generic_without_layout_is_a_user_error():
+def test_generic_without_layout_finds_the_roles_itself():
+    """family: generic with no layout file reads the roles from the model (models/auto.py):
+    for a LLaVA, the LLaVA family's own."""
     model, proc = tiny_llava()
-    with pytest.raises(UserError, match="layout"):
-        adapter_for(model, proc, "generic")
+    found, written = adapter_for(model, proc, "generic"), adapter_for(model, proc, "llava")
+    assert found.layout == written.layout and found.family == "generic"
+    assert "<image>" in found.prompts.vqa  # the processor's image token

@@ -138,23 +138,29 @@ def test_missing_or_unexpected_weights_are_an_error(tmp_path):
 
 
 @pytest.mark.unit
-def test_a_model_without_a_built_in_layout_is_told_to_give_one_before_it_loads(
-        tmp_path, monkeypatch, capsys):
+def test_a_model_without_a_layout_loads_with_the_roles_found_in_it(tmp_path, monkeypatch,
+                                                                   capsys):
+    """No Python family, no shipped layout, no layout file: the roles come from the model's
+    config and module tree (models/auto.py), the same as the hand-written layout's, and the
+    prompts from its processor (here: its image token); a saved prune reloads by path."""
     from harness.cli import main
-    from harness.models import load as loading
     from harness.models import locate
+    from harness.models.generic import load_layout
     from harness.testing.tiny_more import tiny_qwen2_vl
 
     folder = saved(tiny_qwen2_vl(), tmp_path / "qwen")
     capsys.readouterr()  # what saving printed
     (tmp_path / "none").mkdir()
-    for module in (locate, loading):  # as if no layout were shipped for qwen2_vl
-        monkeypatch.setattr(module, "LAYOUTS", tmp_path / "none")
-    no_loading(monkeypatch)
-    assert main(["inspect", folder]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--layout" in err and "qwen2_vl.yaml" in err, err
-    assert "grid" not in err.split("--layout")[0]
+    monkeypatch.setattr(locate, "LAYOUTS", tmp_path / "none")  # as if none were shipped
+    adapter = load(ModelSpec(name=folder))
+    written, _ = load_layout(LAYOUTS / "qwen2_vl.yaml")
+    assert (adapter.layout.vision, adapter.layout.bridge, adapter.layout.language) == \
+        (written.vision, written.bridge, written.language)
+    assert adapter.family == "generic" and "<|image_pad|>" in adapter.prompts.vqa
+    assert adapter.prompts.question("what?").endswith("what?")
+    assert main(["inspect", folder]) == 0
+    out = capsys.readouterr().out
+    assert "model.visual.blocks" in out and "model.visual.merger" in out, out
 
 
 @pytest.mark.unit
