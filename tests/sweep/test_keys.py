@@ -68,6 +68,7 @@ def test_recovery_fields_that_cannot_matter(tmp_path, recover, axis, n_cells):
 LAYOUT = """vision: [model.vision_tower.encoder.layers]
 bridge: [{bridge}]
 language: [model.language_model.layers]
+exclude: [{exclude}]
 """
 
 
@@ -85,7 +86,9 @@ def calibration_file(tmp_path, n: int = 8):
 @pytest.mark.integration
 def test_editing_a_layout_or_a_calibration_file_recomputes_what_reads_it_only(tmp_path, results):
     layout = tmp_path / "layout.yaml"
-    layout.write_text(LAYOUT.format(bridge="model.multi_modal_projector.linear_1"))
+    # the projector's second Linear left out by name (every Linear is in a role or excluded)
+    layout.write_text(LAYOUT.format(bridge="model.multi_modal_projector.linear_1",
+                                    exclude="lm_head, model.multi_modal_projector.linear_2"))
     cal = calibration_file(tmp_path)
     g = tmp_path / "inputs.yaml"
     g.write_text(yaml.safe_dump({
@@ -108,7 +111,8 @@ def test_editing_a_layout_or_a_calibration_file_recomputes_what_reads_it_only(tm
                for r in runs}
     # the layout now names the projector's second Linear too: both cells change
     layout.write_text(LAYOUT.format(bridge="model.multi_modal_projector.linear_1, "
-                                           "model.multi_modal_projector.linear_2"))
+                                           "model.multi_modal_projector.linear_2",
+                                    exclude="lm_head"))
     runs, prunes2 = sweep()
     assert len(runs) == 4 and len(prunes2 - prunes) == 2
     new = [r for r in runs if r.data.metrics["sparsity/nonzero"] not in nonzero.values()]
