@@ -68,7 +68,10 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
             v = {i: c for i, c in v.items() if int(i) < LAYERS}
         out[k] = v
     rope = out.get("rope_parameters")
-    if isinstance(rope, dict) and "mrope_section" in rope:
+    # multimodal RoPE (Qwen-VL and kin) splits a head's rotary half in three; plain RoPE
+    # ignores the field
+    if isinstance(rope, dict) and ("mrope_section" in rope or
+                                   str(config.get("model_type", "")).endswith("_text")):
         half = out.get("head_dim", 16) // 2
         rope["mrope_section"] = [half - 2 * (half // 3), half // 3, half // 3]
     return out
@@ -93,3 +96,115 @@ def tiny_model(model_type: str, seed: int = 0, meta: bool = False) -> torch.nn.M
             return cls(config).eval()
     torch.manual_seed(seed)
     return cls(config).eval()
+
+
+# ---- with a processor ------------------------------------------------------------------------
+_OWN = {"self", "image_processor", "tokenizer", "video_processor", "audio_processor",
+        "feature_extractor", "chat_template", "kwargs", "args"}
+# processor arguments read from the model's config under another name
+_SAME_AS = {"img_size": ("image_size",), "image_seq_len": ("image_seq_length",
+                                                          "mm_tokens_per_image"),
+            "image_seq_length": ("image_seq_length", "mm_tokens_per_image"),
+            "num_image_tokens": ("image_seq_length", "mm_tokens_per_image")}
+
+
+def _from_config(config, name: str):
+    for where in (config, getattr(config, "vision_config", None),
+                  getattr(config, "text_config", None)):
+        for key in (name, *_SAME_AS.get(name, ())):
+            value = getattr(where, key, None) if where is not None else None
+            if value is not None:
+                return value
+    return None
+
+
+def _processor_parts(model_type: str):
+    """The processor class, and its image and video processor classes (None: it has none)."""
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+    from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING_NAMES
+
+    def pick(names):
+        if isinstance(names, dict):
+            names = names.get("torchvision") or names.get("pil")
+        elif isinstance(names, tuple):
+            names = next((n for n in names if n), None)
+        return getattr(tf, names) if names else None
+
+    return (getattr(tf, PROCESSOR_MAPPING_NAMES[model_type]),
+            pick(IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)),
+            pick(VIDEO_PROCESSOR_MAPPING_NAMES.get(model_type)))
+
+
+def _sized(image_processor, config):
+    """The image processor at the vision tower's image size (its defaults and the config's
+    may differ: a 224 px processor for a 336 px tower)."""
+    side = getattr(getattr(config, "vision_config", None), "image_size", None)
+    if isinstance(side, (list, tuple)):
+        side = side[0]
+    if not isinstance(side, int):
+        return image_processor
+    for attr in ("size", "crop_size"):
+        size = getattr(image_processor, attr, None)
+        if size is None:
+            continue
+        fields = dict(size) if isinstance(size, dict) else dict(vars(size))
+        fixed = {k: side for k, v in fields.items() if isinstance(v, int) and
+                 k in ("height", "width", "shortest_edge", "longest_edge")}
+        if fixed:
+            setattr(image_processor, attr, fixed if isinstance(size, dict) else
+                    type(size)(**{**fields, **fixed}))
+    return image_processor
+
+
+def tiny_pair(model_type: str, seed: int = 0):
+    """(model, processor) of `model_type` at toy size: the architecture's own processor over its
+    default image processor and the shapes word tokenizer holding every special token the
+    processor names; the model's token ids set to that tokenizer's."""
+    import inspect
+
+    from harness.testing.tiny_more import tokenizer
+
+    config = tiny_config(model_type)
+    proc_cls, image_cls, video_cls = _processor_parts(model_type)
+    sig = inspect.signature(proc_cls.__init__).parameters
+    kwargs = {p: v for p in sig if p not in _OWN and (v := _from_config(config, p)) is not None}
+    if "video_processor" in sig:
+        kwargs["video_processor"] = video_cls() if video_cls is not None else None
+    tokens: dict[str, str] = {}
+    proc = None
+    for _ in range(8):  # the processor names tokens; the tokenizer must hold them
+        tok = tokenizer(tokens)
+        try:
+            proc = proc_cls(image_processor=_sized(image_cls(), config), tokenizer=tok,
+                            **kwargs)
+        except AttributeError as e:  # it reads a named token off the tokenizer
+            missing = re.search(r"attribute '?(\w+?_token)(_id)?'?$", str(e))
+            if missing is None or missing.group(1) in tokens:
+                raise
+            tokens[missing.group(1)] = f"<{missing.group(1)}>"
+            continue
+        named = {k: v for k, v in vars(proc).items()
+                 if k.endswith("_token") and isinstance(v, str) and v}
+        if all(v in tokens.values() for v in named.values()):
+            break
+        tokens |= {k: v for k, v in named.items() if v not in tokens.values()}
+    assert proc is not None
+    tok = proc.tokenizer
+    for where in (config, getattr(config, "text_config", None)):
+        if where is None:
+            continue
+        for name, text in tokens.items():
+            for key in (f"{name}_id", f"{name}_index"):
+                if getattr(where, key, None) is not None:
+                    setattr(where, key, tok.convert_tokens_to_ids(text))
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if hasattr(where, key):
+                setattr(where, key, getattr(tok, key))
+    cls = getattr(tf, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    return model, proc
