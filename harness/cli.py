@@ -12,7 +12,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from harness import jsonl, settings, threads
+from harness import hub, jsonl, settings, threads
 from harness.errors import EXIT_USAGE, UserError, first_line, validate
 from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
 from harness.fields import name_flag
@@ -62,8 +62,11 @@ def _prune(a: argparse.Namespace) -> int:
     from harness.pruning.spec import read_file
 
     spec = read_file(a.spec)
-    if spec.calibration is not None and spec.calibration.source != "shapes":
-        jsonl.rows(spec.calibration.source, *jsonl.CALIBRATION)  # before the model loads
+    cal = spec.calibration
+    if cal is not None and hub.is_source(cal.source):  # before the model loads
+        hub.located(jsonl.CALIBRATION[0], cal.source, cal.split)
+    elif cal is not None and cal.source != "shapes":
+        jsonl.rows(cal.source, *jsonl.CALIBRATION)
     model = _model_spec(a)
     if a.out is not None and (a.out.is_file() or (a.out.is_dir() and any(a.out.iterdir())
                                                   and not (a.out / "vlmprune.json").exists())):

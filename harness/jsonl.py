@@ -52,7 +52,8 @@ RECOVERY = ("recover.data.source", ("image", "answer"), ("prompt",))
 
 def check_sources(cell, seen: set | None = None) -> None:
     """The JSONL files a cell's calibration and recovery read, checked whole before any
-    model loads (`shapes` and datasets folders are not JSONL); `seen` skips files checked
+    model loads (`shapes`, hub sources and datasets folders are not JSONL: `sweep/checks.py`
+    finds hub sources); `seen` skips files checked
     for an earlier cell."""
     seen = set() if seen is None else seen
     wanted: list[tuple[str, tuple]] = []
@@ -61,7 +62,8 @@ def check_sources(cell, seen: set | None = None) -> None:
     if getattr(cell, "recover", None) is not None and cell.recover.method != "none":
         wanted.append((cell.recover.data.source, RECOVERY))
     for source, kind in wanted:
-        if source == "shapes" or Path(source).is_dir() or (source, kind) in seen:
+        if source == "shapes" or source.startswith("hf:") or Path(source).is_dir() \
+                or (source, kind) in seen:
             continue
         rows(source, *kind)
         seen.add((source, kind))

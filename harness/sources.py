@@ -1,7 +1,7 @@
 """The sample sources calibration (pruning) and recovery (training) both read: the shapes
 world's train split, and JSONL files of images with text (each reader names its keys), in a
-seeded order. Each stage keeps its own schedule of which items it takes; this is where an
-item is read."""
+seeded order, and hub datasets in the local Hugging Face cache (`hf:REPO[:CONFIG]`). Each
+stage keeps its own schedule of which items it takes; this is where an item is read."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from harness import jsonl
+from harness.errors import UserError
 from harness.world.scene import render
 from harness.world.splits import caption_sample, vqa_sample
 
@@ -50,3 +51,46 @@ def order(n: int, seed: int) -> np.ndarray:
 def image(source: str | Path, row: dict) -> Image.Image:
     """A JSONL row's image (its path is relative to the file), as RGB."""
     return Image.open(Path(source).parent / row["image"]).convert("RGB")
+
+
+# ---- hub datasets: `hf:REPO[:CONFIG]` --------------------------------------------------------
+def hub_rows(field: str, source: str, split: str, columns: dict[str, str]):
+    """A hub source's split as a `datasets.Dataset`, with the columns named in `columns`
+    (what -> column) checked: one line naming the missing column and those there are."""
+    import datasets
+
+    from harness import hub
+
+    where = hub.located(field, source, split)
+    _, config = hub.source_name(source)
+    with hub.quiet():
+        table = datasets.load_dataset(where.path, config, split=split,
+                                      cache_dir=hub.datasets_cache())
+    for what, column in columns.items():
+        if column not in table.column_names:
+            raise UserError(f"{field}: {source} (split '{split}') has no column '{column}' "
+                            f"for its {what}; its columns: {', '.join(table.column_names)}")
+    return table
+
+
+def hub_image(value, where: str) -> Image.Image:
+    """A dataset row's image: decoded by datasets, raw bytes, or a path in the dataset's
+    folder."""
+    import io
+
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict) and value.get("bytes"):
+        return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
+    path = value.get("path") if isinstance(value, dict) else value
+    if isinstance(path, str) and (Path(where) / path).is_file():
+        return Image.open(Path(where) / path).convert("RGB")
+    raise UserError(f"an image that is not in the dataset: {str(path)[:120]!r} (a URL or a "
+                    f"file outside {where}; images must be in the dataset or beside it)")
+
+
+def hub_text(value) -> str:
+    """A text cell: a string, or the first of a list of them (captions)."""
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str)), "")
+    return value if isinstance(value, str) else str(value)

@@ -7,8 +7,8 @@ function as at the top (a function-local import is the same dependency, paid lat
   jsonl, yamlfile, threads), the registry (which names the entries of higher layers as
   strings, imported when used), and the tests' fault hook (testing.faults), which a worker
   calls from one line;
-- world: the synthetic shapes world, and `sources`, which reads its samples (and JSONL files)
-  for calibration and recovery;
+- world: the synthetic shapes world, `sources`, which reads its samples (and JSONL files)
+  for calibration and recovery, and `hub`, which finds hub datasets on this machine;
 - models: adapters and loading, and the embedded model's definition and training (zoo/);
 - stages: pruning, evaluation, recovery, and the zoo's check (which prunes and scores);
 - sweep: grids, the stage cache, executors, MLflow, and the search built on them;
@@ -37,7 +37,7 @@ BASE = ("harness", "harness.errors", "harness.paths", "harness.fields", "harness
 # (layer, the modules and packages in it); a module's layer is its longest match
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", BASE),
-    ("world", ("harness.world", "harness.sources")),
+    ("world", ("harness.world", "harness.sources", "harness.hub")),
     ("models", ("harness.models", "harness.zoo")),
     ("stages", ("harness.pruning", "harness.evaluation", "harness.recovery",
                 "harness.zoo.check")),

@@ -15,28 +15,15 @@ were found.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from harness import hub
 from harness.errors import UserError
-
-PACKAGED = ("json", "csv", "parquet", "arrow", "text", "imagefolder")
+from harness.hub import Located, offline  # noqa: F401 - re-exported: evaluation reads them
 
 # Configs a task's code reads besides its own: task -> [(config, split)] of the same repo.
 EXTRA = {"gqa": [("testdev_balanced_images", "testdev")]}
-
-
-@dataclass(frozen=True)
-class Located:
-    repo: str  # the dataset as the task names it (a hub id)
-    path: str  # what `load_dataset` is given: a snapshot folder, or the hub id (datasets cache)
-    kind: str  # "snapshot" | "datasets cache" | "local"
-    identity: str  # snapshot folder or cache folder: what a stored result depends on
 
 
 def datasets_cache() -> str:
@@ -47,101 +34,10 @@ def datasets_cache() -> str:
     return _resolve_hf_datasets_cache_dir()
 
 
-def hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def offline() -> None:
-    """No hub at run time: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE default to 1, and the copies
-    huggingface_hub and datasets took of them when first imported follow (a library caller may
-    have imported them before any of our code set the variables). A user who sets either to 0
-    keeps the hub."""
-    import datasets
-    from huggingface_hub import constants
-
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(var, "1")
-    on = all(os.environ[v].strip().lower() in ("1", "true", "yes", "on")
-             for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    constants.HF_HUB_OFFLINE = on
-    datasets.config.HF_HUB_OFFLINE = on
-
-
-@contextlib.contextmanager
-def _quiet():
-    """datasets announces every offline cache hit as a warning; the check is not news."""
-    log = logging.getLogger("datasets")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def _splits(builder) -> list[str]:
-    files = getattr(builder.config, "data_files", None)
-    if files:
-        return list(files)
-    return list(builder.info.splits or {})
-
-
-def _snapshot(repo: str) -> str | None:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(repo, repo_type="dataset", local_files_only=True)
-    except Exception:
-        return None
-
-
 def locate(task: str, repo: str, name: str | None, split: str) -> Located:
-    """Where `repo` (config `name`, split `split`) loads from offline, checked by building the
-    loader's own dataset builder; a one-line `UserError` with a working remedy otherwise."""
-    import datasets
-
-    offline()
-    if repo in PACKAGED or Path(repo).is_dir():
-        return Located(repo, repo, "local", str(Path(repo).resolve()) if repo not in PACKAGED
-                       else repo)
-    what = f"config '{name}', split '{split}'" if name else f"split '{split}'"
-    folder = _snapshot(repo)
-    if folder is not None:
-        try:
-            with _quiet():
-                builder = datasets.load_dataset_builder(folder, name, cache_dir=datasets_cache())
-        except Exception as e:
-            raise UserError(f"task {task}: the hub snapshot of {repo} at {folder} cannot be read "
-                            f"for {what} ({_line(e)}); download it whole: `hf download {repo} "
-                            f"--repo-type dataset`") from None
-        if split not in _splits(builder):
-            raise UserError(f"task {task}: the hub snapshot of {repo} at {folder} has no split "
-                            f"'{split}' (has: {', '.join(_splits(builder)) or 'none'}); download "
-                            f"it whole: `hf download {repo} --repo-type dataset`")
-        return Located(repo, folder, "snapshot", folder)
-    try:
-        with _quiet():
-            builder = datasets.load_dataset_builder(repo, name, cache_dir=datasets_cache())
-    except Exception as e:
-        if "Couldn't find cache" in str(e) and "for config" in str(e):  # cached, not that one
-            raise UserError(f"task {task}: the datasets cache of {repo} under {datasets_cache()} "
-                            f"has no {what}: {_line(e)}") from None
-        raise UserError(
-            f"task {task}: its dataset {repo} is not on this machine (no hub snapshot under "
-            f"{hub_cache()}, no datasets cache under {datasets_cache()}); where the hub is "
-            f"reachable run `hf download {repo} --repo-type dataset` and bring that hub folder "
-            f"here (or point HF_HOME at it)") from None
-    if split not in _splits(builder):
-        raise UserError(f"task {task}: the datasets cache of {repo} at {builder.cache_dir} has "
-                        f"no split '{split}' (has: {', '.join(_splits(builder)) or 'none'})")
-    return Located(repo, repo, "datasets cache", str(builder.cache_dir))
-
-
-def _line(e: Exception) -> str:
-    text = " ".join(str(e).split())
-    return text[:300] or type(e).__name__
+    """Where a task's `repo` (config `name`, split `split`) loads from offline, in the cache
+    folder lmms-eval's loader uses (`harness/hub.py`)."""
+    return hub.locate(f"task {task}", repo, name, split, datasets_cache())
 
 
 def task_sources(task: str, config: dict) -> list[Located]:
@@ -181,7 +77,7 @@ def gqa_docs(dataset, images: str):
     folder or the hub id) instead of the hub: each question gets its image by `imageId`."""
     import datasets
 
-    with _quiet():
+    with hub.quiet():
         table = datasets.load_dataset(images, "testdev_balanced_images", split="testdev",
                                       cache_dir=datasets_cache())
     raw = table.cast_column("image", datasets.Image(decode=False))

@@ -1,15 +1,16 @@
 """Calibration batches: image + text samples run through the model while pruning.
 
 `shapes` draws from the shapes world's train split (questions with their answers and
-captions, alternating); any other source is a JSONL file of {"image": path, "text": str},
-image paths relative to the file.
+captions, alternating); `hf:REPO[:CONFIG]` a hub dataset in the local HF cache (image and
+caption columns, the caption after the model's caption prompt); any other source is a JSONL
+file of {"image": path, "text": str}, image paths relative to the file.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from harness import jsonl, sources
+from harness import hub, jsonl, sources
 from harness.models.adapter import Adapter
 from harness.pruning.spec import CalibrationSpec
 
@@ -26,9 +27,24 @@ def samples(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[Any, str]]:
             im, question, answer = sources.shapes_item(j, caption=bool(i % 2))
             out.append((im, f"{adapter.prompt_for(question)} {answer}"))  # "": a caption
         return out
+    if hub.is_source(spec.source):
+        return _hub(spec, adapter)
     rows = sources.rows(spec.source, jsonl.CALIBRATION)
     picked = sources.order(len(rows), spec.seed)[:spec.samples]
     return [(sources.image(spec.source, rows[i]), rows[i]["text"]) for i in picked]
+
+
+def _hub(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[Any, str]]:
+    """Image-caption pairs of a hub dataset, drawn by seed, each caption after the model's own
+    caption request (the prompt evaluation asks for a caption with)."""
+    field = jsonl.CALIBRATION[0]
+    table = sources.hub_rows(field, spec.source, spec.split,
+                             {"images": spec.image, "texts": spec.text})
+    where = hub.located(field, spec.source, spec.split).path
+    picked = sources.order(len(table), spec.seed)[:spec.samples]
+    rows = table.select([int(i) for i in picked])
+    return [(sources.hub_image(row[spec.image], where),
+             f"{adapter.prompt_for('')} {sources.hub_text(row[spec.text])}") for row in rows]
 
 
 def batches(spec: CalibrationSpec, adapter: Adapter) -> list[dict]:

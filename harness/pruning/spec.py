@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from harness import registry, yamlfile
 from harness.errors import UserError, unknown, validate
@@ -51,12 +58,41 @@ if TYPE_CHECKING:
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
+HUB_FIELDS = ("split", "image", "text")
+
+
 class CalibrationSpec(BaseModel):
+    """`calibration:` of a prune spec. `source`: "shapes" (the embedded world), a JSONL file
+    of {"image": path, "text": str}, or a hub dataset in the local HF cache,
+    `hf:REPO[:CONFIG]`, read from its `split` with its `image` and `text` columns (a list of
+    captions gives its first)."""
+
     model_config = ConfigDict(extra="forbid")
-    source: str = "shapes"  # "shapes", or a JSONL file of {"image": path, "text": str}
+    source: str = "shapes"
     samples: int = Field(128, ge=1)
     batch_size: int = Field(128, ge=1)  # all samples in one batch: one pass per block
     seed: Seed = 0
+    split: str = "train"
+    image: str = "image"
+    text: str = "text"
+
+    @model_validator(mode="after")
+    def _hub_fields(self) -> CalibrationSpec:
+        given = [f for f in HUB_FIELDS if f in self.model_fields_set]
+        if given and not self.source.startswith("hf:"):
+            raise ValueError(f"{', '.join(given)}: only with a hub source (source: "
+                             f"hf:REPO[:CONFIG]); source is '{self.source}'")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """The hub fields only for a hub source: the specs (and stage keys) of the other
+        sources stay as they were before the fields existed."""
+        data = handler(self)
+        if not self.source.startswith("hf:"):
+            for f in HUB_FIELDS:
+                data.pop(f, None)
+        return data
 
 
 # how `distribution` spreads a sparsity over roles; any other value names an allocation (a

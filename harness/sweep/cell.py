@@ -19,11 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness import fingerprint
+from harness import fingerprint, hub
 from harness.errors import UserError
 from harness.evaluation.run import TASKS_DIR, check_offline, suites, task_manager
 from harness.fields import Seed
 from harness.fingerprint import digest
+from harness.jsonl import CALIBRATION
 from harness.models.load import ModelSpec
 from harness.models.locate import model_content
 from harness.pruning.spec import PruneSpec
@@ -109,9 +110,13 @@ def _builtin_data(tasks: tuple[str, ...]) -> str:
 def prune_key(c: CellSpec) -> str:
     model = c.model.keyed(exclude={"device"})  # the field's old name: keys stay as they were
     inputs: dict[str, object] = {"model": model_content(c.model)}
-    if c.prune and c.prune.calibration and c.prune.calibration.source != "shapes":
-        inputs["calibration"] = fingerprint.of_source(c.prune.calibration.source)
     cal = c.prune.calibration if c.prune else None
+    if cal is not None and hub.is_source(cal.source):
+        # a snapshot is named by its commit, a datasets cache by its folder (as the data of
+        # built-in suites is)
+        inputs["calibration"] = hub.located(CALIBRATION[0], cal.source, cal.split).identity
+    elif cal is not None and cal.source != "shapes":
+        inputs["calibration"] = fingerprint.of_source(cal.source)
     if c.prune and cal and c.prune.propagation == "sequential" and cal.samples > cal.batch_size:
         # several batches under `sequential` ran block-wise statistics before the pipelines
         # were named (now `blockwise`); the same spec now prunes Linear by Linear, so it

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import jsonl
+from harness import hub, jsonl
 from harness.errors import UserError
 from harness.evaluation.run import TASKS_DIR, check_offline, get_suite, task_manager
 from harness.models.locate import model_folder
@@ -64,6 +64,11 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False, kind: str = "
                             "and runs the others)")
         try:
             jsonl.check_sources(cell.spec, sources)
+            cal = cell.spec.prune.calibration if cell.spec.prune else None
+            if cal is not None and hub.is_source(cal.source) \
+                    and (cal.source, cal.split) not in sources:
+                hub.located(jsonl.CALIBRATION[0], cal.source, cal.split)
+                sources.add((cal.source, cal.split))
         except UserError as e:
             raise UserError(f"{where}{e}") from None
         p = cell.spec.prune
