@@ -5,13 +5,14 @@ stage keeps its own schedule of which items it takes; this is where an item is r
 
 from __future__ import annotations
 
+import io
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from harness import jsonl
+from harness import hub, jsonl
 from harness.errors import UserError
 from harness.world.scene import render
 from harness.world.splits import caption_sample, vqa_sample
@@ -59,7 +60,6 @@ def hub_rows(field: str, source: str, split: str, columns: dict[str, str]):
     (what -> column) checked: one line naming the missing column and those there are."""
     import datasets
 
-    from harness import hub
 
     where = hub.located(field, source, split)
     _, config = hub.source_name(source)
@@ -76,8 +76,6 @@ def hub_rows(field: str, source: str, split: str, columns: dict[str, str]):
 def hub_image(value, where: str) -> Image.Image:
     """A dataset row's image: decoded by datasets, raw bytes, or a path in the dataset's
     folder."""
-    import io
-
     if isinstance(value, Image.Image):
         return value.convert("RGB")
     if isinstance(value, dict) and value.get("bytes"):

@@ -6,6 +6,7 @@ models that have no hand-made tiny builder (`tiny.py`, `tiny_more.py`)."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -13,6 +14,8 @@ import torch
 import transformers as tf
 from transformers import AutoConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+from harness.testing.tiny_more import tokenizer
 
 D = 32
 LAYERS = 2
@@ -161,10 +164,6 @@ def tiny_pair(model_type: str, seed: int = 0):
     """(model, processor) of `model_type` at toy size: the architecture's own processor over its
     default image processor and the shapes word tokenizer holding every special token the
     processor names; the model's token ids set to that tokenizer's."""
-    import inspect
-
-    from harness.testing.tiny_more import tokenizer
-
     config = tiny_config(model_type)
     proc_cls, image_cls, video_cls = _processor_parts(model_type)
     sig = inspect.signature(proc_cls.__init__).parameters
