@@ -60,7 +60,10 @@ def test_roles_partition_the_linears(adapter):
         for b in ROLES:
             if a < b:
                 assert not per_role[a] & per_role[b], f"a Linear is in both {a} and {b}"
-    excluded = linears_under(adapter.model, adapter.layout.exclude)
+    # an exclusion may name a module some configs of the architecture lack (Gemma3's layout
+    # names SigLIP's pooling head, which these toy models, like the real ones, leave out)
+    present = {n for n, _ in adapter.model.named_modules()}
+    excluded = linears_under(adapter.model, [p for p in adapter.layout.exclude if p in present])
     every = {id(m): n for n, m in adapter.model.named_modules() if isinstance(m, nn.Linear)}
     left = set(every) - set().union(*per_role.values()) - excluded
     assert not left, [every[i] for i in left]
