@@ -17,6 +17,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, model_serializer, model_validator
 
 from harness.errors import UserError
 
@@ -157,3 +160,29 @@ def located(field: str, source: str, split: str) -> Located:
     if not repo or repo.count("/") != 1:
         raise UserError(f"{field}: '{source}': give hf:OWNER/NAME or hf:OWNER/NAME:CONFIG")
     return locate(f"{field} {source}", repo, config, split, datasets_cache())
+
+
+class HubColumns(BaseModel):
+    """A source spec whose `HUB_FIELDS` (split, columns) mean something for a hub source
+    only: given with another source they are refused, and they are left out of the dump of
+    any other source's spec, so that its stage keys stay as they were before the fields
+    existed."""
+
+    HUB_FIELDS: ClassVar[tuple[str, ...]] = ()
+    source: str = "shapes"
+
+    @model_validator(mode="after")
+    def _hub_fields(self) -> HubColumns:
+        given = [f for f in self.HUB_FIELDS if f in self.model_fields_set]
+        if given and not is_source(self.source):
+            raise ValueError(f"{', '.join(given)}: only with a hub source (source: "
+                             f"hf:REPO[:CONFIG]); source is '{self.source}'")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict:
+        data = handler(self)
+        if not is_source(self.source):
+            for f in self.HUB_FIELDS:
+                data.pop(f, None)
+        return data

@@ -133,3 +133,15 @@ def reference(tmp_path_factory):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     mp.undo()
     return out, run, artifacts, folder, metrics_by_hash(runs, times=True), reports
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch):
+    """An empty HF home for this test: the hub and datasets caches the readers use."""
+    import datasets
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+    return home

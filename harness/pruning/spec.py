@@ -38,17 +38,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
 from harness import registry, yamlfile
 from harness.errors import UserError, unknown, validate
 from harness.fields import Seed
+from harness.hub import HubColumns
 from harness.models.layout import ROLES, under
 from harness.pruning.types import Propagation, Scope, Target
 
@@ -58,15 +57,13 @@ if TYPE_CHECKING:
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
-HUB_FIELDS = ("split", "image", "text")
-
-
-class CalibrationSpec(BaseModel):
+class CalibrationSpec(HubColumns):
     """`calibration:` of a prune spec. `source`: "shapes" (the embedded world), a JSONL file
     of {"image": path, "text": str}, or a hub dataset in the local HF cache,
     `hf:REPO[:CONFIG]`, read from its `split` with its `image` and `text` columns (a list of
     captions gives its first)."""
 
+    HUB_FIELDS: ClassVar[tuple[str, ...]] = ("split", "image", "text")
     model_config = ConfigDict(extra="forbid")
     source: str = "shapes"
     samples: int = Field(128, ge=1)
@@ -75,24 +72,6 @@ class CalibrationSpec(BaseModel):
     split: str = "train"
     image: str = "image"
     text: str = "text"
-
-    @model_validator(mode="after")
-    def _hub_fields(self) -> CalibrationSpec:
-        given = [f for f in HUB_FIELDS if f in self.model_fields_set]
-        if given and not self.source.startswith("hf:"):
-            raise ValueError(f"{', '.join(given)}: only with a hub source (source: "
-                             f"hf:REPO[:CONFIG]); source is '{self.source}'")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler):
-        """The hub fields only for a hub source: the specs (and stage keys) of the other
-        sources stay as they were before the fields existed."""
-        data = handler(self)
-        if not self.source.startswith("hf:"):
-            for f in HUB_FIELDS:
-                data.pop(f, None)
-        return data
 
 
 # how `distribution` spreads a sparsity over roles; any other value names an allocation (a

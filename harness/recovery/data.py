@@ -2,8 +2,9 @@
 
 The shapes train split by default (VQA and captions, deterministic in the step and seed), a
 JSONL file of {"image": path relative to the file, "prompt": question or "" for a caption,
-"answer": text}, or an HF `datasets` folder (`save_to_disk`) with the same columns, `image`
-holding images. Labels cover the answer and its end-of-sequence token only.
+"answer": text}, an HF `datasets` folder (`save_to_disk`) with the same columns, `image`
+holding images, or a hub dataset in the local HF cache (`hf:REPO[:CONFIG]`: captions, or
+LLaVA-Instruct conversations). Labels cover the answer and its end-of-sequence token only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import jsonl, sources
+from harness import hub, jsonl, sources
 from harness.errors import UserError
 from harness.models.adapter import Adapter
 from harness.recovery.spec import DataSpec
@@ -26,6 +27,8 @@ def samples(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
         return [sources.shapes_item(seed * 1_000_003 + i, caption=bool(
             np.random.default_rng([seed, i]).random() < data.caption_share))
             for i in range(start, start + n)]
+    if hub.is_source(data.source):
+        return _hub(data, seed, start, n)
     if Path(data.source).is_dir():
         ds = _dataset(data.source)
         order = sources.order(len(ds), seed)
@@ -35,6 +38,44 @@ def samples(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
     order = sources.order(len(rows), seed)
     picked = [rows[order[i % len(rows)]] for i in range(start, start + n)]
     return [(sources.image(data.source, r), r.get("prompt", ""), r["answer"]) for r in picked]
+
+
+FIELD = jsonl.RECOVERY[0]
+
+
+def _hub(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
+    """Items of a hub dataset: a conversation's first request and answer, or a caption."""
+    columns = {"images": data.image}
+    columns["conversations" if data.conversations else "captions"] = \
+        data.conversations or data.text
+    table = sources.hub_rows(FIELD, data.source, data.split, columns)
+    where = hub.located(FIELD, data.source, data.split).path
+    order = sources.order(len(table), seed)
+    out = []
+    for i in range(start, start + n):
+        row = table[int(order[i % len(table)])]
+        image = sources.hub_image(row[data.image], where)
+        if data.conversations:
+            out.append((image, *turn(row[data.conversations], data.source)))
+        else:
+            out.append((image, "", sources.hub_text(row[data.text])))
+    return out
+
+
+def turn(conversation, source: str) -> tuple[str, str]:
+    """(request, answer) of a LLaVA-Instruct conversation: its first human turn without the
+    `<image>` placeholder (the model's own prompt puts the image), its first gpt turn."""
+    said: dict[str, str | None] = {"human": None, "gpt": None}
+    for message in conversation or []:
+        who = message.get("from") or message.get("role")
+        who = {"user": "human", "assistant": "gpt"}.get(who, who)
+        if who in said and said[who] is None:
+            said[who] = str(message.get("value") or message.get("content") or "")
+    if not said["human"] or not said["gpt"]:
+        raise UserError(f"{FIELD}: {source}: a conversation without a human and a gpt turn "
+                        f"({str(conversation)[:120]})")
+    human, gpt = said["human"] or "", said["gpt"] or ""
+    return " ".join(human.replace("<image>", " ").split()), gpt.strip()
 
 
 @cache

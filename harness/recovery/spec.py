@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from harness import registry
 from harness.errors import validate
 from harness.fields import Seed
+from harness.hub import HubColumns
 
 
 class RoleLora(BaseModel):
@@ -60,10 +61,21 @@ class Distill(BaseModel):
     temperature: float = Field(1.0, gt=0)
 
 
-class DataSpec(BaseModel):
+class DataSpec(HubColumns):
+    """`recover.data`: the shapes train split, a JSONL file (image, prompt, answer), a
+    datasets folder, or a hub dataset in the local HF cache, `hf:REPO[:CONFIG]`: its `split`,
+    `image` column, and either a `conversations` column in the LLaVA-Instruct format (the
+    first human turn is the request, the first gpt turn the answer) or a `text` column of
+    captions (a list gives its first)."""
+
+    HUB_FIELDS: ClassVar[tuple[str, ...]] = ("split", "image", "text", "conversations")
     model_config = ConfigDict(extra="forbid")
-    source: str = "shapes"  # the shapes train split, or a JSONL file (image, prompt, answer)
+    source: str = "shapes"
     caption_share: float = Field(0.25, ge=0, le=1)  # shapes only: captions among the samples
+    split: str = "train"
+    image: str = "image"
+    text: str = "text"
+    conversations: str | None = None
 
 
 class RecoverySpec(registry.OptionBlocks):

@@ -24,7 +24,7 @@ from harness.errors import UserError
 from harness.evaluation.run import TASKS_DIR, check_offline, suites, task_manager
 from harness.fields import Seed
 from harness.fingerprint import digest
-from harness.jsonl import CALIBRATION
+from harness.jsonl import CALIBRATION, RECOVERY
 from harness.models.load import ModelSpec
 from harness.models.locate import model_content
 from harness.pruning.spec import PruneSpec
@@ -129,8 +129,9 @@ def prune_key(c: CellSpec) -> str:
 def recover_key(c: CellSpec) -> str:
     if c.recover.method == "none":
         return prune_key(c)  # nothing trained: the pruned model is the recovered one
-    source = c.recover.data.source
-    data = fingerprint.of_source(source) if source != "shapes" else None
+    d = c.recover.data
+    data = (hub.located(RECOVERY[0], d.source, d.split).identity if hub.is_source(d.source)
+            else fingerprint.of_source(d.source) if d.source != "shapes" else None)
     return digest({"v": VERSION, "rv": RECOVER_VERSION, "stage": "recover", "prune": prune_key(c),
                    "recover": c.recover.model_dump(), "data": data})
 

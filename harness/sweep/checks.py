@@ -64,16 +64,28 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False, kind: str = "
                             "and runs the others)")
         try:
             jsonl.check_sources(cell.spec, sources)
-            cal = cell.spec.prune.calibration if cell.spec.prune else None
-            if cal is not None and hub.is_source(cal.source) \
-                    and (cal.source, cal.split) not in sources:
-                hub.located(jsonl.CALIBRATION[0], cal.source, cal.split)
-                sources.add((cal.source, cal.split))
+            _hub_sources(cell, sources)
         except UserError as e:
             raise UserError(f"{where}{e}") from None
         p = cell.spec.prune
         if p is not None and needs_shapes(p):
             _check_shapes(where, cell, models)
+
+
+def _hub_sources(cell: Cell, seen: set) -> None:
+    """The hub datasets a cell's calibration and recovery read, found on this machine (one
+    line naming the `hf download` command otherwise); `seen` skips those found already."""
+    wanted = []
+    cal = cell.spec.prune.calibration if cell.spec.prune else None
+    if cal is not None:
+        wanted.append((jsonl.CALIBRATION[0], cal.source, cal.split))
+    if cell.spec.recover.method != "none":
+        d = cell.spec.recover.data
+        wanted.append((jsonl.RECOVERY[0], d.source, d.split))
+    for field, source, split in wanted:
+        if hub.is_source(source) and (source, split) not in seen:
+            hub.located(field, source, split)
+            seen.add((source, split))
 
 
 def needs_shapes(p: PruneSpec) -> bool:

@@ -20,18 +20,6 @@ REPO = "lmms-lab-encoder/flickr30k"
 SOURCE = f"hf:{REPO}"
 
 
-@pytest.fixture
-def hf_home(tmp_path, monkeypatch):
-    """An empty HF home for this test: the hub and datasets caches the readers use."""
-    import datasets
-    from huggingface_hub import constants
-
-    home = tmp_path / "hf"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
-    return home
-
-
 class Prompted:
     """What calibration asks of an adapter: its caption prompt."""
 
