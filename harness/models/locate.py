@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import fingerprint
+from harness.models import blip, llava
 
 if TYPE_CHECKING:
     from harness.models.load import ModelSpec
 
 EMBEDDED = {"shapes-llava": Path(__file__).resolve().parent.parent / "zoo" / "shapes-llava"}
 LAYOUTS = Path(__file__).resolve().parent / "layouts"  # shipped layouts, one per model_type
+ROLE_CODE = Path(__file__).resolve().parent  # auto.py and chat.py: roles and prompts found
 
 
 def shipped_layout(model_type: str | None) -> Path | None:
@@ -58,10 +60,16 @@ def model_folder(m: ModelSpec) -> Path | None:
 
 
 def model_content(m: ModelSpec) -> dict[str, str]:
-    """Fingerprints of what a model spec names: its folder and its layout file."""
+    """Fingerprints of what a model spec names: its folder and its layout file (with none,
+    for a model whose roles are found: the code that finds them)."""
     folder = model_folder(m)
     out = {"folder": fingerprint.of_folder(folder) if folder else f"missing:{m.name}"}
-    layout = m.layout or (shipped_layout(model_type_of(folder)) if folder else None)
+    kind = model_type_of(folder) if folder else None
+    layout = m.layout or (shipped_layout(kind) if folder else None)
     if layout:
         out["layout"] = fingerprint.of_file(layout)
+    elif folder and kind not in (*llava.MODEL_TYPES, *blip.MODEL_TYPES):
+        # nothing written for it: its roles and prompts come from the code that finds them
+        out["roles"] = fingerprint.digest([fingerprint.of_file(ROLE_CODE / f)
+                                           for f in ("auto.py", "chat.py")])
     return out

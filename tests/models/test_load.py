@@ -161,6 +161,9 @@ def test_a_model_without_a_layout_loads_with_the_roles_found_in_it(tmp_path, mon
     assert main(["inspect", folder]) == 0
     out = capsys.readouterr().out
     assert "model.visual.blocks" in out and "model.visual.merger" in out, out
+    # the stage keys read the code that found the roles, as they read a layout file
+    assert "roles" in locate.model_content(ModelSpec(name=folder))
+    assert "roles" not in locate.model_content(ModelSpec(name="shapes-llava"))
 
 
 @pytest.mark.unit
