@@ -59,9 +59,10 @@ def _models(a: argparse.Namespace) -> int:
 
 def _prune(a: argparse.Namespace) -> int:
     from harness.pruning import persist, stage
-    from harness.pruning.spec import read_file
+    from harness.pruning.spec import read_file, refuse_shapes_default
 
     spec = read_file(a.spec)
+    refuse_shapes_default(a.model, spec, f"{a.spec}: ")
     cal = spec.calibration
     if cal is not None and hub.is_source(cal.source):  # before the model loads
         hub.located(jsonl.CALIBRATION[0], cal.source, cal.split)

@@ -174,7 +174,7 @@ def test_the_model_family_recipe(tmp_path, results, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "family generic" in out and "vision" in out and "language" in out
     spec = tmp_path / "spec.yaml"
-    spec.write_text("method: wanda\nsparsity: 0.5\n")
+    spec.write_text("method: wanda\nsparsity: 0.5\ncalibration: {source: shapes}\n")
     pruned = tmp_path / "pruned"
     assert main(["prune", str(spec), "--model", str(folder), "--layout", str(layout),
                  "--out", str(pruned)]) == 0

@@ -49,6 +49,7 @@ from harness.errors import UserError, unknown, validate
 from harness.fields import Seed
 from harness.hub import HubColumns
 from harness.models.layout import ROLES, under
+from harness.models.locate import EMBEDDED
 from harness.pruning.types import Propagation, Scope, Target
 
 if TYPE_CHECKING:
@@ -72,6 +73,27 @@ class CalibrationSpec(HubColumns):
     split: str = "train"
     image: str = "image"
     text: str = "text"
+
+
+# what a model other than the embedded one is told to calibrate on
+REAL_DATA = ("source: hf:lmms-lab/COCO-Caption2017 with split: val, text: answer (COCO "
+             "captions from your Hugging Face cache), a JSONL file of image-text pairs, or "
+             "source: shapes to calibrate on the synthetic shapes world anyway")
+
+
+def refuse_shapes_default(model: str, spec: PruneSpec, where: str) -> None:
+    """A model other than an embedded one, pruned by a method that calibrates, with no
+    calibration source given: one line saying how to give real data (the shapes world is the
+    embedded models' default only; a real model would be pruned on 64x64 synthetic shapes
+    without a word)."""
+    cal = spec.calibration
+    if cal is None or "source" in cal.model_fields_set or model in EMBEDDED:
+        return
+    if registry.get("methods", spec.method).needs is None:  # magnitude, random
+        return
+    raise UserError(f"{where}field 'prune.calibration.source': '{model}' is not an embedded "
+                    f"model, so it is not calibrated on the shapes world by default; give "
+                    f"{REAL_DATA}")
 
 
 # how `distribution` spreads a sparsity over roles; any other value names an allocation (a

@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from harness import fingerprint, settings, yamlfile
 from harness.errors import UserError, unknown, validate
 from harness.fields import Name, Seed
-from harness.pruning.spec import PruneSpec
+from harness.models.locate import model_folder
+from harness.pruning.spec import PruneSpec, refuse_shapes_default
 from harness.recovery.spec import RecoverySpec
 from harness.sweep.cell import Cell, CellSpec, eval_key, flat, seeded
 
@@ -161,7 +162,13 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
             data["seed"] = seed
             overrides = combo | ({"seed": seed} if len(grid.seeds) > 1 else {})
             label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
-            spec = seeded(validate(CellSpec, data, path, f"cell {len(cells)} ({label}): "))
+            which = f"cell {len(cells)} ({label}): "
+            written = validate(CellSpec, data, path, which)
+            # before `seeded` writes every field out; a model not on this machine is the
+            # checks' to report
+            if written.prune is not None and model_folder(written.model) is not None:
+                refuse_shapes_default(written.model.name, written.prune, f"{path}: {which}")
+            spec = seeded(written)
             fields = flat(spec.model_dump())
             overrides = {k: v for k, v in overrides.items() if _takes_effect(k, v, fields)}
             if _excluded(grid, fields, path):

@@ -20,6 +20,15 @@ def test_prune_command_saves_model_masks_and_report(tmp_path):
     save(model, proc, tmp_path / "tiny")
     (tmp_path / "spec.yaml").write_text(
         "prune: {method: wanda, pattern: '2:4', calibration: {samples: 4, batch_size: 4}}\n")
+    # not the embedded model, and no calibration source: refused, saying how to give data
+    r = vlmprune("prune", "spec.yaml", "--model", str(tmp_path / "tiny"), "--out", "out",
+                 cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "prune.calibration.source" in r.stderr and "COCO-Caption2017" in r.stderr
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "spec.yaml").write_text(
+        "prune: {method: wanda, pattern: '2:4', calibration: {source: shapes, samples: 4, "
+        "batch_size: 4}}\n")
     r = vlmprune("prune", "spec.yaml", "--model", str(tmp_path / "tiny"), "--out", "out",
                  cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -134,3 +134,26 @@ def test_unknown_grid_name_suggests(results, capsys):
     assert main(["sweep", "modality_ration"]) == 2
     assert "did you mean 'modality_ratio'" in capsys.readouterr().err
     assert not results.exists()
+
+
+def test_a_real_model_with_no_calibration_source_is_refused(tmp_path):
+    """The shapes world is the embedded model's default only: a folder model pruned by a
+    calibrating method with no source given is refused in one line naming the cell and a
+    real dataset; `source: shapes` written out, or a method that reads no data, is not."""
+    from harness.errors import UserError
+    from harness.testing.tiny import tiny_llava
+    from harness.zoo.build import save
+
+    save(*tiny_llava(), tmp_path / "tiny")
+    text = BASE + f"  model: {{name: {tmp_path / 'tiny'}}}\n" + \
+        "axes:\n  - prune.method: [wanda, magnitude]\n"
+    with pytest.raises(UserError) as e:
+        grid.expand(str(write(tmp_path, text)))
+    msg = str(e.value)
+    assert "\n" not in msg and "g.yaml" in msg and "cell 0 (prune.method=wanda)" in msg
+    assert "'prune.calibration.source'" in msg and "hf:lmms-lab/COCO-Caption2017" in msg
+    _, cells = grid.expand(str(write(tmp_path, text.replace(
+        "calibration: {samples: 8", "calibration: {source: shapes, samples: 8"))))
+    assert len(cells) == 2
+    _, cells = grid.expand(str(write(tmp_path, text.replace("wanda, magnitude", "magnitude"))))
+    assert len(cells) == 1
