@@ -107,14 +107,23 @@ def _builtin_data(tasks: tuple[str, ...]) -> str:
     return digest({t: [place.identity for place in where] for t, where in found.items()})
 
 
+def _hub_identity(field: str, source: str, split: str) -> str:
+    """Where a hub source was found: a snapshot is named by its commit, a datasets cache by
+    its folder (as the data of built-in suites is). Not found: the checks before work and the
+    stage reading it stop with the line saying so, in their order (a missing model first);
+    nothing is stored under such a key."""
+    try:
+        return hub.located(field, source, split).identity
+    except UserError as e:
+        return f"unavailable: {e}"
+
+
 def prune_key(c: CellSpec) -> str:
     model = c.model.keyed(exclude={"device"})  # the field's old name: keys stay as they were
     inputs: dict[str, object] = {"model": model_content(c.model)}
     cal = c.prune.calibration if c.prune else None
     if cal is not None and hub.is_source(cal.source):
-        # a snapshot is named by its commit, a datasets cache by its folder (as the data of
-        # built-in suites is)
-        inputs["calibration"] = hub.located(CALIBRATION[0], cal.source, cal.split).identity
+        inputs["calibration"] = _hub_identity(CALIBRATION[0], cal.source, cal.split)
     elif cal is not None and cal.source != "shapes":
         inputs["calibration"] = fingerprint.of_source(cal.source)
     if c.prune and cal and c.prune.propagation == "sequential" and cal.samples > cal.batch_size:
@@ -130,7 +139,7 @@ def recover_key(c: CellSpec) -> str:
     if c.recover.method == "none":
         return prune_key(c)  # nothing trained: the pruned model is the recovered one
     d = c.recover.data
-    data = (hub.located(RECOVERY[0], d.source, d.split).identity if hub.is_source(d.source)
+    data = (_hub_identity(RECOVERY[0], d.source, d.split) if hub.is_source(d.source)
             else fingerprint.of_source(d.source) if d.source != "shapes" else None)
     return digest({"v": VERSION, "rv": RECOVER_VERSION, "stage": "recover", "prune": prune_key(c),
                    "recover": c.recover.model_dump(), "data": data})

@@ -60,12 +60,22 @@ def test_a_datasets_cache_gives_the_same_samples(hf_home, tmp_path):
         [t for _, t in from_snapshot]
 
 
-def test_nothing_downloaded_is_one_line_naming_the_command(hf_home):
+def test_nothing_downloaded_is_one_line_naming_the_command(hf_home, tmp_path, results, capsys):
+    """Before any model loads: the checks of `plan` (and of every sweep) stop in one line; the
+    stage key computed meanwhile names the data unavailable, so nothing is stored under it."""
+    import yaml
+
+    from harness.cli import main
+
     cell = CellSpec.model_validate({"prune": spec().model_dump()})
-    with pytest.raises(UserError) as e:
-        prune_key(cell)  # what `plan` and the checks before work compute
-    msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("prune.calibration.source hf:")
+    assert prune_key(cell)  # computed (the checks say what is missing, in their order)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"name": "g", "base": {
+        "prune": spec().model_dump(), "recover": {"method": "none"},
+        "eval": {"suite": "quick", "limit": 2}}}))
+    assert main(["plan", str(grid)]) == 2
+    msg = capsys.readouterr().err
+    assert msg.count("\n") == 1 and "prune.calibration.source hf:" in msg
     assert f"hf download {REPO} --repo-type dataset" in msg
 
 
