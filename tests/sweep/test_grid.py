@@ -144,7 +144,8 @@ def test_a_real_model_with_no_calibration_source_is_refused(tmp_path):
     from harness.testing.tiny import tiny_llava
     from harness.zoo.build import save
 
-    save(*tiny_llava(), tmp_path / "tiny")
+    model, processor = tiny_llava()
+    save(model, processor, tmp_path / "tiny")
     text = BASE + f"  model: {{name: {tmp_path / 'tiny'}}}\n" + \
         "axes:\n  - prune.method: [wanda, magnitude]\n"
     with pytest.raises(UserError) as e:
