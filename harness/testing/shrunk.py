@@ -168,6 +168,9 @@ def tiny_pair(model_type: str, seed: int = 0):
     proc_cls, image_cls, video_cls = _processor_parts(model_type)
     sig = inspect.signature(proc_cls.__init__).parameters
     kwargs = {p: v for p in sig if p not in _OWN and (v := _from_config(config, p)) is not None}
+    if "num_additional_image_tokens" in sig:  # a CLIP tower's class token, as its checkpoints
+        vision = getattr(getattr(config, "vision_config", None), "model_type", "")
+        kwargs["num_additional_image_tokens"] = int("clip" in str(vision))
     if "video_processor" in sig:
         kwargs["video_processor"] = video_cls() if video_cls is not None else None
     tokens: dict[str, str] = {}

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
 RUN = ["blip", "cohere2_vision", "exaone4_5", "glm4v", "glm46v", "got_ocr2", "granite_docling",
        "hyperclovax_vision_v2", "idefics2", "inkling2", "janus", "lfm2_vl", "lighton_ocr",
-       "mistral3",
+       "llava_next", "llava_next_video", "mistral3",
        "paddleocr_vl", "video_llava"]
 # hand-made toy models (real processors at 32 px), loaded as `generic` with no layout: the
 # roles are found, not the family's or the shipped layout's
