@@ -60,7 +60,6 @@ def hub_rows(field: str, source: str, split: str, columns: dict[str, str]):
     (what -> column) checked: one line naming the missing column and those there are."""
     import datasets
 
-
     where = hub.located(field, source, split)
     _, config = hub.source_name(source)
     with hub.quiet():
@@ -73,9 +72,9 @@ def hub_rows(field: str, source: str, split: str, columns: dict[str, str]):
     return table
 
 
-def hub_image(value, where: str) -> Image.Image:
+def hub_image(value, where: str, who: str) -> Image.Image:
     """A dataset row's image: decoded by datasets, raw bytes, or a path in the dataset's
-    folder."""
+    folder; `who` (field and source) starts the error for anything else."""
     if isinstance(value, Image.Image):
         return value.convert("RGB")
     if isinstance(value, dict) and value.get("bytes"):
@@ -83,7 +82,7 @@ def hub_image(value, where: str) -> Image.Image:
     path = value.get("path") if isinstance(value, dict) else value
     if isinstance(path, str) and (Path(where) / path).is_file():
         return Image.open(Path(where) / path).convert("RGB")
-    raise UserError(f"an image that is not in the dataset: {str(path)[:120]!r} (a URL or a "
+    raise UserError(f"{who}: an image that is not in the dataset: {str(path)[:120]!r} (a URL or a "
                     f"file outside {where}; images must be in the dataset or beside it)")
 
 

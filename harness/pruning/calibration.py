@@ -43,7 +43,8 @@ def _hub(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[Any, str]]:
     where = hub.located(field, spec.source, spec.split).path
     picked = sources.order(len(table), spec.seed)[:spec.samples]
     rows = table.select([int(i) for i in picked])
-    return [(sources.hub_image(row[spec.image], where),
+    who = f"{field} {spec.source}"
+    return [(sources.hub_image(row[spec.image], where, who),
              f"{adapter.prompt_for('')} {sources.hub_text(row[spec.text])}") for row in rows]
 
 

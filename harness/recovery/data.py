@@ -54,7 +54,7 @@ def _hub(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
     out = []
     for i in range(start, start + n):
         row = table[int(order[i % len(table)])]
-        image = sources.hub_image(row[data.image], where)
+        image = sources.hub_image(row[data.image], where, f"{FIELD} {data.source}")
         if data.conversations:
             out.append((image, *turn(row[data.conversations], data.source)))
         else:

@@ -101,3 +101,14 @@ def test_hub_fields_need_a_hub_source_and_keys_follow_the_snapshot(hf_home):
     (base / "refs" / "main").write_text("0" * 40)  # a new commit of the dataset
     (base / "snapshots" / standins.commit(REPO)).rename(base / "snapshots" / ("0" * 40))
     assert prune_key(cell) != first
+
+
+def test_an_image_outside_the_dataset_is_one_line_naming_the_source(tmp_path):
+    from harness import sources
+
+    with pytest.raises(UserError) as e:
+        sources.hub_image("http://images.cocodataset.org/x.jpg", str(tmp_path),
+                          f"prune.calibration.source {SOURCE}")
+    msg = str(e.value)
+    assert msg.startswith(f"prune.calibration.source {SOURCE}: an image that is not in")
+    assert "x.jpg" in msg and "\n" not in msg
