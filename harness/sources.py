@@ -57,19 +57,25 @@ def image(source: str | Path, row: dict) -> Image.Image:
 # ---- hub datasets: `hf:REPO[:CONFIG]` --------------------------------------------------------
 def hub_rows(field: str, source: str, split: str, columns: dict[str, str]):
     """A hub source's split as a `datasets.Dataset`, with the columns named in `columns`
-    (what -> column) checked: one line naming the missing column and those there are."""
-    import datasets
-
+    (what -> column) checked (one line naming the missing column and those there are), and
+    the folder its files lie in (where images it names are found)."""
     where = hub.located(field, source, split)
-    _, config = hub.source_name(source)
-    with hub.quiet():
-        table = datasets.load_dataset(where.path, config, split=split,
-                                      cache_dir=hub.datasets_cache())
+    table = _hub_table(where.path, hub.source_name(source)[1], split, where.identity)
     for what, column in columns.items():
         if column not in table.column_names:
             raise UserError(f"{field}: {source} (split '{split}') has no column '{column}' "
                             f"for its {what}; its columns: {', '.join(table.column_names)}")
-    return table
+    return table, where.path
+
+
+@cache
+def _hub_table(path: str, config: str | None, split: str, identity: str):
+    """Loaded once per process and place (`identity`: a new snapshot is a new entry), not for
+    every batch that recovery training draws."""
+    import datasets
+
+    with hub.quiet():
+        return datasets.load_dataset(path, config, split=split, cache_dir=hub.datasets_cache())
 
 
 def hub_image(value, where: str, who: str) -> Image.Image:

@@ -38,9 +38,8 @@ def _hub(spec: CalibrationSpec, adapter: Adapter) -> list[tuple[Any, str]]:
     """Image-caption pairs of a hub dataset, drawn by seed, each caption after the model's own
     caption request (the prompt evaluation asks for a caption with)."""
     field = jsonl.CALIBRATION[0]
-    table = sources.hub_rows(field, spec.source, spec.split,
-                             {"images": spec.image, "texts": spec.text})
-    where = hub.located(field, spec.source, spec.split).path
+    table, where = sources.hub_rows(field, spec.source, spec.split,
+                                    {"images": spec.image, "texts": spec.text})
     picked = sources.order(len(table), spec.seed)[:spec.samples]
     rows = table.select([int(i) for i in picked])
     who = f"{field} {spec.source}"

@@ -48,8 +48,7 @@ def _hub(data: DataSpec, seed: int, start: int, n: int) -> list[tuple]:
     columns = {"images": data.image}
     columns["conversations" if data.conversations else "captions"] = \
         data.conversations or data.text
-    table = sources.hub_rows(FIELD, data.source, data.split, columns)
-    where = hub.located(FIELD, data.source, data.split).path
+    table, where = sources.hub_rows(FIELD, data.source, data.split, columns)
     order = sources.order(len(table), seed)
     out = []
     for i in range(start, start + n):

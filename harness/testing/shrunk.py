@@ -15,7 +15,7 @@ import transformers as tf
 from transformers import AutoConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-from harness.testing.tiny_more import tokenizer
+from harness.testing.tiny_more import finish, tokenizer
 
 D = 32
 LAYERS = 2
@@ -205,8 +205,4 @@ def tiny_pair(model_type: str, seed: int = 0):
                 setattr(where, key, getattr(tok, key))
     cls = getattr(tf, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])
     torch.manual_seed(seed)
-    model = cls(config).eval()
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.bos_token_id = tok.bos_token_id
-    return model, proc
+    return finish(cls(config), tok), proc

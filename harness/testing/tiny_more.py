@@ -48,7 +48,8 @@ def _ids(tok) -> dict:
                 bos_token_id=tok.bos_token_id)
 
 
-def _finish(model, tok):
+def finish(model, tok):
+    """A toy model in eval mode, generating with its tokenizer's pad, end and start ids."""
     model.eval()
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
@@ -77,7 +78,7 @@ def _qwen(config_cls, text_cls, vision, model_cls, processor_cls, seed: int):
     tok = tokenizer(QWEN_TOKENS, QWEN_CHAT, eos="<|im_end|>")
     ids = {f"{k}_id": tok.convert_tokens_to_ids(v) for k, v in QWEN_TOKENS.items()}
     cfg = config_cls(text_config=_qwen_text(tok, text_cls), vision_config=vision, **ids)
-    model = _finish(model_cls(cfg), tok)
+    model = finish(model_cls(cfg), tok)
     grid = dict(size={"shortest_edge": IMAGE * IMAGE, "longest_edge": IMAGE * IMAGE},
                 patch_size=QWEN_PATCH, temporal_patch_size=2, merge_size=2,
                 image_mean=MEAN, image_std=STD)
@@ -124,7 +125,7 @@ def tiny_idefics3(seed: int = 0):
                           max_position_embeddings=512, **_ids(tok))
     cfg = tf.Idefics3Config(vision_config=vision, text_config=text, scale_factor=2,
                             image_token_id=tok.image_token_id, pad_token_id=tok.pad_token_id)
-    model = _finish(tf.Idefics3ForConditionalGeneration(cfg), tok)
+    model = finish(tf.Idefics3ForConditionalGeneration(cfg), tok)
     image_processor = tf.Idefics3ImageProcessor(
         size={"longest_edge": IMAGE}, max_image_size={"longest_edge": IMAGE},
         do_image_splitting=False, image_mean=MEAN, image_std=STD)
@@ -157,7 +158,7 @@ def tiny_paligemma(seed: int = 0):
     cfg = tf.PaliGemmaConfig(vision_config=_siglip(), text_config=text, projection_dim=D,
                              hidden_size=D, vocab_size=len(tok),
                              image_token_index=tok.image_token_id)
-    return _finish(tf.PaliGemmaForConditionalGeneration(cfg), tok), proc
+    return finish(tf.PaliGemmaForConditionalGeneration(cfg), tok), proc
 
 
 GEMMA3_TOKENS = {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
@@ -177,7 +178,7 @@ def tiny_gemma3(seed: int = 0):
     ids = {f"{k}_index": tok.convert_tokens_to_ids(v) for k, v in GEMMA3_TOKENS.items()}
     cfg = tf.Gemma3Config(vision_config=_siglip(), text_config=text,
                           mm_tokens_per_image=GEMMA3_IMAGE_TOKENS, **ids)
-    model = _finish(tf.Gemma3ForConditionalGeneration(cfg), tok)
+    model = finish(tf.Gemma3ForConditionalGeneration(cfg), tok)
     image_processor = tf.Gemma3ImageProcessor(size={"height": IMAGE, "width": IMAGE},
                                               image_mean=MEAN, image_std=STD)
     return model, tf.Gemma3Processor(image_processor=image_processor, tokenizer=tok,
