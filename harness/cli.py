@@ -13,8 +13,19 @@ import traceback
 from pathlib import Path
 
 from harness import hub, jsonl, settings, threads
-from harness.errors import EXIT_USAGE, UserError, first_line, validate
-from harness.evaluation.run import check_offline, evaluate, get_suite, task_manager
+from harness.errors import EXIT_USAGE, UserError, first_line, unknown, validate
+from harness.evaluation.run import evaluate
+from harness.evaluation.suite import (
+    CUSTOM,
+    Suite,
+    check,
+    get_suite,
+    members,
+    of_tasks,
+    suites,
+    task_manager,
+    user_suites,
+)
 from harness.fields import name_flag
 from harness.models.load import ModelSpec, load
 from harness.sweep import executors, server, verify
@@ -102,18 +113,55 @@ def _eval(a: argparse.Namespace) -> int:
     for flag, value in (("--limit", a.limit), ("--batch-size", a.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{flag} {value}: give 1 or more")
-    suite = get_suite(a.suite)  # a misspelt suite, or missing data, fails before the model loads
-    if suite.builtin:
-        check_offline(suite.tasks, task_manager(True))
-    r = evaluate(load(_model_spec(a)), a.suite, run_hash=f"cli:{a.model}", limit=a.limit,
+    name, s = _eval_suite(a)
+    check(s)  # a misspelt task, or missing data, fails before the model loads
+    r = evaluate(load(_model_spec(a)), s, run_hash=f"cli:{a.model}", limit=a.limit,
                  batch_size=a.batch_size)
     for key, value in sorted(r.metrics.items()):
-        print(f"{key:40s} {value:8.4f}")
-    print(f"({r.seconds:.1f} s)")
+        print(f"{key:40s} {value:8.4f}{'  *' if key in r.headline else ''}")
+    print(f"({r.seconds:.1f} s; * each task's headline, the first of its metric list)")
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps({"model": a.model, "suite": a.suite, "metrics": r.metrics,
+        a.out.write_text(json.dumps({"model": a.model, "suite": name, "tasks": s.tasks,
+                                     "headline": r.headline, "metrics": r.metrics,
                                      "samples": r.samples}, indent=1))
+    return 0
+
+
+def _eval_suite(a: argparse.Namespace) -> tuple[str, Suite]:
+    """What `eval` scores on: `--tasks`, else `--suite` (shipped, or from `--suites FILE`)."""
+    if a.tasks is not None:
+        if a.suite is not None:
+            raise UserError(f"--suite {a.suite} and --tasks {a.tasks}: give one")
+        tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
+        if not tasks:
+            raise UserError("--tasks: give lmms-eval task names, comma-separated")
+        return CUSTOM, of_tasks(tasks)
+    user = {}
+    if a.suites is not None:
+        if not a.suites.is_file():
+            raise UserError(f"--suites {a.suites}: no such file")
+        user = user_suites(a.suites.name, a.suites)
+    name = a.suite or "shapes"
+    if name in user:
+        return name, user[name]
+    if name not in suites():
+        raise unknown("evaluation suite", name, [*suites(), *user])
+    return name, get_suite(name)
+
+
+def _tasks(a: argparse.Namespace) -> int:
+    """The tasks `eval --tasks` and `eval.tasks` can name: lmms-eval's and the shipped ones."""
+    tm = task_manager(True)
+    index = tm.task_index
+    if a.pattern in index and index[a.pattern].get("type") not in ("task", "python_task"):
+        for t in members(a.pattern, tm):
+            print(t)
+        return 0
+    for t, v in sorted(index.items()):
+        if (a.pattern or "") in t:
+            kind = v.get("type", "task")
+            print(t if kind in ("task", "python_task") else f"{t}  ({kind})")
     return 0
 
 
@@ -335,12 +383,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="score a model (embedded, a path, a saved pruned model) "
                        "on an lmms-eval suite")
     s.add_argument("--model", default="shapes-llava")
-    s.add_argument("--suite", default="shapes", help="shapes, quick or paper (suites.yaml)")
+    s.add_argument("--suite", default=None,
+                   help="shapes (the default), quick or paper (suites.yaml), or one of --suites")
+    s.add_argument("--suites", type=Path, default=None,
+                   help="a YAML file of your own suites (as a grid's `suites:`)")
+    s.add_argument("--tasks", default=None,
+                   help="lmms-eval tasks, comma-separated, instead of a suite (e.g. "
+                   "textvqa_val,pope; `vlmprune tasks` lists them)")
     s.add_argument("--limit", type=int, default=None, help="documents per task")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--out", type=Path, default=None, help="JSON with metrics and samples")
     _model_flags(s)
     s.set_defaults(func=_eval)
+
+    s = sub.add_parser("tasks", help="the evaluation tasks lmms-eval knows (a group's: its tasks)")
+    s.add_argument("pattern", nargs="?", default="", help="a part of the name, or a group")
+    s.set_defaults(func=_tasks)
 
     s = sub.add_parser("inspect", help="show a model's roles, blocks and prunable weights")
     s.add_argument("model", nargs="?", default="shapes-llava")

@@ -137,11 +137,21 @@ def reference(tmp_path_factory):
 
 @pytest.fixture
 def hf_home(tmp_path, monkeypatch):
-    """An empty HF home for this test: the hub and datasets caches the readers use."""
+    """An empty HF home for this test: the hub and datasets caches the readers use, and the
+    datasets cache lmms-eval's task loader uses (read once per process: cleared here)."""
     import datasets
     from huggingface_hub import constants
 
     home = tmp_path / "hf"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
-    return home
+    monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(home / "datasets"))
+    _forget_lmms_cache_dir()
+    yield home
+    _forget_lmms_cache_dir()
+
+
+def _forget_lmms_cache_dir() -> None:
+    task = sys.modules.get("lmms_eval.api.task")
+    if task is not None:
+        task._resolve_hf_datasets_cache_dir.cache_clear()

@@ -43,7 +43,7 @@ def test_peft_register_custom_module_builds_sparse_lora_layers():
 
 def test_lmms_eval_task_manager_get_config():
     """evaluation.run.check_offline reads a task's dataset_path through _get_config."""
-    from harness.evaluation.run import task_manager
+    from harness.evaluation.suite import task_manager
 
     tm = task_manager(False)
     config = tm._get_config("shapes_vqa")

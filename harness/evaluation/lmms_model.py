@@ -10,7 +10,7 @@ the wrapped model (overridden: the caller owns the model), and the response cach
 model's `repr` (it carries the run's hash, so one cell never reads another's answers).
 
 Prompts: a context holding `<image>` is used as it is. A caption task (one that scores its
-answers with caption metrics, `run.task_kind`) gets the model's own caption prompt whatever
+answers with caption metrics, `suite.task_kind`) gets the model's own caption prompt whatever
 text the task sends (lmms-eval's NoCaps and Flickr30k send an instruction, which phrased as a
 question gets a one-word answer); so does an empty context. Anything else is a question,
 phrased in the model's VQA format (`Adapter.prompts`). `evaluate()` tells the wrapper each
@@ -28,7 +28,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from harness.evaluation.run import task_kind, task_manager
+from harness.evaluation.suite import task_kind, task_manager
 from harness.models.adapter import Adapter
 from harness.models.load import ModelSpec, load
 

@@ -87,6 +87,9 @@ def _load(grid: str, experiment: str, source: str) -> Report:
                         f"yet: run `vlmprune sweep {grid}` first")
     report = frame(grid, exp.tags.get("mlflow.note.content", ""), rows)
     report.meta["outdated"] = outdated
+    shown = {r["run_id"] for r in rows}
+    heads = {h for r in runs if r.info.run_id in shown for h in result.headlines(r.data.tags)}
+    report.meta["headline"] = [m for m in report.metrics if m in heads]  # the table's order
     return report
 
 

@@ -181,4 +181,4 @@ def markdown(table: Table) -> str:
 def headline_metrics(report: Report) -> list[str]:
     """The suite's overall scores, for paper-width tables: accuracies (exact match, acc)
     before caption scores (CIDEr), so the first is the figures' y-axis."""
-    return ranked(report.metrics)
+    return ranked(report.metrics, report.meta.get("headline", ()))

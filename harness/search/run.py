@@ -293,7 +293,7 @@ def _trial(ctx: TrialContext, study, trial, x, choices: dict, tracker_future: Fu
 def _objective_name(result: CellResult, s) -> str:
     if s.objective:
         return s.objective
-    return ranked(result.metrics)[0]
+    return ranked(result.metrics, result.headline)[0]
 
 
 def _objective(result: CellResult, s) -> float:

@@ -29,11 +29,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from harness.errors import UserError, first_line, format_validation_error, validate
-from harness.evaluation.run import TASKS_DIR, get_suite, task_manager
+from harness.evaluation.suite import suite_metrics, user_suites
 from harness.fingerprint import digest
 from harness.models.locate import model_content, model_folder
 from harness.models.shapes import shapes_of
@@ -77,6 +76,7 @@ def prepare(name: str, study: str | None = None
     data = copy.deepcopy(g.base)
     grid.set_dotted(data, "prune.sparsity", {r: 0.5 for r in s.roles})
     data["seed"] = g.seeds[0]
+    grid.with_suite(data, user_suites(g.suites, path))
     base = validate(CellSpec, data, path, "search: base cell: ")
     if base.prune is None:
         raise UserError(f"{path}: field 'base.prune': a search prunes; the base cannot be dense")
@@ -151,46 +151,12 @@ def _check_objective(s: search_spec.SearchSpec, cells: list[Cell], path: Path) -
     """`search.objective` names a metric every trial's suite reports."""
     if s.objective is None:
         return
-    for suite in sorted({c.spec.eval.suite for c in cells}):
-        known = suite_metrics(suite)
+    evals = {c.spec.eval.model_dump_json(): c.spec.eval for c in cells}
+    for ev in evals.values():
+        known = suite_metrics(ev.resolved())
         if known is not None and s.objective not in known:
             raise UserError(f"{path}: field 'search.objective': '{s.objective}' is not a "
-                            f"metric of suite '{suite}' (known: {', '.join(known)})")
-
-
-class _Tolerant(yaml.SafeLoader):
-    """A task YAML with lmms-eval's tags (`!function utils.x`) read as plain data."""
-
-
-_Tolerant.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def suite_metrics(suite: str) -> list[str] | None:
-    """The `task/metric` names a suite's evaluation reports (each task's `metric_list`, as
-    lmms-eval reports them); None when that cannot be told (an unknown suite, a task
-    without a metric list)."""
-    try:
-        s = get_suite(suite)
-    except UserError:
-        return None
-    names = []
-    for task in s.tasks:
-        if s.builtin:  # lmms-eval's own task index (seconds: only when an objective is set)
-            try:
-                config = task_manager(True)._get_config(task)
-            except Exception:  # noqa: BLE001 - what the suite check reports, not this one
-                return None
-        else:
-            file = next(TASKS_DIR.rglob(f"{task}.yaml"), None)
-            if file is None:
-                return None
-            config = yaml.load(file.read_text(), Loader=_Tolerant)  # noqa: S506 - safe
-        metrics = [m.get("metric") for m in (config or {}).get("metric_list") or []
-                   if isinstance(m, dict) and m.get("metric")]
-        if not metrics:
-            return None
-        names += [f"{task}/{m}" for m in metrics]
-    return names
+                            f"metric of suite '{ev.suite}' (known: {', '.join(known)})")
 
 
 def space_for(s: search_spec.SearchSpec, base: CellSpec, path: Path) -> Space:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness import fingerprint, hub
 from harness.errors import UserError
-from harness.evaluation.run import TASKS_DIR, check_offline, suites, task_manager
+from harness.evaluation.suite import CUSTOM, TASKS_DIR, Suite, check, is_local, resolve, suites
 from harness.fields import Seed
 from harness.fingerprint import digest
 from harness.jsonl import CALIBRATION, RECOVERY
@@ -39,10 +39,38 @@ RECOVER_VERSION = 2
 
 
 class EvalSpec(BaseModel):
+    """What a cell is scored on: a named suite, or `tasks` (lmms-eval task names; `suite` is
+    then only their label: a user suite's name, else "tasks"). `limit` caps the documents per
+    task (null: the suite's own limit, else all)."""
+
     model_config = ConfigDict(extra="forbid")
     suite: str = "shapes"
+    tasks: list[str] | None = Field(None, min_length=1)
     limit: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _one_evaluation(self) -> EvalSpec:
+        if self.tasks is None:
+            return self
+        if "suite" not in self.model_fields_set:
+            self.suite = CUSTOM
+        elif self.suite in suites():
+            raise ValueError(f"suite '{self.suite}' and tasks {self.tasks} name two "
+                             "evaluations: give one")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks {self.tasks}: a task is named twice")
+        return self
+
+    def resolved(self) -> Suite:
+        """The suite these settings name (`suite.resolve`)."""
+        return resolve(self.suite, self.tasks)
+
+    def keyed(self) -> dict[str, Any]:
+        """What the eval stage's key holds of these settings: not the batch size (it cannot
+        change an answer), nor `tasks` when unset (keys from before the field stay)."""
+        return self.model_dump(exclude={"batch_size"} | ({"tasks"} if self.tasks is None
+                                                          else set()))
 
 
 class CellSpec(BaseModel):
@@ -85,23 +113,28 @@ def seeded(c: CellSpec) -> CellSpec:
     return c.model_copy(update={"prune": PruneSpec.model_validate(data)})
 
 
-def suite_content(suite: str) -> dict[str, str]:
-    """The suite's definition and its tasks' files (local suites), or lmms-eval's version and
-    where each task's data was found (built-in suites: a hub snapshot is named by its
-    commit, a datasets cache by its folder)."""
-    s = suites().get(suite)
-    if s is None:
-        return {"suite": f"unknown:{suite}"}
+def suite_content(e: EvalSpec) -> dict[str, str]:
+    """The suite's definition and its tasks' files (local tasks), and lmms-eval's version and
+    where each built-in task's data was found (a hub snapshot is named by its commit, a
+    datasets cache by its folder)."""
+    try:
+        s = e.resolved()
+    except UserError:
+        return {"suite": f"unknown:{e.suite}"}
+    out = {"suite": digest(s.model_dump())}
     if s.builtin:
-        return {"suite": digest(s.model_dump()), "tasks": f"lmms-eval {version('lmms_eval')}",
-                "data": _builtin_data(tuple(s.tasks))}
-    return {"suite": digest(s.model_dump()), "tasks": fingerprint.of_folder(TASKS_DIR)}
+        out |= {"tasks": f"lmms-eval {version('lmms_eval')}",
+                "data": _builtin_data(tuple(s.tasks), s.builtin)}
+        if any(is_local(t) for t in s.tasks):
+            out["local"] = fingerprint.of_folder(TASKS_DIR)
+        return out
+    return out | {"tasks": fingerprint.of_folder(TASKS_DIR)}
 
 
 @functools.cache
-def _builtin_data(tasks: tuple[str, ...]) -> str:
+def _builtin_data(tasks: tuple[str, ...], builtin: bool) -> str:
     try:
-        found = check_offline(list(tasks), task_manager(True))
+        found = check(Suite(tasks=list(tasks), builtin=builtin))
     except UserError as e:
         return f"unavailable: {e}"  # the eval stage stops with this line; nothing is stored
     return digest({t: [place.identity for place in where] for t, where in found.items()})
@@ -147,8 +180,7 @@ def recover_key(c: CellSpec) -> str:
 
 def eval_key(c: CellSpec) -> str:
     return digest({"v": VERSION, "stage": "eval", "recover": recover_key(c),
-                   "eval": c.eval.model_dump(exclude={"batch_size"}),
-                   "suite": suite_content(c.eval.suite)})
+                   "eval": c.eval.keyed(), "suite": suite_content(c.eval)})
 
 
 def flat(obj, prefix: str = "") -> dict[str, object]:

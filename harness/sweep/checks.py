@@ -1,7 +1,8 @@
 """What a grid's cells name, checked before any cell runs (`plan`, `sweep`, `--dry-run`).
 
 Validation of each cell's fields happens when the grid expands; these are the checks that
-need more than the cell: the suite exists (and its local task files), the model is there
+need more than the cell: the suite exists, each of its tasks is known (a local task file, or
+one of lmms-eval's with its data in the HF cache), the model is there
 (embedded, a folder, or in the Hugging Face cache), and where a cell's pruning depends on
 the model's shapes (an N:M pattern against every pruned layer's width, a budget that some
 split must reach, per-group lists against the block count) the targets are computed on the
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from harness import hub, jsonl
 from harness.errors import UserError
-from harness.evaluation.run import TASKS_DIR, check_offline, get_suite, task_manager
+from harness.evaluation.suite import check as check_suite
 from harness.models.locate import model_folder
 from harness.models.shapes import shapes_of
 from harness.sweep.cell import Cell
@@ -37,20 +38,17 @@ def check(path: Path, cells: list[Cell], keep_going: bool = False, kind: str = "
     for cell in cells:
         where = (f"{path}: cell {cell.index} ({cell.label}): " if kind == "cell" else
                  f"{path}: {kind} ({cell.label}): ")
-        suite = cell.spec.eval.suite
+        ev = cell.spec.eval
+        field = "eval.tasks" if ev.tasks else "eval.suite"
+        suite = f"{ev.suite}:{ev.tasks}"
         if suite not in suites:
-            try:
-                s = get_suite(suite)
-                missing = [t for t in s.tasks if not s.builtin
-                           and not any(TASKS_DIR.rglob(f"{t}.yaml"))]
-                suites[suite] = (f"suite '{suite}' names task '{missing[0]}', which has no "
-                                 f"YAML under {TASKS_DIR}") if missing else None
-                if s.builtin:  # its datasets, where the loader will read them
-                    check_offline(s.tasks, task_manager(True))
+            try:  # every task known, local or lmms-eval's, with its data on this machine
+                check_suite(ev.resolved())
+                suites[suite] = None
             except UserError as e:
                 suites[suite] = str(e)
         if suites[suite]:
-            raise UserError(f"{where}field 'eval.suite': {suites[suite]}")
+            raise UserError(f"{where}field '{field}': {suites[suite]}")
         m = cell.spec.model
         key = m.model_dump_json()
         if key not in models:

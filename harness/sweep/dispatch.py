@@ -35,8 +35,7 @@ from typing import Any, Literal, Protocol
 from harness import settings
 from harness.errors import UserError, first_line
 from harness.evaluation import hub_data
-from harness.evaluation import run as evaluation_run
-from harness.evaluation.run import get_suite
+from harness.evaluation import suite as evaluation_suite
 from harness.models.locate import model_folder
 from harness.sweep import cache
 from harness.sweep.cell import Cell, prune_key, recover_key
@@ -168,7 +167,7 @@ def warm_up() -> float:
         hub_data.offline()
         for module in WORKER_MODULES:
             importlib.import_module(module)
-        evaluation_run.task_manager(False)
+        evaluation_suite.task_manager(False)
     except Exception as e:  # noqa: BLE001 - see above
         log.warning("worker warm-up failed (%s: %s); the cells will say more",
                     type(e).__name__, first_line(e))
@@ -178,9 +177,8 @@ def warm_up() -> float:
 def prepare(cells: Iterable[Cell]) -> None:
     """What every worker would otherwise make for itself at the same moment: the shapes test
     split, when a cell evaluates on a shapes suite."""
-    suites = {c.spec.eval.suite for c in cells}
     try:
-        shapes = any(t.startswith("shapes") for s in suites for t in get_suite(s).tasks)
+        shapes = any(t.startswith("shapes") for c in cells for t in c.spec.eval.resolved().tasks)
     except UserError:
         return  # an unknown suite: its cells fail and say so
     if shapes:

@@ -12,6 +12,8 @@ axes:                                   # the cartesian product of the axes ...
 include: [{prune: null}]                # extra cells: overrides of the base
 exclude: [{prune.method: random, prune.pattern: "2:4"}]   # drop cells matching every key
 seeds: [0]
+suites: suites.yaml                     # the grid's own evaluation suites (a file beside it,
+                                        # or the mapping itself): eval.suite may name them
 ```
 Every cell is validated before any work: an error names the file, the cell and the field.
 Cells are normalized (a field that cannot change a cell's output takes a canonical value: an
@@ -33,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness import fingerprint, settings, yamlfile
 from harness.errors import UserError, unknown, validate
+from harness.evaluation.suite import Suite, user_suites
 from harness.fields import Name, Seed
 from harness.models.locate import model_folder
 from harness.pruning.spec import PruneSpec, refuse_shapes_default
@@ -63,6 +66,7 @@ class GridFile(BaseModel):
     exclude: list[dict[str, Any]] = Field(default_factory=list)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     search: Any = None  # an Optuna search of the base cell (harness/search/spec.py)
+    suites: str | dict[str, Any] | None = None  # the grid's own suites (evaluation/suite.py)
 
     @field_validator("axes")
     @classmethod
@@ -112,6 +116,20 @@ def read(name: str) -> GridFile:
     return validate(GridFile, data, path)
 
 
+def with_suite(data: dict, user: dict[str, Suite]) -> None:
+    """A cell naming one of the grid's own suites gets its tasks, and its limit unless the
+    cell sets one: the cell holds what it is scored on (a worker, here or on a Ray node,
+    needs no suites file), and its key the suite's content, not a name."""
+    ev = data.get("eval")
+    if not isinstance(ev, dict) or not isinstance(ev.get("suite"), str) \
+            or ev["suite"] not in user or ev.get("tasks") is not None:
+        return
+    s = user[ev["suite"]]
+    ev["tasks"] = list(s.tasks)
+    if ev.get("limit") is None and s.limit is not None:
+        ev["limit"] = s.limit
+
+
 def set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
@@ -149,6 +167,7 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
     where = renamed(where) if where else where
     _check_rules(grid, path)
     _check_size(grid, path)
+    user = user_suites(grid.suites, path)
     cells: list[Cell] = []
     seen: dict[str, Cell] = {}
     for combo in _combos(grid):
@@ -160,6 +179,7 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
             for key, value in combo.items():
                 set_dotted(data, key, value)
             data["seed"] = seed
+            with_suite(data, user)
             overrides = combo | ({"seed": seed} if len(grid.seeds) > 1 else {})
             label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
             which = f"cell {len(cells)} ({label}): "

@@ -7,8 +7,9 @@ MLflow holds it. The one place that knows the result's layout in both stores.
   and one metric per part under its prefix: `sparsity/<role>` (achieved), `target/<role>`
   (the prune report's targets), `time/<stage>` (seconds), `block/<role>.<NN>` (achieved
   per block, from the prune report's layers); the two reports and the samples as JSON
-  artifacts. A result read back from a run (`from_mlflow`) has its metrics, sparsity and
-  seconds; the reports and samples stay in the run's artifacts.
+  artifacts; each task's headline metric as the tag `vlmprune.headline` (comma-separated). A
+  result read back from a run (`from_run`) has its metrics, sparsity, seconds and headline;
+  the reports and samples stay in the run's artifacts.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ PREFIXES = ("sparsity", "target", "time", "block")
 ARTIFACTS = {"prune": "sparsity_report.json", "recover": "recovery_report.json",
              "samples": "eval_samples.json"}
 RESULT, SAMPLES = "result.json", "samples.json"  # the eval stage's files
+HEADLINE_TAG = "vlmprune.headline"
 
 
 @dataclass
 class CellResult:
     """What a cell's evaluation gave: task metrics (`shapes_vqa/exact_match`: value),
     achieved sparsity by role (and `overall`, `nonzero`), the prune and recover stages'
-    reports, seconds by stage (prune, recover, evaluate) and the per-sample predictions."""
+    reports, seconds by stage (prune, recover, evaluate), the per-sample predictions and
+    each task's headline metric (`task/metric`, the first its metric list names; empty for
+    results stored before it was recorded)."""
 
     metrics: dict[str, float]
     sparsity: dict[str, float]
@@ -38,6 +42,11 @@ class CellResult:
     recover: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     samples: dict[str, Any] = field(default_factory=dict)
+    headline: list[str] = field(default_factory=list)
+
+    def tags(self) -> dict[str, str]:
+        """The run's tags this result adds: the headline metrics, when recorded."""
+        return {HEADLINE_TAG: ",".join(self.headline)} if self.headline else {}
 
     def to_mlflow(self) -> dict[str, float]:
         """The run's metrics: task metrics, then `sparsity/`, `target/`, `time/`, `block/`."""
@@ -67,8 +76,10 @@ class CellResult:
 
     @classmethod
     def from_run(cls, run: Any) -> CellResult:
-        """A result from an MLflow run (its metrics; see `from_mlflow`)."""
-        return cls.from_mlflow(run.data.metrics)
+        """A result from an MLflow run (its metrics, see `from_mlflow`, and its headline)."""
+        res = cls.from_mlflow(run.data.metrics)
+        res.headline = headlines(run.data.tags)
+        return res
 
     @classmethod
     def read(cls, folder: Path) -> CellResult:
@@ -77,14 +88,23 @@ class CellResult:
         return cls(metrics=stored["metrics"], sparsity=stored["sparsity"],
                    prune=stored["prune"], recover=stored["recover"],
                    seconds=stored["seconds"],
-                   samples=json.loads((folder / SAMPLES).read_text()))
+                   samples=json.loads((folder / SAMPLES).read_text()),
+                   headline=stored.get("headline", []))
 
     def write(self, folder: Path) -> None:
         """The eval stage's files: result.json (all but the samples) and samples.json."""
-        stored = {"metrics": self.metrics, "sparsity": self.sparsity, "prune": self.prune,
-                  "recover": self.recover, "seconds": self.seconds}
+        stored: dict[str, Any] = {"metrics": self.metrics, "sparsity": self.sparsity,
+                                  "prune": self.prune, "recover": self.recover,
+                                  "seconds": self.seconds}
+        if self.headline:
+            stored["headline"] = self.headline
         (folder / RESULT).write_text(json.dumps(stored, indent=1, default=str))
         (folder / SAMPLES).write_text(json.dumps(self.samples))
+
+
+def headlines(tags: dict[str, str]) -> list[str]:
+    """The headline metrics a run's tags hold (`CellResult.tags`)."""
+    return [h for h in tags.get(HEADLINE_TAG, "").split(",") if h]
 
 
 def split(name: str) -> tuple[str, str]:

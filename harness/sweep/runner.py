@@ -229,7 +229,7 @@ def _score(result: CellResult | None, failure: str | None) -> str:
     if result is None:
         return f"FAILED {failure}"
     parts = [f"{k.split('/')[0].removeprefix('shapes_')} {k.split('/')[1]} {v:.3f}"
-             for k, v in headline(result.metrics)]
+             for k, v in headline(result.metrics, result.headline)]
     return ", ".join(parts + [f"sparsity {result.sparsity.get('overall', 0.0):.3f}"])
 
 
@@ -238,7 +238,7 @@ def summary(name: str, rows: list[tuple[Cell, CellResult | None, str | None]], r
     metric_names: list[str] = []
     for _, r, _ in rows:
         if r is not None:
-            metric_names += [k for k, _ in headline(r.metrics) if k not in metric_names]
+            metric_names += [k for k, _ in headline(r.metrics, r.headline) if k not in metric_names]
     t = Table(title=f"{name}: {len(rows)} cells, {ran} run now in {seconds:.0f} s")
     t.add_column("cell")
     for m in metric_names:

@@ -152,14 +152,14 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     m = model or recovered(cell, force, notify)
     notify("evaluate")
     t0 = time.perf_counter()
-    res = evaluate(m.adapter, cell.eval.suite, run_hash=key, limit=cell.eval.limit,
+    res = evaluate(m.adapter, cell.eval.resolved(), run_hash=key, limit=cell.eval.limit,
                    batch_size=cell.eval.batch_size, progress=False)
     result = CellResult(
         metrics=res.metrics, sparsity=sparsity_by_role(m.adapter, m.masks), prune=m.prune,
         recover=m.recover, seconds={"prune": m.prune.get("seconds", {}).get("stage", 0.0),
                                     "recover": m.recover.get("seconds", 0.0),
                                     "evaluate": time.perf_counter() - t0},
-        samples=res.samples)
+        samples=res.samples, headline=res.headline)
     with cache.writing("eval", key) as tmp:
         result.write(tmp)
     return result

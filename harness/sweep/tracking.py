@@ -337,9 +337,12 @@ class Tracker:
                 "vlmprune.status": "failed" if failure else "finished", **versions()}
         if failure:
             tags["vlmprune.failure"] = failure[:5000]
+        if result is not None:
+            tags |= result.tags()
         run_id = self.client.create_run(self.experiment_id, run_name=cell.label,
                                         tags=tags).info.run_id
-        params = [Param(k, str(v)[:6000]) for k, v in flat(cell.spec.model_dump()).items()]
+        params = [Param(k, str(v)[:6000]) for k, v in flat(cell.spec.model_dump()).items()
+                  if not (k == "eval.tasks" and v is None)]  # runs before the field: unchanged
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
         if result is not None:

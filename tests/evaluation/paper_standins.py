@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
-from harness.world.scene import render
+from harness.world.scene import SHAPES, render
 from harness.world.splits import caption_sample, vqa_sample
 
 ROWS = 6
@@ -100,6 +100,41 @@ def flickr30k() -> dict:
             "filename": [f"{i}.jpg" for i in range(ROWS)]}
 
 
+def textvqa() -> dict:
+    rows = [vqa_sample("test", 300 + i) for i in range(ROWS)]
+    return {"image_id": [f"t{i}" for i in range(ROWS)],
+            "question_id": [7000 + i for i in range(ROWS)],
+            "question": [s.qa.question for s in rows],
+            "question_tokens": [s.qa.question.split() for s in rows],
+            "image": [_image(s.scene) for s in rows],
+            "image_width": [64] * ROWS, "image_height": [64] * ROWS,
+            "flickr_original_url": [f"https://example.invalid/{i}.jpg" for i in range(ROWS)],
+            "flickr_300k_url": [f"https://example.invalid/300k/{i}.jpg" for i in range(ROWS)],
+            "answers": [[s.qa.answer] * 10 for s in rows],
+            "image_classes": [["shape"] for _ in rows],
+            "set_name": ["val"] * ROWS,
+            "ocr_tokens": [[] for _ in rows]}
+
+
+def pope() -> dict:
+    """Yes/no questions about an object's presence, half of them about one that is there."""
+    rows = [caption_sample("test", 400 + i)[0] for i in range(ROWS)]
+    questions, answers = [], []
+    for i, scene in enumerate(rows):
+        obj = scene.objects[0]
+        there = i % 2 == 0
+        shape = obj.shape if there else next(
+            s for s in SHAPES if all(o.shape != s for o in scene.objects))
+        questions.append(f"Is there a {shape} in the image?")
+        answers.append("yes" if there else "no")
+    return {"id": [str(i) for i in range(ROWS)],
+            "question_id": [str(8000 + i) for i in range(ROWS)],
+            "question": questions, "answer": answers,
+            "image_source": [f"shapes_{i}" for i in range(ROWS)],
+            "image": [_image(scene) for scene in rows],
+            "category": ["random"] * ROWS}
+
+
 # repo -> [(config, split, folder in the repo, columns)]
 REPOS = {
     "lmms-lab-encoder/VQAv2": [("default", "validation", "data", vqav2)],
@@ -111,6 +146,16 @@ REPOS = {
     "lmms-lab-encoder/NoCaps": [("default", "validation", "data", nocaps)],
     "lmms-lab-encoder/flickr30k": [("default", "test", "data", flickr30k)],
 }
+# beyond the paper suite: tasks a user names in `eval.tasks` or a suite of their own
+MORE = {
+    "lmms-lab-encoder/textvqa": [("default", "validation", "data", textvqa)],
+    "lmms-lab-encoder/POPE": [("default", "test", "data", pope)],
+}
+
+
+def layout(repo: str) -> list:
+    """A repo's configs (REPOS, as a test may have extended it, then MORE)."""
+    return REPOS[repo] if repo in REPOS else MORE[repo]
 
 
 def _features(columns: dict) -> datasets.Features:
@@ -124,7 +169,7 @@ def repo_folder(repo: str, root: Path, only: set[str] | None = None) -> Path:
     """The repo's files as the hub holds them: README.md with its configs, parquet shards."""
     root.mkdir(parents=True, exist_ok=True)
     card = ["---", "configs:"]
-    for config, split, folder, build in REPOS[repo]:
+    for config, split, folder, build in layout(repo):
         if only is not None and config not in only:
             continue
         columns = build()
@@ -153,7 +198,7 @@ def datasets_cache(hf_home: Path, repo: str, scratch: Path) -> Path:
     org, name = repo.split("/")
     src = repo_folder(repo, scratch / name)
     cache = hf_home / "datasets"
-    for config, split, _, _ in REPOS[repo]:
+    for config, split, _, _ in layout(repo):
         datasets.load_dataset(str(src), config, split=split, cache_dir=str(cache))
     target = cache / f"{org}___{camelcase_to_snakecase(name)}"
     shutil.move(cache / camelcase_to_snakecase(name), target)

@@ -175,26 +175,11 @@ def test_caption_tasks_get_the_caption_prompt(runs, dense):
     assert sum(words) / len(words) >= 4
 
 
-@pytest.fixture
-def hf_home(tmp_path, monkeypatch):
-    """A Hugging Face home for this process: the hub cache snapshot_download reads and the
-    datasets cache lmms-eval's loader uses."""
-    from huggingface_hub import constants
-    from lmms_eval.api.task import _resolve_hf_datasets_cache_dir
-
-    home = tmp_path / "hf"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(home / "datasets"))
-    _resolve_hf_datasets_cache_dir.cache_clear()  # lmms-eval reads it once per process
-    yield home
-    _resolve_hf_datasets_cache_dir.cache_clear()
-
-
 def test_a_partial_snapshot_names_what_it_lacks(hf_home):
     """GQA needs its questions and its images; a snapshot with the questions only is refused
     in one line naming the images config."""
     from harness.errors import UserError
-    from harness.evaluation.run import check_offline, task_manager
+    from harness.evaluation.suite import check_offline, task_manager
 
     standins.hub_snapshot(hf_home, "lmms-lab-encoder/GQA", only={"testdev_balanced_instructions"})
     with pytest.raises(UserError) as e:
@@ -207,7 +192,7 @@ def test_each_task_is_found_where_it_lies(hf_home, tmp_path):
     """A snapshot is handed over as its folder, a datasets cache as the hub id; both are named
     by what a stored result depends on (the snapshot's commit, the cache's folder)."""
     from harness.evaluation.hub_data import task_sources
-    from harness.evaluation.run import task_manager
+    from harness.evaluation.suite import task_manager
 
     tm = task_manager(True)
     standins.hub_snapshot(hf_home, "lmms-lab-encoder/VQAv2")

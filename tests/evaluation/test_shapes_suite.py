@@ -114,7 +114,7 @@ def test_lmms_eval_command_line_runs_the_registered_class(tmp_path):
     import subprocess
     import sys
 
-    from harness.evaluation.run import TASKS_DIR
+    from harness.evaluation.suite import TASKS_DIR
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     p = subprocess.run([sys.executable, "-m", "lmms_eval", "--model", "vlmprune",
@@ -139,7 +139,7 @@ def test_eval_command_bad_suite_exits_2(capsys):
 
 @pytest.mark.integration
 def test_shapes_group_and_tasks_are_found_through_the_include_path():
-    from harness.evaluation.run import task_manager
+    from harness.evaluation.suite import task_manager
 
     tm = task_manager(False)
     assert {"shapes_vqa", "shapes_caption"} <= set(tm.all_tasks)

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from harness.evaluation import task_index
-from harness.evaluation.run import TASKS_DIR
+from harness.evaluation.suite import TASKS_DIR
 
 
 @pytest.mark.integration
