@@ -58,13 +58,54 @@ def test_prunes_and_generates_with_nothing_given(model_type, tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("model_type", ["mistral3", "idefics2"])
+@pytest.mark.parametrize("model_type", RUN + sorted(BUILT))
 def test_lmms_eval_scores_a_model_loaded_with_nothing_given(model_type):
     """The quick suite through lmms-eval on a model whose roles and prompts were found."""
     from harness.evaluation.run import evaluate
 
-    a = adapter_for(*tiny_pair(model_type), name=model_type)
+    (model, processor), family = pair(model_type)
+    a = adapter_for(model, processor, family, name=model_type)
     r = evaluate(a, "quick", run_hash=f"auto-{model_type}", limit=3, progress=False)
     assert len(r.samples["shapes_vqa"]) == 3
     assert all(isinstance(s["prediction"], str) for s in r.samples["shapes_vqa"])
     assert 0 <= r.metrics["shapes_vqa/exact_match"] <= 1
+
+
+# one of each kind: LLaVA-like with a chat template, a decoder with its own connector, a
+# Q-Former (its Python family is found from the folder), a Qwen-style merger
+THROUGH_THE_CLI = ["mistral3", "idefics2", "instructblip", "qwen2_5_vl"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("model_type", THROUGH_THE_CLI)
+def test_inspect_prune_and_eval_from_a_folder_with_nothing_given(model_type, tmp_path, results,
+                                                                 capsys):
+    """What a user types: the saved model's folder, no family, no layout, no prompts."""
+    import json
+
+    from harness.cli import main
+
+    (model, processor), family = pair(model_type)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    assert main(["inspect", str(folder)]) == 0
+    shown = capsys.readouterr().out
+    assert f"family {'instructblip' if model_type == 'instructblip' else 'generic'}" in shown
+    assert "vision" in shown and "excluded" in shown
+    a = adapter_for(model, processor, family, name=model_type)
+    spec = tmp_path / "prune.yaml"
+    spec.write_text(json.dumps({"prune": {
+        "method": "wanda", "sparsity": {"vision": 0.5, "bridge": 0.5, "language": 0.5},
+        "calibration": {"source": str(calibration_file(tmp_path, a)), "samples": 2,
+                        "batch_size": 2}}}))
+    out = tmp_path / "pruned"
+    assert main(["prune", str(spec), "--model", str(folder), "--out", str(out)]) == 0
+    report = json.loads((out / "sparsity.json").read_text())
+    assert report["roles"]["language"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    scores = tmp_path / "scores.json"
+    assert main(["eval", "--model", str(out), "--suite", "quick", "--limit", "3",
+                 "--out", str(scores)]) == 0
+    got = json.loads(scores.read_text())
+    assert len(got["samples"]["shapes_vqa"]) == 3
+    assert got["headline"] == ["shapes_vqa/exact_match"]
