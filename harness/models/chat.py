@@ -16,14 +16,27 @@ def prompts_from(processor: Any) -> Prompts:
     """A question and a caption request in the processor's own format: the user turn of its
     chat template holding one image and the text, with the assistant's turn opened; without
     a template, the processor's image token before the text; else the bare text (processors
-    such as PaliGemma's add the image tokens themselves)."""
+    such as PaliGemma's and Florence-2's add the image tokens themselves: one that refuses its
+    own token before a text and takes the bare text with an image is one of those)."""
     vqa, caption = _templated(processor, QUESTION), _templated(processor, CAPTION)
     if vqa is not None and caption is not None:
         return Prompts(vqa=vqa, caption=caption)
     token = image_token(processor)
-    if token:
+    if token and not (not _takes(processor, f"{token}\nwhat ?") and _takes(processor, "what ?")):
         return Prompts(vqa=f"{token}\n{QUESTION}", caption=f"{token}\n{CAPTION}")
     return Prompts(vqa=QUESTION, caption=CAPTION)
+
+
+def _takes(processor: Any, text: str) -> bool:
+    """Whether the processor encodes `text` with one small image."""
+    import numpy as np
+
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    try:
+        processor(images=[image], text=[text], return_tensors="pt")
+    except Exception:  # noqa: BLE001 - any refusal is an answer here
+        return False
+    return True
 
 
 def image_token(processor: Any) -> str | None:

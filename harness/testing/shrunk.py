@@ -38,10 +38,11 @@ _CAPS = [
 ]
 CAPS = [(re.compile(f"^{rx}$"), cap) for rx, cap in _CAPS]
 # derived from the layer count by the config itself when left out
-_DERIVED = {"layer_types", "sliding_window_pattern"}
+_DERIVED = {"sliding_window_pattern"}
 # lists of layer indices: kept where they still index a layer, else the last layer
 _INDEXES = {"fullatt_block_indexes", "deepstack_visual_indexes", "cross_attention_layers",
-            "full_attention_layers", "global_attention_layers", "mlp_only_layers"}
+            "full_attention_layers", "global_attention_layers", "mlp_only_layers",
+            "intermediate_layers_indices", "vision_feature_layer"}
 
 
 def image_text_types() -> list[str]:
@@ -60,6 +61,12 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
             continue
         if k in _DERIVED:
             continue
+        if k == "layer_types" and isinstance(v, list) and v:
+            # one layer of each kind, in order (a hybrid's toy keeps an attention layer, which
+            # its cache needs to count the sequence)
+            kinds = list(dict.fromkeys(v))
+            out[k] = (kinds + [v[-1]] * LAYERS)[:LAYERS]
+            continue
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             cap = next((c for rx, c in CAPS if rx.match(k)), None)
             v = min(v, cap) if cap is not None else v
@@ -70,6 +77,10 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
         elif k == "per_layer_config" and isinstance(v, dict):
             v = {i: c for i, c in v.items() if int(i) < LAYERS}
         out[k] = v
+    if "vision_output_dim" in out and "intermediate_layers_indices" in out:
+        # Mllama's vision output concatenates the last state and each intermediate one
+        out["vision_output_dim"] = out["hidden_size"] * (len(out["intermediate_layers_indices"])
+                                                         + 1)
     rope = out.get("rope_parameters")
     # multimodal RoPE (Qwen-VL and kin) splits a head's rotary half in three; plain RoPE
     # ignores the field
@@ -142,7 +153,13 @@ def _processor_parts(model_type: str):
 def _sized(image_processor, config):
     """The image processor at the vision tower's image size (its defaults and the config's
     may differ: a 224 px processor for a 336 px tower)."""
-    side = getattr(getattr(config, "vision_config", None), "image_size", None)
+    vision = getattr(config, "vision_config", None)
+    for attr, key in (("patch_size", "patch_size"), ("temporal_patch_size", "temporal_patch_size"),
+                      ("merge_size", "spatial_merge_size")):
+        value = getattr(vision, key, None)
+        if isinstance(value, int) and isinstance(getattr(image_processor, attr, None), int):
+            setattr(image_processor, attr, value)  # the tower's patches, not the defaults'
+    side = getattr(vision, "image_size", None)
     if isinstance(side, (list, tuple)):
         side = side[0]
     if not isinstance(side, int):
@@ -171,6 +188,10 @@ def tiny_pair(model_type: str, seed: int = 0):
     if "num_additional_image_tokens" in sig:  # a CLIP tower's class token, as its checkpoints
         vision = getattr(getattr(config, "vision_config", None), "model_type", "")
         kwargs["num_additional_image_tokens"] = int("clip" in str(vision))
+        if "clip" in str(vision) and "vision_feature_select_strategy" in sig:
+            # dropped again by the model (VipLlava's config does not say so; its checkpoint's
+            # processor does)
+            kwargs.setdefault("vision_feature_select_strategy", "default")
     if "video_processor" in sig:
         kwargs["video_processor"] = video_cls() if video_cls is not None else None
     tokens: dict[str, str] = {}
@@ -205,4 +226,25 @@ def tiny_pair(model_type: str, seed: int = 0):
                 setattr(where, key, getattr(tok, key))
     cls = getattr(tf, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES[model_type])
     torch.manual_seed(seed)
-    return finish(cls(config), tok), proc
+    model = finish(cls(config), tok)
+    for attr in ("num_image_tokens", "image_seq_length"):
+        if hasattr(proc, attr) and getattr(proc, attr) is None:
+            setattr(proc, attr, _image_tokens(model, proc))
+    return model, proc
+
+
+def _image_tokens(model, proc) -> int | None:
+    """How many features the model makes of one image (a processor whose checkpoint would
+    have said, e.g. Florence-2's `image_seq_length`): counted on a blank image."""
+    import numpy as np
+
+    try:
+        pixels = proc.image_processor(images=[np.zeros((32, 32, 3), dtype=np.uint8)],
+                                      return_tensors="pt")["pixel_values"]
+        inner = getattr(model, "model", model)
+        with torch.no_grad():
+            out = inner.get_image_features(pixel_values=pixels)
+    except Exception:  # noqa: BLE001 - other inputs needed: left as the processor has it
+        return None
+    feats = getattr(out, "pooler_output", out)
+    return int(feats.shape[1]) if isinstance(feats, torch.Tensor) else None
