@@ -80,6 +80,10 @@ def detect(model: nn.Module) -> Layout:
             raise UserError(f"model_type '{kind}': no transformer blocks found under {root} "
                             f"(its {name}); give a layout file: --layout FILE")
         blocks[role] += found
+    if not blocks["language"] and not any(role == "language" for role, _ in subs.values()):
+        # the model's own config is its language model's (GIT, IDEFICS): its blocks are the
+        # layer lists outside every tower the sub-configs built
+        blocks["language"] = _block_lists(model, "", _counts(cfg), list(roots.values()))
     if not blocks["language"]:
         raise UserError(f"model_type '{kind}' has no text config: not an image-text model "
                         "vlmprune can split into vision, bridge and language")
@@ -141,11 +145,13 @@ def _sub_configs(cfg) -> Iterator[tuple[str, tuple[str, object]]]:
         sub = getattr(cfg, name, None)
         if sub is None or not hasattr(sub, "to_dict"):
             continue
-        yield name, (_role(name), sub)
+        yield name, (_role(name, sub), sub)
 
 
-def _role(name: str) -> str:
+def _role(name: str, sub: object = None) -> str:
     n = name.lower()
+    if n == "encoder" and hasattr(sub, "image_size") and hasattr(sub, "patch_size"):
+        return "vision"  # an image encoder feeding a text decoder (VisionEncoderDecoder)
     if any(w in n for w in _BRIDGE):
         return "bridge"
     if any(w in n for w in _VISION):

@@ -89,6 +89,26 @@ def test_a_layout_that_leaves_linears_out_is_refused_naming_them():
     assert msg.split(": ")[1].startswith("2 Linear(s)")  # the count
 
 
+@pytest.mark.parametrize("model_type, vision, bridge, language, head", [
+    # the model's own config is the language model's: its blocks lie outside the vision tower
+    ("git", "git.image_encoder.vision_model.encoder.layers", "git.visual_projection",
+     "git.encoder.layer", "output"),
+    ("idefics", "model.vision_model.encoder.layers", None, "model.layers", "lm_head"),
+    # an image encoder (a sub-config with an image and patch size) feeding a text decoder
+    ("vision-encoder-decoder", "encoder.layers", None, "decoder.bert.encoder.layer",
+     "decoder.cls.predictions.decoder"),
+])
+def test_roles_without_a_text_config_or_with_an_image_encoder(model_type, vision, bridge,
+                                                              language, head):
+    model = meta(model_type)
+    layout = auto.detect(model)
+    auto.partition(model, layout, model_type)
+    assert layout.vision == (vision,) and language in layout.language
+    assert bridge is None or layout.bridge == (bridge,)
+    assert head in layout.exclude
+    assert not any(p.startswith(vision.rsplit(".", 2)[0]) for p in layout.language)
+
+
 @pytest.mark.parametrize("model_type, words", [
     ("evolla", "no vision config"), ("pi0", "no vision config"),
     ("fuyu", "straight into the language model")])

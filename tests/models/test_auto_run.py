@@ -18,9 +18,9 @@ from tests.models.test_layouts import IMAGES, calibration_file
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
-RUN = ["blip", "cohere2_vision", "exaone4_5", "florence2", "glm4v", "glm46v", "got_ocr2",
-       "granite_docling", "hyperclovax_vision_v2", "idefics2", "inkling2", "janus", "lfm2_vl",
-       "lfm3_vl", "lighton_ocr", "llava_next", "llava_next_video", "mistral3", "mllama",
+RUN = ["blip", "cohere2_vision", "exaone4_5", "florence2", "git", "glm4v", "glm46v", "got_ocr2",
+       "granite_docling", "hyperclovax_vision_v2", "idefics", "idefics2", "inkling2", "janus",
+       "lfm2_vl", "lfm3_vl", "lighton_ocr", "llava_next", "llava_next_video", "mistral3", "mllama",
        "paddleocr_vl", "qwen3_5", "qwen3_5_moe", "qwen3_vl", "video_llama_3", "video_llava"]
 # hand-made toy models (real processors at 32 px), loaded as `generic` with no layout: the
 # roles are found, not the family's or the shipped layout's
