@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness import yamlfile
 from harness.errors import UserError, format_validation_error, unknown
@@ -90,7 +90,7 @@ def user_suites(value: str | dict[str, Any] | None, grid: Path) -> dict[str, Sui
     if value is None:
         return {}
     if isinstance(value, str):
-        source: Path = (grid.parent / value)
+        source = grid.parent / value
         if not source.is_file():
             raise UserError(f"{grid}: field 'suites': no such file {source}")
         data = yamlfile.load(source, "suites file")
@@ -106,9 +106,8 @@ def user_suites(value: str | dict[str, Any] | None, grid: Path) -> dict[str, Sui
                             f"{', '.join(_shipped())}); choose another")
         try:
             out[str(name)] = Suite.model_validate(body)
-        except Exception as e:  # noqa: BLE001 - pydantic's error, as one line
-            text = format_validation_error(e) if hasattr(e, "errors") else str(e)
-            raise UserError(f"{source}: suite '{name}': {text}") from None
+        except ValidationError as e:
+            raise UserError(f"{source}: suite '{name}': {format_validation_error(e)}") from None
         out[str(name)].builtin = any(not is_local(t) for t in out[str(name)].tasks)
     return out
 
