@@ -76,7 +76,7 @@ def prepare(name: str, study: str | None = None
     data = copy.deepcopy(g.base)
     grid.set_dotted(data, "prune.sparsity", {r: 0.5 for r in s.roles})
     data["seed"] = g.seeds[0]
-    grid.with_suite(data, user_suites(g.suites, path))
+    grid.with_suite(data, user_suites(g.suites, path), f"{path}: search: base cell: ")
     base = validate(CellSpec, data, path, "search: base cell: ")
     if base.prune is None:
         raise UserError(f"{path}: field 'base.prune': a search prunes; the base cannot be dense")

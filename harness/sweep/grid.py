@@ -116,14 +116,19 @@ def read(name: str) -> GridFile:
     return validate(GridFile, data, path)
 
 
-def with_suite(data: dict, user: dict[str, Suite]) -> None:
+def with_suite(data: dict, user: dict[str, Suite], where: str = "") -> None:
     """A cell naming one of the grid's own suites gets its tasks, and its limit unless the
     cell sets one: the cell holds what it is scored on (a worker, here or on a Ray node,
-    needs no suites file), and its key the suite's content, not a name."""
+    needs no suites file), and its key the suite's content, not a name. Such a suite and
+    `eval.tasks` in one cell (a base naming the suite, an include naming tasks) are refused,
+    as a shipped suite and tasks are."""
     ev = data.get("eval")
     if not isinstance(ev, dict) or not isinstance(ev.get("suite"), str) \
-            or ev["suite"] not in user or ev.get("tasks") is not None:
+            or ev["suite"] not in user:
         return
+    if ev.get("tasks") is not None:
+        raise UserError(f"{where}field 'eval': suite '{ev['suite']}' (the grid's) and tasks "
+                        f"{ev['tasks']} name two evaluations: give one")
     s = user[ev["suite"]]
     ev["tasks"] = list(s.tasks)
     if ev.get("limit") is None and s.limit is not None:
@@ -179,10 +184,10 @@ def expand(name: str, where: dict[str, str] | None = None) -> tuple[GridFile, li
             for key, value in combo.items():
                 set_dotted(data, key, value)
             data["seed"] = seed
-            with_suite(data, user)
             overrides = combo | ({"seed": seed} if len(grid.seeds) > 1 else {})
             label = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "base"
             which = f"cell {len(cells)} ({label}): "
+            with_suite(data, user, f"{path}: {which}")
             written = validate(CellSpec, data, path, which)
             # before `seeded` writes every field out; a model not on this machine is the
             # checks' to report

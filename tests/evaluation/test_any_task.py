@@ -138,6 +138,17 @@ def test_a_user_suite_cannot_take_a_shipped_name_and_is_checked(tmp_path):
 
 
 @pytest.mark.unit
+def test_a_grid_suite_and_tasks_in_one_cell_are_refused(tmp_path):
+    """A base naming the grid's suite and an include naming tasks: which would the cell be
+    scored on? Refused, naming the cell, as a shipped suite with tasks is."""
+    g = grid_file(tmp_path, eval={"suite": "beyond"})  # the include cell (1) names tasks
+    with pytest.raises(UserError) as e:
+        grid_mod.expand(str(g))
+    assert "suite 'beyond' (the grid's) and tasks ['ok_vqa_val2014']" in str(e.value)
+    assert "cell 1" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.unit
 def test_keys_of_named_suites_are_what_they_were():
     """Adding `tasks` leaves every stored eval stage of a named suite where it was."""
     for suite in ("shapes", "quick"):
