@@ -159,10 +159,9 @@ def check_offline(tasks: list[str], tm) -> dict[str, list]:
 def check(s: Suite) -> dict[str, list]:
     """Every task of the suite there: local ones by their YAML, built-in ones known to
     lmms-eval with their data in the HF cache. Returns where the built-in ones' data lies."""
-    local = [t for t in s.tasks if is_local(t)]
     if not s.builtin:
         return {}
-    return check_offline([t for t in s.tasks if t not in local], task_manager(True))
+    return check_offline([t for t in s.tasks if not is_local(t)], task_manager(True))
 
 
 class _Tolerant(yaml.SafeLoader):

@@ -22,9 +22,15 @@ def prompts_from(processor: Any) -> Prompts:
     if vqa is not None and caption is not None:
         return Prompts(vqa=vqa, caption=caption)
     token = image_token(processor)
-    if token and not (not _takes(processor, f"{token}\nwhat ?") and _takes(processor, "what ?")):
+    if token and not _adds_its_own(processor, token):
         return Prompts(vqa=f"{token}\n{QUESTION}", caption=f"{token}\n{CAPTION}")
     return Prompts(vqa=QUESTION, caption=CAPTION)
+
+
+def _adds_its_own(processor: Any, token: str) -> bool:
+    """A processor that puts the image tokens in itself: it refuses a text holding its own
+    token and takes the bare text with an image."""
+    return not _takes(processor, f"{token}\nwhat ?") and _takes(processor, "what ?")
 
 
 def _takes(processor: Any, text: str) -> bool:

@@ -21,7 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness import fingerprint, hub
 from harness.errors import UserError
-from harness.evaluation.suite import CUSTOM, TASKS_DIR, Suite, check, is_local, resolve, suites
+from harness.evaluation.suite import (
+    CUSTOM,
+    TASKS_DIR,
+    Suite,
+    check,
+    is_local,
+    of_tasks,
+    resolve,
+    suites,
+)
 from harness.fields import Seed
 from harness.fingerprint import digest
 from harness.jsonl import CALIBRATION, RECOVERY
@@ -124,7 +133,7 @@ def suite_content(e: EvalSpec) -> dict[str, str]:
     out = {"suite": digest(s.model_dump())}
     if s.builtin:
         out |= {"tasks": f"lmms-eval {version('lmms_eval')}",
-                "data": _builtin_data(tuple(s.tasks), s.builtin)}
+                "data": _builtin_data(tuple(s.tasks))}
         if any(is_local(t) for t in s.tasks):
             out["local"] = fingerprint.of_folder(TASKS_DIR)
         return out
@@ -132,9 +141,9 @@ def suite_content(e: EvalSpec) -> dict[str, str]:
 
 
 @functools.cache
-def _builtin_data(tasks: tuple[str, ...], builtin: bool) -> str:
+def _builtin_data(tasks: tuple[str, ...]) -> str:
     try:
-        found = check(Suite(tasks=list(tasks), builtin=builtin))
+        found = check(of_tasks(list(tasks)))
     except UserError as e:
         return f"unavailable: {e}"  # the eval stage stops with this line; nothing is stored
     return digest({t: [place.identity for place in where] for t, where in found.items()})
