@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.evaluation import meteor
+from harness.evaluation import intervals, meteor
 from harness.evaluation.hub_data import offline, override
 from harness.evaluation.suite import (
     Suite,
@@ -39,6 +39,7 @@ class EvalResult:
     samples: dict[str, list[dict[str, Any]]]  # task -> [{doc_id, target, prediction, ...}]
     seconds: float = 0.0
     headline: list[str] = field(default_factory=list)  # each task's first listed metric
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95%, bootstrap
 
 
 def output_dir(run_hash: str) -> Path:
@@ -81,7 +82,10 @@ def evaluate(adapter: Adapter | None, suite: str | Suite = "shapes", run_hash: s
     seconds = time.perf_counter() - t0
     scores = metrics(out)
     heads = [h for t in s.tasks if (h := headline(t, configs[t], scores)) is not None]
-    return EvalResult(scores, samples(out), seconds, heads)
+    kinds = {t: intervals.task_metrics(tm._get_config(t)) for t in s.tasks}  # functions
+    kept = samples(out, {t: [m.name for m in ms] for t, ms in kinds.items()})
+    spread = intervals.of_samples(kept, lambda t: kinds.get(t, []), scores)
+    return EvalResult(scores, kept, seconds, heads, spread)
 
 
 def metrics(out: dict) -> dict[str, float]:
@@ -96,16 +100,30 @@ def metrics(out: dict) -> dict[str, float]:
     return res
 
 
-def samples(out: dict) -> dict[str, list[dict[str, Any]]]:
+def samples(out: dict, metric_items: dict[str, list[str]] | None = None
+            ) -> dict[str, list[dict[str, Any]]]:
+    """Each task's documents: id, target, prediction, every number the task's scoring gave
+    it, and the per-document value of each metric its metric list names (a corpus metric's
+    item, such as CIDEr's prediction and reference: what a resample recomputes it from)."""
     res = {}
     for task, rows in out.get("samples", {}).items():
+        named = set((metric_items or {}).get(task, []))
         res[task] = [{"doc_id": r["doc_id"], "target": r.get("target"),
                       "prediction": _first(r.get("filtered_resps")),
                       **{k: v for k, v in r.items()
-                         if isinstance(v, int | float) and not isinstance(v, bool)
-                         and k != "doc_id"}}
+                         if k != "doc_id" and (k in named and _plain(v) or isinstance(
+                             v, int | float) and not isinstance(v, bool))}}
                      for r in rows]
     return res
+
+
+def _plain(v: Any) -> bool:
+    """JSON data (what samples.json and the MLflow artifact can hold as it is)."""
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return all(_plain(x) for x in v)
+    return v is None or isinstance(v, str | int | float | bool)
 
 
 def _first(x: Any) -> Any:

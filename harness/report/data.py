@@ -147,7 +147,7 @@ def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
     # a dense cell's `prune` is null, which MLflow holds as the string "None"
     dense = pl.col("p.prune").eq_missing("None") if "p.prune" in cells.columns else pl.lit(False)
     cells = cells.with_columns(dense.alias(DENSE))
-    metrics = [k for k in keys if "/" in k]
+    metrics = [k for k in keys if "/" in k and not k.startswith(PARTS)]
     params = _grid_order([k for k in keys if k.startswith("p.") and k not in SEED_PARAMS
                           and k != "p.prune" and _varies(cells, k)], cells)
     cells = cells.sort([*params, "cell"], nulls_last=False) if params else cells.sort("cell")

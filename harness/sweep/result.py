@@ -6,7 +6,9 @@ MLflow holds it. The one place that knows the result's layout in both stores.
 - MLflow, one child run per cell: the task metrics under their own names (`task/metric`),
   and one metric per part under its prefix: `sparsity/<role>` (achieved), `target/<role>`
   (the prune report's targets), `time/<stage>` (seconds), `block/<role>.<NN>` (achieved
-  per block, from the prune report's layers); the two reports and the samples as JSON
+  per block, from the prune report's layers), `lo/<task>/<metric>` and `hi/...` (the
+  metric's 95% bootstrap interval over documents); the two reports and the samples (every
+  document's own scores: what intervals and paired tests are computed from) as JSON
   artifacts; each task's headline metric as the tag `vlmprune.headline` (comma-separated). A
   result read back from a run (`from_run`) has its metrics, sparsity, seconds and headline;
   the reports and samples stay in the run's artifacts.
@@ -21,7 +23,7 @@ from typing import Any
 
 # the MLflow prefix of each part of a result logged beside the task metrics (a task metric
 # is `task/metric`, whose task is none of these)
-PREFIXES = ("sparsity", "target", "time", "block")
+PREFIXES = ("sparsity", "target", "time", "block", "lo", "hi")
 ARTIFACTS = {"prune": "sparsity_report.json", "recover": "recovery_report.json",
              "samples": "eval_samples.json"}
 RESULT, SAMPLES = "result.json", "samples.json"  # the eval stage's files
@@ -34,7 +36,8 @@ class CellResult:
     achieved sparsity by role (and `overall`, `nonzero`), the prune and recover stages'
     reports, seconds by stage (prune, recover, evaluate), the per-sample predictions and
     each task's headline metric (`task/metric`, the first its metric list names; empty for
-    results stored before it was recorded)."""
+    results stored before it was recorded), and each metric's 95% bootstrap interval over
+    the documents (`intervals.py`; empty for results stored before intervals were kept)."""
 
     metrics: dict[str, float]
     sparsity: dict[str, float]
@@ -43,6 +46,7 @@ class CellResult:
     seconds: dict[str, float] = field(default_factory=dict)
     samples: dict[str, Any] = field(default_factory=dict)
     headline: list[str] = field(default_factory=list)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def tags(self) -> dict[str, str]:
         """The run's tags this result adds: the headline metrics, when recorded."""
@@ -58,6 +62,8 @@ class CellResult:
                    for k, v in self.prune.get("roles", {}).items()}
         values |= {f"time/{k}": v for k, v in self.seconds.items()}
         values |= {f"block/{k}": achieved for k, (_, achieved) in by_block(self.prune).items()}
+        values |= {f"lo/{k}": lo for k, (lo, _) in self.intervals.items()}
+        values |= {f"hi/{k}": hi for k, (_, hi) in self.intervals.items()}
         return {k: float(v) for k, v in values.items()}
 
     def artifacts(self) -> dict[str, Any]:
@@ -67,12 +73,15 @@ class CellResult:
 
     @classmethod
     def from_mlflow(cls, metrics: dict[str, float]) -> CellResult:
-        """A result from a run's metrics (`to_mlflow`'s): metrics, sparsity, seconds."""
+        """A result from a run's metrics (`to_mlflow`'s): metrics, sparsity, seconds,
+        intervals."""
         parts: dict[str, dict[str, float]] = {p: {} for p in ("", *PREFIXES)}
         for k, v in metrics.items():
             head, rest = split(k)
             parts[head][rest] = v
-        return cls(metrics=parts[""], sparsity=parts["sparsity"], seconds=parts["time"])
+        both = [k for k in parts["lo"] if k in parts["hi"]]
+        return cls(metrics=parts[""], sparsity=parts["sparsity"], seconds=parts["time"],
+                   intervals={k: (parts["lo"][k], parts["hi"][k]) for k in both})
 
     @classmethod
     def from_run(cls, run: Any) -> CellResult:
@@ -89,7 +98,9 @@ class CellResult:
                    prune=stored["prune"], recover=stored["recover"],
                    seconds=stored["seconds"],
                    samples=json.loads((folder / SAMPLES).read_text()),
-                   headline=stored.get("headline", []))
+                   headline=stored.get("headline", []),
+                   intervals={k: (lo, hi) for k, (lo, hi)
+                              in stored.get("intervals", {}).items()})
 
     def write(self, folder: Path) -> None:
         """The eval stage's files: result.json (all but the samples) and samples.json."""
@@ -98,6 +109,8 @@ class CellResult:
                                   "seconds": self.seconds}
         if self.headline:
             stored["headline"] = self.headline
+        if self.intervals:
+            stored["intervals"] = {k: list(v) for k, v in self.intervals.items()}
         (folder / RESULT).write_text(json.dumps(stored, indent=1, default=str))
         (folder / SAMPLES).write_text(json.dumps(self.samples))
 

@@ -159,7 +159,7 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
         recover=m.recover, seconds={"prune": m.prune.get("seconds", {}).get("stage", 0.0),
                                     "recover": m.recover.get("seconds", 0.0),
                                     "evaluate": time.perf_counter() - t0},
-        samples=res.samples, headline=res.headline)
+        samples=res.samples, headline=res.headline, intervals=res.intervals)
     with cache.writing("eval", key) as tmp:
         result.write(tmp)
     return result

@@ -53,6 +53,10 @@ def test_caption_metrics_equal_an_independent_computation(dense_result):
     cider, _ = Cider().compute_score(refs, preds)
     assert dense_result.metrics["shapes_caption/cider"] == pytest.approx(cider)
     assert 0 <= dense_result.metrics["shapes_caption/object_match"] <= 1
+    # every metric has its interval, the corpus ones recomputed on each resample
+    assert set(dense_result.intervals) == set(dense_result.metrics)
+    lo, hi = dense_result.intervals["shapes_caption/cider"]
+    assert lo < cider < hi
 
 
 @pytest.mark.integration

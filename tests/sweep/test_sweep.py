@@ -25,6 +25,9 @@ def test_sweep_logs_every_cell_with_params_metrics_tags_artifacts(reference):
     assert len(run.data.tags["vlmprune.git_commit"]) >= 7
     assert "mlflow.parentRunId" in run.data.tags
     assert {"sparsity_report.json", "eval_samples.json"} <= artifacts
+    for m in (k for k in run.data.metrics if k.startswith("shapes_vqa/")):  # 95%, bootstrap
+        lo, hi = run.data.metrics[f"lo/{m}"], run.data.metrics[f"hi/{m}"]
+        assert lo <= run.data.metrics[m] <= hi and (lo < hi or lo in (0.0, 1.0))
     pruned = [m for m in metrics.values() if m["sparsity/overall"] > 0]
     assert all(m["sparsity/overall"] == pytest.approx(0.5, abs=0.005) for m in pruned)
 
