@@ -72,7 +72,7 @@ def ordered(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["doc_id"])
 
 
-def _is_mean(agg: str | Callable) -> bool:
+def is_mean(agg: str | Callable) -> bool:
     return agg == "mean" or getattr(agg, "__name__", "") == "mean"
 
 
@@ -87,7 +87,7 @@ def resampled(rows: Sequence[dict[str, Any]], metric: Metric,
     has = np.array([i is not None for i in items])
     if not has.any():
         return None
-    if _is_mean(metric.aggregation):
+    if is_mean(metric.aggregation):
         try:
             x = np.array([float(i) if i is not None else 0.0 for i in items])
         except (TypeError, ValueError):

@@ -20,7 +20,7 @@ from harness import registry
 from harness.errors import UserError
 from harness.fields import name_flag
 from harness.paths import reports_dir, results_dir
-from harness.report import data, figures, page, tables
+from harness.report import data, figures, page, significance, tables
 
 MARKER = ".vlmprune-report"
 
@@ -54,9 +54,9 @@ def write(grid: str, out: Path | None = None, experiment: str | None = None) -> 
     t0 = time.perf_counter()
     parquet = results_dir() / f"{name}.parquet"
     _atomic(parquet, lambda f: report.cells.drop(data.DENSE).write_parquet(f))
-    full = tables.build(report)
-    head = tables.build(report, tables.headline_metrics(report))
-    agg = data.aggregate(report)
+    agg = significance.annotate(report, data.aggregate(report), report.metrics)
+    full = tables.build(report, agg=agg)
+    head = tables.build(report, tables.headline_metrics(report), agg)
     metric = next(iter(tables.headline_metrics(report) or report.metrics), None)
     drawn = figures.draw(agg, metric) if metric and not agg.is_empty() else []
     (out / "figures").mkdir(parents=True, exist_ok=True)

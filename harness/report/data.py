@@ -87,6 +87,7 @@ def _load(grid: str, experiment: str, source: str) -> Report:
                         f"yet: run `vlmprune sweep {grid}` first")
     report = frame(grid, exp.tags.get("mlflow.note.content", ""), rows)
     report.meta["outdated"] = outdated
+    report.meta["uri"] = uri
     shown = {r["run_id"] for r in rows}
     heads = {h for r in runs if r.info.run_id in shown for h in result.headlines(r.data.tags)}
     report.meta["headline"] = [m for m in report.metrics if m in heads]  # the table's order
@@ -188,8 +189,9 @@ def setting_columns(report: Report) -> list[str]:
 
 
 def aggregate(report: Report) -> pl.DataFrame:
-    """Finished cells folded over seeds: per setting, `<metric>`, `<metric>.std`, `n`; the
-    sparsity and time columns averaged too (they differ only through recovery)."""
+    """Finished cells folded over seeds: per setting, `<metric>`, `<metric>.std`, `n`, and
+    `runs` (its run ids); the sparsity and time columns averaged too (they differ only
+    through recovery)."""
     done = report.finished
     if done.is_empty():
         return done.with_columns(pl.lit(0).alias("n"))
@@ -198,6 +200,8 @@ def aggregate(report: Report) -> pl.DataFrame:
                or c.startswith(PARTS)]
     aggs = [pl.len().alias("n"), pl.col("cell").first(), pl.col("hash").first(),
             pl.col(DENSE).first()]  # one value per setting: `prune` is a setting's
+    if "run_id" in done.columns:  # the setting's runs (significance.py reads their samples)
+        aggs.append(pl.col("run_id").alias("runs"))
     aggs += [pl.col(c).mean() for c in numeric]
     aggs += [pl.col(c).std(ddof=1).alias(f"{c}.std") for c in report.metrics]
     seeds = [c for c in SEED_PARAMS if c in done.columns]

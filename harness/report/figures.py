@@ -6,8 +6,9 @@
 - `recovery`: none vs LoRA vs SparseLoRA per level, achieved sparsity written on each bar;
 - `methods`: score vs unstructured sparsity, one line per method;
 - `question_types`: per-question-type scores of every setting as a heat map.
-Each takes the seed-aggregated frame (mean, std) and returns a Figure, or None when the
-cells do not span what it needs. Figures are registry entries (harness/registry.py: the
+Each takes the seed-aggregated frame (mean, std, and each setting's 95% interval over
+documents where the report computed it: the error bars) and returns a Figure, or None when
+the cells do not span what it needs. Figures are registry entries (harness/registry.py: the
 function as "module:attr", its caption as the entry's help); a report draws every entry's,
 in the registry's order, a plugin's after the built-ins.
 """
@@ -54,10 +55,23 @@ def pruned(df: pl.DataFrame) -> pl.DataFrame:
     return df.filter(~pl.col(DENSE))
 
 
-def _std(df: pl.DataFrame, metric: str) -> list[float] | None:
+def _err(df: pl.DataFrame, metric: str) -> list[list[float]] | list[float] | None:
+    """Error bars: each setting's 95% interval over documents, where the report has it
+    (`significance.py`; with seeds, the seed-averaged score's), else the std over seeds."""
+    if f"{metric}.lo" in df.columns and df[f"{metric}.lo"].null_count() < df.height:
+        below, above = zip(*(_reach(r, metric) for r in df.to_dicts()), strict=True)
+        return [list(below), list(above)]
     if f"{metric}.std" not in df.columns or df["n"].max() < 2:
         return None
     return [0.0 if v is None else v for v in df[f"{metric}.std"].to_list()]
+
+
+def _reach(row: dict, metric: str) -> tuple[float, float]:
+    """How far a row's interval reaches below and above its value (0 without one)."""
+    v, lo, hi = row[metric], row.get(f"{metric}.lo"), row.get(f"{metric}.hi")
+    if v is None or lo is None or hi is None:
+        return 0.0, 0.0
+    return max(0.0, v - lo), max(0.0, hi - v)
 
 
 def level(row: dict) -> str:
@@ -91,7 +105,7 @@ def modality_split(df: pl.DataFrame, metric: str) -> Figure | None:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, (total,) in enumerate(sorted(d.select("total").unique().rows())):
         g = d.filter(pl.col("total") == total)
-        ax.errorbar(g["v"].to_list(), g[metric].to_list(), yerr=_std(g, metric), marker="o",
+        ax.errorbar(g["v"].to_list(), g[metric].to_list(), yerr=_err(g, metric), marker="o",
                     capsize=3, color=COLORS[i % len(COLORS)],
                     label=f"vision + language = {total:.0%}")
         for x, lv, y in zip(g["v"], g["l"], g[metric], strict=True):
@@ -119,16 +133,23 @@ def _bars(df: pl.DataFrame, metric: str, key: str, order: list[str], title: str,
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(levels) * len(kinds) / 2), 3.8))
     width = 0.8 / len(kinds)
     for k, kind in enumerate(kinds):
-        xs, ys, errs, notes = [], [], [], []
+        xs, ys, below, above, notes = [], [], [], [], []
         for i, lev in enumerate(levels):
             match = [r for r in rows if r[key] == kind and level(r) == lev]
             if match:
                 r = match[0]
                 xs.append(i + (k - (len(kinds) - 1) / 2) * width)
                 ys.append(r[metric])
-                errs.append(r.get(f"{metric}.std") or 0.0 if r.get("n", 1) > 1 else 0.0)
+                if f"{metric}.lo" in r:
+                    lo_hi = _reach(r, metric)
+                else:
+                    std = r.get(f"{metric}.std") or 0.0 if r.get("n", 1) > 1 else 0.0
+                    lo_hi = (std, std)
+                below.append(lo_hi[0])
+                above.append(lo_hi[1])
                 notes.append(annotate(r) if annotate else "")
-        bars = ax.bar(xs, ys, width, yerr=errs if any(errs) else None, capsize=3,
+        bars = ax.bar(xs, ys, width, yerr=[below, above] if any(below + above) else None,
+                      capsize=3,
                       label=kind.replace("_", "-"), color=COLORS[k % len(COLORS)])
         if annotate:
             for b, note in zip(bars, notes, strict=True):
@@ -179,7 +200,7 @@ def methods(df: pl.DataFrame, metric: str) -> Figure | None:
         g = g.sort("s")
         name = key[0] if not by_alloc else \
             f"{key[0]} / {'uniform' if key[1] == 'equal' else key[1]}"
-        ax.errorbar(g["s"].to_list(), g[metric].to_list(), yerr=_std(g, metric), marker="o",
+        ax.errorbar(g["s"].to_list(), g[metric].to_list(), yerr=_err(g, metric), marker="o",
                     capsize=3, label=name, color=COLORS[i % len(COLORS)],
                     ls="-" if not by_alloc or key[1] == "equal" else "--")
     _dense_line(ax, _dense(df, metric))

@@ -94,9 +94,13 @@ def render(report: Report, table_html: str, figures: list[tuple[str, str, str]],
         f"<p>Made by <code>vlmprune sweep {h.escape(typed)}</code>; this page by "
         f"<code>vlmprune report {h.escape(typed)}</code>. {cells.height} cells: "
         f"{summary}.</p>",
-        "<p>One row per setting (cells that differ only by seed are averaged: mean ± std, "
-        "n runs). Best value of each metric among pruned settings in <b>bold</b>; the dense "
-        "reference in <i>italics</i>. Click a column header to sort (or link to "
+        "<p>One row per setting (cells that differ only by seed are averaged: mean ± std "
+        "over seeds, n runs), with its 95% interval over documents in brackets (bootstrap; "
+        "with seeds, of the seed-averaged score; also the figures' error bars). In "
+        "<b>bold</b>: the pruned settings not significantly different from the best one "
+        "(paired test on the documents they share: exact McNemar for one run's exact match, "
+        "else paired bootstrap; Holm-corrected, 5%). The dense reference in <i>italics</i>. "
+        "Click a column header to sort (or link to "
         "<code>index.html#sort=3</code>).</p>",
         f'<div class="table-wrap">{table_html}</div>',
     ]

@@ -52,9 +52,12 @@ def is_dense(row: dict) -> bool:
     return bool(row.get(DENSE))
 
 
-def build(report: Report, metrics: list[str] | None = None) -> Table:
-    """The table over the given metric columns (all the grid's metrics by default)."""
-    agg = aggregate(report)
+def build(report: Report, metrics: list[str] | None = None,
+          agg: pl.DataFrame | None = None) -> Table:
+    """The table over the given metric columns (all the grid's metrics by default), from
+    the aggregated frame (`data.aggregate`; annotated with intervals and best groups by
+    `significance.annotate` where it was: the report's)."""
+    agg = aggregate(report) if agg is None else agg
     wanted = metrics or report.metrics
     first = [m for m in headline_metrics(report) if m in wanted]  # headline scores lead
     metric_keys = [m for m in first + [m for m in wanted if m not in first] if m in agg.columns]
@@ -74,6 +77,9 @@ def build(report: Report, metrics: list[str] | None = None) -> Table:
         rows[i]["cell"] = "dense (not pruned)"
     best = {}
     for m in metric_keys:
+        if f"{m}.best" in agg.columns:  # the group not significantly behind the top
+            best[m] = {i for i, r in enumerate(records) if r[f"{m}.best"]}
+            continue
         vals = [(r[m], i) for i, r in enumerate(records) if i not in dense and r[m] is not None]
         if vals:
             top = max(v for v, _ in vals)
@@ -89,7 +95,9 @@ def _text(row: dict, col: str) -> str:
         return "-"
     if isinstance(v, float):
         std = row.get(f"{col}.std")
-        return f"{v:.3f}" if std is None or row.get("n", 1) < 2 else f"{v:.3f} ± {std:.3f}"
+        text = f"{v:.3f}" if std is None or row.get("n", 1) < 2 else f"{v:.3f} ± {std:.3f}"
+        lo, hi = row.get(f"{col}.lo"), row.get(f"{col}.hi")
+        return text if lo is None or hi is None else f"{text} [{lo:.3f}, {hi:.3f}]"
     return str(v)
 
 

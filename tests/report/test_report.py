@@ -18,6 +18,7 @@ from PIL import Image
 from harness.cli import main
 from harness.report import data
 from harness.report.tables import metric_label
+from harness.sweep import result
 from harness.testing import demo
 from tests.report.browser import browse, console_lines, pdflatex
 
@@ -67,8 +68,9 @@ def test_html_holds_every_cell_and_metric_and_no_external_url(smoke_report, refe
     assert settings == {("none", "dense"), ("none", "2:4"), ("none", "unstructured"),
                         ("sparselora", "2:4")}
     metrics = {k for m in reference[0].values() for k in m if "/" in k and not
-               k.startswith(("sparsity/", "target/", "block/"))}
+               result.split(k)[0]}  # task metrics, not a result's parts (sparsity/, lo/, ...)
     assert metrics and all(metric_label(m) in text for m in metrics)
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", text)  # 95% intervals
     assert not re.search(r"https?://", html)  # offline: no CDN, font, or namespace URL
     assert not re.search(r"""(src|href)=["'](?!#|data:)""", html)  # only inline data
     assert "<svg" in html  # figures inline
@@ -111,7 +113,7 @@ def test_page_renders_in_chromium_without_console_errors_and_sorts(smoke_report,
     col = heads.index("vqa exact match")
     dom = browse(f"{url}#sort={col}-asc", "--dump-dom").stdout
     tree = html5lib.parse(dom, namespaceHTMLElements=False)
-    values = [float(" ".join(r.findall("td")[col].itertext()))
+    values = [float(" ".join(r.findall("td")[col].itertext()).split(" [")[0])
               for r in tree.findall(".//table[@class='gt_table']/tbody/tr")]
     assert values == sorted(values) and values[-1] == pytest.approx(0.95)
 
