@@ -14,8 +14,9 @@ from pathlib import Path
 import polars as pl
 
 from harness.errors import UserError
+from harness.evaluation import paired
 from harness.paths import reports_dir
-from harness.report import build, data, tables
+from harness.report import build, data, significance, tables
 
 
 def frame(a: str, b: str, sources: tuple[str | None, str | None] = (None, None)
@@ -32,7 +33,46 @@ def frame(a: str, b: str, sources: tuple[str | None, str | None] = (None, None)
         [(pl.col(f"{m} [{b}]") - pl.col(f"{m} [{a}]")).alias(f"{m} Δ") for m in metrics])
     if joined.is_empty():
         raise UserError(f"--compare {a} {b}: no setting in common")
-    return joined.sort("cell"), metrics
+    joined = joined.sort("cell")
+    return joined.with_columns(_tests(joined, (ra, aa), (rb, ab), metrics, a, b)), metrics
+
+
+def _tests(joined: pl.DataFrame, left: tuple[data.Report, pl.DataFrame],
+           right: tuple[data.Report, pl.DataFrame], metrics: list[str], a: str, b: str
+           ) -> list[pl.Series]:
+    """`m Δ lo`, `m Δ hi` and `m p` (Holm-adjusted) for each metric: the paired difference
+    of each setting both sides hold, where both kept per-document scores."""
+    runs = []
+    for rep, agg in (left, right):
+        ids = dict(zip(agg["cell"], agg[significance.RUNS], strict=True)) \
+            if significance.RUNS in agg.columns else {}
+        uri = rep.meta.get("uri")
+        rows = significance.samples(uri, [r for rs in ids.values() for r in rs]) if uri else {}
+        runs.append((ids, rows))
+    found: dict[tuple[str, int], paired.Difference] = {}
+    for m in metrics:
+        metric, task = significance.metric_of(m), m.partition("/")[0]
+        for i, cell in enumerate(joined["cell"]):
+            sides = [[rows[r][task] for r in ids.get(cell, []) if task in rows.get(r, {})]
+                     for ids, rows in runs]
+            if metric is None or not all(sides) or any(
+                    len(s) != len(ids.get(cell, [])) for s, (ids, _) in zip(sides, runs,
+                                                                           strict=True)):
+                continue
+            d = paired.compare(sides[0], sides[1], metric)
+            if d is not None:
+                found[(m, i)] = d
+    keys = list(found)
+    adjusted = dict(zip(keys, paired.holm([found[k].p for k in keys]), strict=True))
+    out = []
+    for m in metrics:
+        for name, pick in (("Δ lo", lambda d: d.lo), ("Δ hi", lambda d: d.hi)):
+            out.append(pl.Series(f"{m} {name}", [pick(found[(m, i)]) if (m, i) in found
+                                                 else None for i in range(joined.height)],
+                                 dtype=pl.Float64))
+        out.append(pl.Series(f"{m} p", [adjusted.get((m, i)) for i in range(joined.height)],
+                             dtype=pl.Float64))
+    return out
 
 
 def page(df: pl.DataFrame, a: str, b: str) -> str:
@@ -46,7 +86,11 @@ def page(df: pl.DataFrame, a: str, b: str) -> str:
     ea, eb = h.escape(a), h.escape(b)
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>vlmprune: {ea} vs {eb}</title></head><body>"
-            f"<h1>{ea} vs {eb}</h1><p>Settings matched by label; Δ = {eb} − {ea}.</p>"
+            f"<h1>{ea} vs {eb}</h1><p>Settings matched by label; Δ = {eb} − {ea}, with its "
+            "95% interval (Δ lo, Δ hi) and p-value from a paired test on the documents both "
+            "answered (exact McNemar for one run's exact match, else paired bootstrap), "
+            "Holm-corrected over the table's comparisons; empty where a side kept no "
+            "per-document scores.</p>"
             f"{gt.as_raw_html()}</body></html>\n")
 
 

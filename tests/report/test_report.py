@@ -229,3 +229,27 @@ axes: [{prune.sparsity: [0.5, 0.6, 0.7]}]
     assert sorted(rep.cells["p.prune.sparsity"].to_list()) == ["0.5", "0.7"]
     page = text_of(parse(tmp_path / "reports" / "shrinking" / "index.html"))
     assert "1 run of cells the grid no longer defines left out" in page
+
+
+@pytest.mark.integration
+def test_compare_gives_each_difference_its_interval_and_holm_corrected_p(results, tmp_path):
+    """Made-up per-document answers (demo.py): the right grid's model answers 6 points
+    fewer questions; each setting's difference is paired on the documents both answered."""
+    text = yaml.safe_load(open("experiments/modality_ratio.yaml"))
+    for name, shift in (("left", 0.0), ("right", -0.06)):
+        text["name"] = name
+        grid_file(tmp_path, name, yaml.safe_dump(text))
+        demo.fill(str(tmp_path / f"{name}.yaml"), docs=400, shift=shift)
+    from harness.report import compare
+
+    df, _ = compare.frame("left", "right")
+    m = "shapes_vqa/exact_match"
+    rows = df.filter(pl.col(f"{m} [left]").is_between(0.2, 0.9)).to_dicts()
+    assert len(rows) >= 5
+    for r in rows:  # every one of these settings is significantly worse on the right
+        assert r[f"{m} Δ lo"] <= r[f"{m} Δ"] <= r[f"{m} Δ hi"] < 0
+        assert r[f"{m} p"] < 0.05
+    assert df["shapes_caption/cider p"].null_count() == df.height  # no per-document CIDEr
+    assert main(["report", "--compare", "left", "right"]) == 0
+    md = (tmp_path / "reports" / "compare-left-right" / "results.md").read_text()
+    assert f"{m} p" in md and f"{m} Δ lo" in md
