@@ -133,7 +133,7 @@ def _drop_stale(folder: Path, keep: set[str]) -> None:
 def _tex_tables(name: str, report: data.Report, head: tables.Table, full: tables.Table) -> str:
     label = "".join(ch if ch.isalnum() else "-" for ch in name)
     parts = [f"% vlmprune report {name}: generated from MLflow, do not edit by hand.\n",
-             "% Needs \\usepackage{booktabs} and \\usepackage{graphicx} (for wide tables).\n",
+             "% Needs \\usepackage{booktabs} and \\usepackage{longtable}.\n",
              tables.latex(head, f"{name}: {report.description}".rstrip(": "), f"tab:{label}")]
     if full.metric_keys != head.metric_keys:
         parts.append(tables.latex(full, f"{name}: every metric", f"tab:{label}-all"))
@@ -148,7 +148,8 @@ def _wrapper(name: str, figs: list[str]) -> str:
         "\\end{figure}"
         for f in figs)
     return ("\\documentclass[10pt]{article}\n\\usepackage[margin=2cm,landscape]{geometry}\n"
-            "\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage[T1]{fontenc}\n"
+            "\\usepackage{booktabs}\n\\usepackage{longtable}\n\\usepackage{graphicx}\n"
+            "\\usepackage[T1]{fontenc}\n"
             "\\begin{document}\n"
             f"\\section*{{vlmprune report: {tables.tex_escape(name)}}}\n"
             "\\input{tables.tex}\n" + body + "\n\\clearpage\n\\end{document}\n")

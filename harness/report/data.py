@@ -85,7 +85,7 @@ def _load(grid: str, experiment: str, source: str) -> Report:
     if not rows:
         raise UserError(f"experiment '{experiment}' holds no cells of the grid as it is now "
                         f"yet: run `vlmprune sweep {grid}` first")
-    report = frame(grid, exp.tags.get("mlflow.note.content", ""), rows)
+    report = frame(grid, exp.tags.get("mlflow.note.content", ""), rows, current)
     report.meta["outdated"] = outdated
     report.meta["uri"] = uri
     shown = {r["run_id"] for r in rows}
@@ -101,14 +101,15 @@ def _legal(name: str) -> bool:
         return False
 
 
-def _current(grid: str) -> set[str] | None:
-    """The cell hashes of the grid as its file defines it now, or None when it has no file
-    (an experiment kept after its grid was deleted). Runs of cells the grid no longer has
-    (an axis value removed, a default changed) stay in MLflow but leave the report."""
+def _current(grid: str) -> dict[str, int] | None:
+    """The cell hashes of the grid as its file defines it now, each with its place in the
+    grid's order, or None when it has no file (an experiment kept after its grid was
+    deleted). Runs of cells the grid no longer has (an axis value removed, a default
+    changed) stay in MLflow but leave the report."""
     from harness.sweep import grid as grids
 
     try:
-        return {c.hash for c in grids.expand(grid)[1]}
+        return {c.hash: i for i, c in enumerate(grids.expand(grid)[1])}
     except UserError:
         return None
 
@@ -133,8 +134,11 @@ def _rows(runs) -> list[dict[str, Any]]:
     return [row for _, row in best.values()]
 
 
-def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
-    """A Report from row dicts (as `_rows` makes them), in a stable cell order."""
+def frame(grid: str, description: str, rows: list[dict[str, Any]],
+          order: dict[str, int] | None = None) -> Report:
+    """A Report from row dicts (as `_rows` makes them), in the grid's own order (`order`:
+    each cell hash's place; the order its axes list their values in, so a table reads as
+    the grid is written), else sorted by the varying parameters."""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
@@ -151,7 +155,13 @@ def frame(grid: str, description: str, rows: list[dict[str, Any]]) -> Report:
     metrics = [k for k in keys if "/" in k and not k.startswith(PARTS)]
     params = _grid_order([k for k in keys if k.startswith("p.") and k not in SEED_PARAMS
                           and k != "p.prune" and _varies(cells, k)], cells)
-    cells = cells.sort([*params, "cell"], nulls_last=False) if params else cells.sort("cell")
+    if order is not None:
+        place = pl.col("hash").replace_strict(order, default=len(order), return_dtype=pl.Int64)
+        cells = cells.with_columns(place.alias("_place")).sort("_place", "cell").drop("_place")
+    elif params:
+        cells = cells.sort([*params, "cell"], nulls_last=False)
+    else:
+        cells = cells.sort("cell")
     return Report(grid, description, cells, metrics, params)
 
 

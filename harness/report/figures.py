@@ -28,7 +28,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from harness import figstyle, registry  # noqa: E402
 from harness.report.data import DENSE  # noqa: E402
-from harness.report.tables import metric_label  # noqa: E402
+from harness.report.tables import metric_label, short  # noqa: E402
 
 figstyle.apply()
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -222,13 +222,14 @@ def question_types(df: pl.DataFrame, metric: str) -> Figure | None:
         return None
     d = df.sort(~pl.col(DENSE), maintain_order=True)  # the dense reference first
     values = d.select(cols).to_numpy()
-    labels = ["dense (not pruned)" if r[DENSE] else
-              r["cell"] if len(r["cell"]) < 60 else r["cell"][:57] + "..." for r in d.to_dicts()]
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 4, 0.28 * len(labels) + 1.6))
+    labels = ["dense (not pruned)" if r[DENSE] else _short_label(r["cell"])
+              for r in d.to_dicts()]
+    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 0.09 * max(map(len, labels)) + 2,
+                                    0.3 * len(labels) + 1.6))
     im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(cols)), [c.split("/")[1].removesuffix("_exact_match")
                                      for c in cols])
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.grid(False)
     if len(labels) <= 40:
         for (r, c), v in np.ndenumerate(values):
@@ -238,6 +239,17 @@ def question_types(df: pl.DataFrame, metric: str) -> Figure | None:
     ax.set_title(f"{task}: exact match by question type")
     fig.tight_layout()
     return fig
+
+
+def _short_label(cell: str) -> str:
+    """A setting's label with the table's column names (`vision target=0.1, language
+    target=0.9`, not `prune.sparsity.vision=0.1, ...`), cut at 60 characters."""
+    parts = []
+    for part in cell.split(", "):
+        key, sep, value = part.partition("=")
+        parts.append(f"{short('p.' + key)}={value}" if sep else part)
+    text = ", ".join(parts)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def allocation(df: pl.DataFrame, metric: str) -> Figure | None:

@@ -20,6 +20,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 2em; }
 code { background: #f2f4f7; padding: 0 .3em; border-radius: 3px; }
 .lead { color: #4a5263; } .table-wrap { overflow-x: auto; }
+.ci { font-size: .8em; color: #5a6472; white-space: nowrap; }
 .gt_table th.gt_col_heading { cursor: pointer; white-space: nowrap; }
 .gt_table th.sorted-asc::after { content: " \\25B2"; font-size: .7em; }
 .gt_table th.sorted-desc::after { content: " \\25BC"; font-size: .7em; }

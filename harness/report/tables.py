@@ -10,6 +10,7 @@ booktabs with numbers as text, which compiles with a minimal TeX install.
 
 from __future__ import annotations
 
+import html as h
 import re
 from dataclasses import dataclass
 
@@ -110,12 +111,23 @@ def html(table: Table) -> str:
                        for c in cols}, schema={c: pl.String for c in cols})
     gt = GT(df, id="cells").cols_label(**{c: table.labels[c] for c in cols})
     gt = gt.cols_align("right", columns=cols[1:])
+    shown = [m for m in table.metric_keys if m in cols]
+    if shown:  # a metric's interval on a second line, smaller (page.py's `.ci`)
+        gt = gt.fmt(_html_interval, columns=shown)
     for m, rows in table.best.items():
         gt = gt.tab_style(style.text(weight="bold"), loc.body(columns=m, rows=sorted(rows)))
     if table.dense:
         gt = gt.tab_style([style.fill("#eef2f7"), style.text(style="italic")],
                           loc.body(rows=sorted(table.dense)))
     return gt.as_raw_html()
+
+
+def _html_interval(text: str) -> str:
+    """`value [lo, hi]` as HTML: the value, then the interval on its own line (escaped:
+    great-tables takes a formatter's output as HTML)."""
+    value, sep, interval = h.escape(text).partition(" [")
+    value = value.replace(" ± ", "\u00a0±\u00a0")  # a mean and its std on one line
+    return f'{value}<br><span class="ci">[{interval}</span>' if sep else value
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -149,28 +161,51 @@ def _paper_text(table: Table, i: int, col: str) -> str:
 
 
 def latex(table: Table, caption: str, label: str) -> str:
-    """A booktabs table: \\toprule ... \\bottomrule, best per column bold, mean $\\pm$ std."""
+    """A booktabs longtable (it starts where it is put and breaks across pages, its header
+    repeated: a long table never leaves a page holding only a title): best per column
+    bold, mean $\\pm$ std, each metric's interval on a second line in a smaller font."""
     cols = paper_columns(table)
     spec = "l" + "r" * (len(cols) - 1)
-    lines = [r"\begin{table}[ht]", r"\centering", r"\small",
-             rf"\caption{{{tex_escape(caption)}}}", rf"\label{{{label}}}"]
     wide = len(cols) > 8
+    header = " & ".join(_tex_head(table.labels[c]) for c in cols) + r" \\"
+    lines = [r"\begingroup", r"\scriptsize" if wide else r"\small"]
     if wide:
-        lines.append(r"\resizebox{\linewidth}{!}{%")
-    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-              " & ".join(tex_escape(table.labels[c]) for c in cols) + r" \\", r"\midrule"]
+        lines.append(r"\setlength{\tabcolsep}{3pt}")
+    lines += [rf"\begin{{longtable}}{{{spec}}}",
+              rf"\caption{{{tex_escape(caption)}}}\label{{{label}}}\\",
+              r"\toprule", header, r"\midrule", r"\endfirsthead",
+              r"\toprule", header, r"\midrule", r"\endhead"]
     for i in range(len(table.rows)):
-        cells = []
-        for c in cols:
-            text = tex_escape(_paper_text(table, i, c)).replace("±", r"$\pm$")
-            if i in table.best.get(c, ()):
-                text = rf"\textbf{{{text}}}"
-            cells.append(text)
+        cells = [_tex_cell(_paper_text(table, i, c), i in table.best.get(c, ()),
+                           r"\tiny" if wide else r"\scriptsize") for c in cols]
         lines.append(" & ".join(cells) + r" \\")
         if i in table.dense and i + 1 < len(table.rows) and i + 1 not in table.dense:
             lines.append(r"\midrule")
-    lines += [r"\bottomrule", r"\end{tabular}" + ("}" if wide else ""), r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{longtable}", r"\endgroup"]
     return "\n".join(lines) + "\n"
+
+
+def _tex_head(label: str) -> str:
+    """A column header, on two lines when long (narrow columns for wide tables)."""
+    words = label.split()
+    if len(label) <= 12 or len(words) < 2:
+        return tex_escape(label)
+    cut = min(range(1, len(words)), key=lambda k: abs(len(" ".join(words[:k]))
+                                                      - len(" ".join(words[k:]))))
+    return (r"\begin{tabular}[b]{@{}c@{}}" + tex_escape(" ".join(words[:cut])) + r"\\"
+            + tex_escape(" ".join(words[cut:])) + r"\end{tabular}")
+
+
+def _tex_cell(text: str, bold: bool, smaller: str) -> str:
+    """A body cell: `value [lo, hi]` as the value over its interval in a smaller font."""
+    value, sep, interval = text.partition(" [")
+    value = tex_escape(value).replace("±", r"$\pm$")
+    if bold:
+        value = rf"\textbf{{{value}}}"
+    if not sep:
+        return value
+    return (r"\begin{tabular}[t]{@{}r@{}}" + value + r"\\ {" + smaller + "["
+            + tex_escape(interval.removesuffix("]")) + r"]}\end{tabular}")
 
 
 def markdown(table: Table) -> str:

@@ -154,7 +154,7 @@ seeds: [0, 1, 2]
     row = full.filter(pl.col("p.prune.sparsity") == "0.5").to_dicts()[0]
     want = rep.finished.filter(pl.col("p.prune.sparsity") == "0.5")["shapes_vqa/exact_match"]
     assert row["shapes_vqa/exact_match"] == pytest.approx(want.mean())
-    assert f"{want.mean():.3f} ± {want.std():.3f}" in text
+    assert f"{want.mean():.3f}\u00a0±\u00a0{want.std():.3f}" in text  # kept on one line
     assert "n" in [" ".join(th.itertext()).strip() for th in
                    parse(out / "index.html").findall(".//thead/tr/th")]
     tex = (out / "tables.tex").read_text()
@@ -253,3 +253,20 @@ def test_compare_gives_each_difference_its_interval_and_holm_corrected_p(results
     assert main(["report", "--compare", "left", "right"]) == 0
     md = (tmp_path / "reports" / "compare-left-right" / "results.md").read_text()
     assert f"{m} p" in md and f"{m} Δ lo" in md
+
+
+@pytest.mark.integration
+def test_rows_follow_the_grid_s_own_order(results):
+    """The 100% series before the 120% one (not interleaved by vision target), recovery
+    methods as the grid lists them (not alphabetically)."""
+    from harness.report import tables
+
+    demo.fill("modality_ratio")
+    rows = tables.build(data.load("modality_ratio")).rows
+    totals = [round(float(r["p.prune.sparsity.vision"]) + float(r["p.prune.sparsity.language"]),
+                    1) for r in rows if r["p.prune.sparsity.vision"] != "-"]
+    assert totals == sorted(totals) and len(set(totals)) == 2
+    demo.fill("recovery")
+    methods = [r["p.recover.method"] for r in tables.build(data.load("recovery")).rows
+               if r["p.prune.pattern"] == "2:4"]
+    assert methods == ["none", "lora", "sparselora"]
