@@ -50,9 +50,10 @@ def output_dir(run_hash: str) -> Path:
 
 def evaluate(adapter: Adapter | None, suite: str | Suite = "shapes", run_hash: str = "",
              limit: int | None = None, batch_size: int = 32, response_cache: Path | None = None,
-             lm=None, progress: bool = True) -> EvalResult:
+             lm=None, progress: bool = True, offset: int = 0) -> EvalResult:
     """Run a suite (a shipped suite's name, or a resolved `Suite`) on a model in memory (or
-    on a ready `VlmpruneLM` passed as `lm`)."""
+    on a ready `VlmpruneLM` passed as `lm`); each task's documents from the `offset`-th
+    (document ids stay the task's own)."""
     offline()
     from lmms_eval.evaluator import simple_evaluate
 
@@ -73,7 +74,8 @@ def evaluate(adapter: Adapter | None, suite: str | Suite = "shapes", run_hash: s
     t0 = time.perf_counter()
     out = simple_evaluate(
         model=lm, tasks=tasks, task_manager=tm,
-        limit=limit if limit is not None else s.limit, log_samples=True, bootstrap_iters=0,
+        limit=limit if limit is not None else s.limit, offset=offset, log_samples=True,
+        bootstrap_iters=0,
         use_cache=str(response_cache) if response_cache is not None else None,
         verbosity="WARNING", process_docs_parallel=1,
         cli_args=argparse.Namespace(output_path=str(output_dir(run_hash)),

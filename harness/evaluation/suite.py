@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness import yamlfile
 from harness.errors import UserError, format_validation_error, unknown
 from harness.evaluation import task_index
-from harness.evaluation.hub_data import task_sources
+from harness.evaluation.hub_data import offline, task_sources
 from harness.evaluation.metrics import is_caption
 
 SUITES_FILE = Path(__file__).with_name("suites.yaml")
@@ -178,6 +178,16 @@ def task_config(task: str) -> dict[str, Any]:
         file = next(TASKS_DIR.rglob(f"{task}.yaml"))
         return yaml.load(file.read_text(), Loader=_Tolerant) or {}  # noqa: S506 - safe
     return task_manager(True)._get_config(task)
+
+
+def task_size(task: str) -> int:
+    """How many documents a task's evaluation split holds (lmms-eval builds the task: its
+    data is read, offline)."""
+    from lmms_eval.tasks import get_task_dict
+
+    offline()
+    built = get_task_dict([task], task_manager(not is_local(task)))
+    return len(built[task].eval_docs)
 
 
 def metric_names(config: dict[str, Any]) -> list[str]:

@@ -3,7 +3,8 @@
 One row per cell (per cell hash: its FINISHED run if it has one, else its latest run, so a
 failed, killed or still running cell shows with its status). Columns:
 - `hash`, `cell` (the sweep's label), `status` (finished / failed / running / killed),
-  `failure` (the reason of a failed cell), `commit` and library versions (tags);
+  `failure` (the reason of a failed cell), `race` and `race_note` (how a raced cell left the
+  race: survived / stopped, and why), `commit` and library versions (tags);
 - `p.<param>` for every cell parameter (`p.prune.method`, `p.prune.sparsity.vision`, ...);
 - `target.<role>` and `sparsity.<role>` (target and achieved sparsity by role, and
   `sparsity.overall` over the pruned roles), `time.<stage>` (seconds);
@@ -25,7 +26,7 @@ import polars as pl
 from harness.errors import UserError, unknown
 from harness.fields import check_name
 from harness.paths import results_dir
-from harness.sweep import result
+from harness.sweep import race_spec, result
 from harness.sweep.tracking import TAG_HASH, TAG_KIND, quiet_mlflow, store_errors, tracking_uri
 
 DENSE = "dense"  # the column saying a cell is the dense reference
@@ -122,6 +123,7 @@ def _rows(runs) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "hash": tags.get(TAG_HASH, r.info.run_id), "cell": r.info.run_name or "",
             "status": status, "failure": tags.get("vlmprune.failure", ""),
+            "race": tags.get(race_spec.TAG, ""), "race_note": tags.get(race_spec.TAG_NOTE, ""),
             "commit": tags.get("vlmprune.git_commit", "unknown"),
             "versions": ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in sorted(tags.items())
                                   if k.startswith("vlmprune.version.")),
@@ -212,6 +214,7 @@ def aggregate(report: Report) -> pl.DataFrame:
             pl.col(DENSE).first()]  # one value per setting: `prune` is a setting's
     if "run_id" in done.columns:  # the setting's runs (significance.py reads their samples)
         aggs.append(pl.col("run_id").alias("runs"))
+    aggs += [pl.col(c).first() for c in ("race", "race_note") if c in done.columns]
     aggs += [pl.col(c).mean() for c in numeric]
     aggs += [pl.col(c).std(ddof=1).alias(f"{c}.std") for c in report.metrics]
     seeds = [c for c in SEED_PARAMS if c in done.columns]

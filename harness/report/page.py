@@ -127,6 +127,13 @@ def _problems(cells: pl.DataFrame) -> list[str]:
             f'<li><span class="status">{h.escape(r["cell"])}</span>: '
             f'<code>{h.escape(r["failure"] or "no reason recorded")}</code></li>'
             for r in failed.to_dicts()) + "</ul>")
+    stopped = cells.filter(pl.col("race") == "stopped") if "race" in cells.columns else None
+    if stopped is not None and stopped.height:
+        out.append(f"<h2>Stopped by the race ({stopped.height})</h2>")
+        out.append("<p>Scored on the documents the race had reached when they fell "
+                   "significantly behind (marked † in the table): partial scores.</p><ul>"
+                   + "".join(f"<li>{h.escape(r['cell'])}: {h.escape(r['race_note'])}</li>"
+                             for r in stopped.to_dicts()) + "</ul>")
     other = cells.filter(pl.col("status").is_in(["running", "killed"]))
     if other.height:
         out.append(f"<h2>Cells not finished ({other.height})</h2>")

@@ -38,6 +38,7 @@ from harness.models.load import ModelSpec
 from harness.models.locate import model_content
 from harness.pruning.spec import PruneSpec
 from harness.recovery.spec import RecoverySpec
+from harness.sweep.race_spec import RaceSpec
 
 # Bump when a stage's code changes what it produces (2: statistics skip padding; 3: keys hold
 # input contents and normalized specs, stage folders a manifest).
@@ -50,13 +51,16 @@ RECOVER_VERSION = 2
 class EvalSpec(BaseModel):
     """What a cell is scored on: a named suite, or `tasks` (lmms-eval task names; `suite` is
     then only their label: a user suite's name, else "tasks"). `limit` caps the documents per
-    task (null: the suite's own limit, else all)."""
+    task (null: the suite's own limit, else all), from the `offset`-th on (a race's slice).
+    `race`: the grid's cells race (sweep/race.py) instead of each being scored whole."""
 
     model_config = ConfigDict(extra="forbid")
     suite: str = "shapes"
     tasks: list[str] | None = Field(None, min_length=1)
     limit: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0)
     batch_size: int = Field(32, ge=1)
+    race: RaceSpec | None = None
 
     @model_validator(mode="after")
     def _one_evaluation(self) -> EvalSpec:
@@ -77,9 +81,15 @@ class EvalSpec(BaseModel):
 
     def keyed(self) -> dict[str, Any]:
         """What the eval stage's key holds of these settings: not the batch size (it cannot
-        change an answer), nor `tasks` when unset (keys from before the field stay)."""
-        return self.model_dump(exclude={"batch_size"} | ({"tasks"} if self.tasks is None
-                                                          else set()))
+        change an answer), nor `tasks`, `offset` or `race` while unset (keys from before
+        those fields stay as they were)."""
+        unset = {k for k, v in (("tasks", self.tasks), ("race", self.race)) if v is None}
+        return self.model_dump(exclude={"batch_size"} | unset | (
+            {"offset"} if self.offset == 0 else set()))
+
+    def plain(self) -> EvalSpec:
+        """These settings without the race: how each of its cells is scored whole."""
+        return self.model_copy(update={"race": None})
 
 
 class CellSpec(BaseModel):

@@ -25,7 +25,7 @@ from harness import fingerprint
 from harness.errors import UserError
 from harness.evaluation.metrics import headline
 from harness.paths import results_dir
-from harness.sweep import cache, dispatch, grid
+from harness.sweep import cache, dispatch, grid, race
 from harness.sweep.cell import Cell, digest, prune_key, recover_key
 from harness.sweep.console import console, quiet_libraries
 from harness.sweep.display import Display
@@ -181,7 +181,11 @@ def _run_cells(g: grid.GridFile, cells: list[Cell], where: dict[str, str] | None
     rows: list[tuple[Cell, CellResult | None, str | None]] = []
     t0 = time.perf_counter()
     try:
-        _cells(g, todo, tracker, parent, rows, progress, workers)
+        if any(race.racing(c.spec) for c in cells):
+            raced = [c for c in cells if race.racing(c.spec) or c.hash not in finished]
+            _race(raced, {c.hash for c in todo}, tracker, parent, rows, workers)
+        else:
+            _cells(g, todo, tracker, parent, rows, progress, workers)
     except KeyboardInterrupt:  # Ctrl-C: stop now; finished cells are logged, stages cached
         tracker.end(parent, "KILLED")
         raise
@@ -222,6 +226,39 @@ def _cells(g: grid.GridFile, todo: list[Cell], tracker, parent: str,
             dispatch.prepare(todo)  # while the workers import torch
             console.print(f"running on a {workers.describe()}")
             dispatch.run(todo, workers, on_started, on_finished)
+
+
+def _race(cells: list[Cell], log: set[str], tracker, parent: str,
+          rows: list[tuple[Cell, CellResult | None, str | None]], workers) -> None:
+    """Race the grid's settings (sweep/race.py; every racing cell takes part, those finished
+    before too: their stages are cached), then log the cells in `log` with how they left
+    the race."""
+
+    def execute(batch: list[Cell]) -> dict[str, dispatch.Outcome]:
+        got: dict[str, dispatch.Outcome] = {}
+        if workers is None:
+            for cell in batch:
+                got[cell.hash] = outcome = dispatch.execute(cell)
+                if outcome.kind == "fatal":
+                    raise UserError(outcome.failure or "the results folder cannot be used")
+        else:
+            dispatch.run(batch, workers, lambda c: None,
+                         lambda c, o: got.__setitem__(c.hash, o))
+        return got
+
+    if workers is not None:
+        dispatch.prepare(cells)
+        console.print(f"running on a {workers.describe()}")
+    outcomes = race.run(cells, execute, progress=console.print)
+    for cell in cells:
+        if cell.hash not in log:
+            continue
+        outcome, standing = outcomes[cell.hash]
+        tracker.log_cell(parent, cell, outcome.result, outcome.failure,
+                         extra=standing.tags() if standing else None)
+        rows.append((cell, outcome.result, outcome.failure))
+        note = f" ({standing.note})" if standing else ""
+        console.print(f"{cell.label}: {_score(outcome.result, outcome.failure)}{note}")
 
 
 def _score(result: CellResult | None, failure: str | None) -> str:

@@ -153,7 +153,7 @@ def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: No
     notify("evaluate")
     t0 = time.perf_counter()
     res = evaluate(m.adapter, cell.eval.resolved(), run_hash=key, limit=cell.eval.limit,
-                   batch_size=cell.eval.batch_size, progress=False)
+                   batch_size=cell.eval.batch_size, progress=False, offset=cell.eval.offset)
     result = CellResult(
         metrics=res.metrics, sparsity=sparsity_by_role(m.adapter, m.masks), prune=m.prune,
         recover=m.recover, seconds={"prune": m.prune.get("seconds", {}).get("stage", 0.0),

@@ -218,6 +218,10 @@ def finished_readonly(grid: str) -> dict[str, CellResult]:
     return {r.data.tags[TAG_HASH]: CellResult.from_run(r) for r in runs}
 
 
+# eval fields added later, not logged while unset: a run's params are as they were before
+UNSET = {("eval.tasks", None), ("eval.race", None), ("eval.offset", 0)}
+
+
 def quiet_mlflow() -> None:
     """No INFO lines from MLflow or its migrations, and no logged traceback of a database
     error that `store_errors` reports in one line anyway."""
@@ -329,7 +333,9 @@ class Tracker:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
     def log_cell(self, parent: str, cell: Cell, result: CellResult | None,
-                 failure: str | None = None, artifacts: bool = True) -> str:
+                 failure: str | None = None, artifacts: bool = True,
+                 extra: dict[str, str] | None = None) -> str:
+        """The cell's run; `extra`: more tags (how it left a race)."""
         from mlflow.entities import Metric, Param
 
         tags = {"mlflow.parentRunId": parent, TAG_KIND: "cell", TAG_HASH: cell.hash,
@@ -339,10 +345,11 @@ class Tracker:
             tags["vlmprune.failure"] = failure[:5000]
         if result is not None:
             tags |= result.tags()
+        tags |= extra or {}
         run_id = self.client.create_run(self.experiment_id, run_name=cell.label,
                                         tags=tags).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in flat(cell.spec.model_dump()).items()
-                  if not (k == "eval.tasks" and v is None)]  # runs before the field: unchanged
+                  if (k, v) not in UNSET]  # runs from before these fields: unchanged
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
         if result is not None:

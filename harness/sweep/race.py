@@ -1,0 +1,223 @@
+"""A race between a grid's settings (`eval.race`, race_spec.py): score every setting on the
+same slices of one task's documents, drop the ones significantly behind the leader after
+each slice, and score the ones left on the whole suite.
+
+- A setting is the grid's cells that differ only by seed (`seed=` in their label); its
+  score is the mean over them (paired.py). The dense reference (a cell without pruning)
+  does not race: it is scored whole.
+- A slice is an ordinary cell whose evaluation is that task's documents [offset, offset +
+  size) (`EvalSpec.offset`, `limit`): its eval stage is cached like any other, so a killed
+  race resumes where it was (the slices it finished are read back, not computed), and the
+  prune and recovery stages are shared with the whole evaluation. Documents keep their
+  task's order: the shapes tasks cycle through their question types, so every prefix is
+  stratified; a hub task's order is its dataset's.
+- A setting that stops keeps its partial score (the raced task's metrics on the documents
+  it was scored on, with intervals) and the reason (`Standing.note`: "stopped at 200
+  documents, behind X by Δ [lo, hi]"); what the sweep logs says so (tags
+  `vlmprune.race*`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from harness.evaluation import intervals, paired
+from harness.evaluation.metrics import ranked
+from harness.evaluation.suite import is_local, task_manager, task_size
+from harness.sweep.cell import Cell, CellSpec, EvalSpec, eval_key
+from harness.sweep.dispatch import Outcome
+from harness.sweep.race_spec import TAG, TAG_DOCS, TAG_NOTE, RaceSpec
+from harness.sweep.result import CellResult
+
+# plain cells -> their outcomes by cell hash (run here or on the sweep's workers)
+Runner = Callable[[list[Cell]], dict[str, Outcome]]
+
+
+@dataclass
+class Standing:
+    """How a cell left the race: `survived` (then scored whole), `stopped`, or `failed`."""
+
+    status: str
+    docs: int = 0
+    note: str = ""
+
+    def tags(self) -> dict[str, str]:
+        return {TAG: self.status, TAG_DOCS: str(self.docs), TAG_NOTE: self.note}
+
+
+@dataclass
+class Entrant:
+    """A setting in the race: its cells (one per seed) and each one's documents so far."""
+
+    label: str
+    cells: list[Cell]
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    last: dict[str, CellResult] = field(default_factory=dict)  # each cell's latest slice
+    seconds: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None
+
+
+def setting(cell: Cell) -> str:
+    """The label of a cell's setting: its label without the seed."""
+    return ", ".join(f"{k}={v}" for k, v in cell.overrides.items() if k != "seed") or "base"
+
+
+def with_eval(cell: Cell, e: EvalSpec) -> Cell:
+    """The cell scored as `e` says (its own hash: the key of that evaluation)."""
+    spec = cell.spec.model_copy(update={"eval": e})
+    return Cell(cell.index, cell.overrides, spec, eval_key(spec))
+
+
+def plain(cell: Cell) -> Cell:
+    return with_eval(cell, cell.spec.eval.plain())
+
+
+def sliced(cell: Cell, task: str, offset: int, size: int) -> Cell:
+    e = cell.spec.eval
+    return with_eval(cell, EvalSpec(suite=e.suite if e.tasks else "tasks", tasks=[task],
+                                    limit=size, offset=offset, batch_size=e.batch_size))
+
+
+def racing(spec: CellSpec) -> bool:
+    """Whether a cell races (a pruned cell whose evaluation names a race)."""
+    return spec.eval.race is not None and spec.prune is not None
+
+
+def run(cells: Sequence[Cell], execute: Runner, progress: Callable[[str], None] = logger.info
+        ) -> dict[str, tuple[Outcome, Standing | None]]:
+    """Race `cells` (those that race, `racing`; the others are scored whole) and score the
+    settings left on the whole suite; each cell's outcome (its result: the whole
+    evaluation's, or a stopped setting's partial one) and standing, by the cell's hash."""
+    out: dict[str, tuple[Outcome, Standing | None]] = {}
+    entrants: dict[str, Entrant] = {}
+    for c in cells:
+        if racing(c.spec):
+            entrants.setdefault(setting(c), Entrant(setting(c), [])).cells.append(c)
+    whole = [c for c in cells if not racing(c.spec)]
+    standing: dict[str, Standing] = {}
+    if entrants:
+        first = next(iter(entrants.values())).cells[0]
+        race = first.spec.eval.race
+        assert race is not None
+        left, used = _race(list(entrants.values()), race, first, execute, progress, out)
+        for e in left:
+            whole += e.cells
+            standing |= {c.hash: Standing("survived", used, f"left in the race after {used} "
+                                          "documents, then scored on the whole suite")
+                         for c in e.cells}
+    plain_of = {c.hash: plain(c) for c in whole}
+    done = execute(list(plain_of.values())) if plain_of else {}
+    for h, pc in plain_of.items():
+        out[h] = (done[pc.hash], standing.get(h))
+    return out
+
+
+def _race(entrants: list[Entrant], race: RaceSpec, first: Cell, execute: Runner,
+          progress: Callable[[str], None], out: dict[str, tuple[Outcome, Standing | None]]
+          ) -> tuple[list[Entrant], int]:
+    """The settings left when the race ends, and the documents it used."""
+    suite = first.spec.eval.resolved()
+    metric_key = race.metric
+    task = metric_key.partition("/")[0] if metric_key else suite.tasks[0]
+    limit = first.spec.eval.limit if first.spec.eval.limit is not None else suite.limit
+    total = min(x for x in (limit, task_size(task)) if x is not None)
+    alive, used = list(entrants), 0
+    for offset, size in race.slices(total):
+        jobs = {c.hash: sliced(c, task, offset, size) for e in alive for c in e.cells}
+        results = execute(list(jobs.values()))
+        used = offset + size
+        for e in alive:
+            for c in e.cells:
+                got = results[jobs[c.hash].hash]
+                if got.result is None:
+                    e.failure = got.failure or "failed"
+                    continue
+                e.last[c.hash] = got.result
+                e.seconds[c.hash] = e.seconds.get(c.hash, 0.0) + got.result.seconds.get(
+                    "evaluate", 0.0)
+                for t, rows in got.result.samples.items():
+                    e.rows.setdefault(c.hash, {}).setdefault(t, []).extend(rows)
+        for e in [e for e in alive if e.failure]:
+            alive.remove(e)
+            for c in e.cells:
+                out[c.hash] = (Outcome("failed", failure=e.failure), Standing("failed", used))
+        if metric_key is None:
+            any_result = next(r for e in alive for r in e.last.values())
+            metric_key = ranked(any_result.metrics, any_result.headline)[0]
+        name = metric_key.partition("/")[2]
+        metric = _metrics_of(task).get(name, intervals.Metric(name, "mean"))
+        alive = _round(alive, metric, task, race, used, out)
+        progress(f"race after {used} documents of {task}: {len(alive)} of {len(entrants)} "
+                 "settings left")
+        if len(alive) <= 1 or _one_group(alive, metric, task, race):
+            break
+    return alive, used
+
+
+def _metrics_of(task: str) -> dict[str, intervals.Metric]:
+    """A task's metrics as lmms-eval loads its config (aggregations resolved)."""
+    config = task_manager(not is_local(task))._get_config(task)
+    return {m.name: m for m in intervals.task_metrics(config)}
+
+
+def _runs(e: Entrant, task: str) -> list[list[dict[str, Any]]]:
+    return [e.rows.get(c.hash, {}).get(task, []) for c in e.cells]
+
+
+def _round(alive: list[Entrant], metric: intervals.Metric, task: str, race: RaceSpec,
+           used: int, out: dict[str, tuple[Outcome, Standing | None]]) -> list[Entrant]:
+    """The settings still in the race after a slice; the others get their partial results."""
+    ranking = paired.best_group({e.label: _runs(e, task) for e in alive}, metric,
+                                alpha=1 - race.level)
+    if not ranking.scores:
+        return alive
+    sign = 1 if metric.higher_is_better else -1
+    top = max(ranking.scores, key=lambda k: sign * ranking.scores[k].value)
+    keep = []
+    for e in alive:
+        d = ranking.diffs.get(e.label)
+        if e.label in ranking.best or d is None or sign * d.delta >= 0:
+            keep.append(e)
+            continue
+        note = (f"stopped at {used} documents, behind {top} by {d.delta:+.3f} "
+                f"[{d.lo:+.3f}, {d.hi:+.3f}]")
+        for c in e.cells:
+            out[c.hash] = (Outcome("done", result=_partial(e, c)), Standing("stopped", used,
+                                                                             note))
+    return keep
+
+
+def _one_group(alive: list[Entrant], metric: intervals.Metric, task: str,
+               race: RaceSpec) -> bool:
+    """Every setting left within `tolerance` of the leader, its whole interval."""
+    ranking = paired.best_group({e.label: _runs(e, task) for e in alive}, metric,
+                                alpha=1 - race.level)
+    return bool(ranking.diffs) and all(-race.tolerance <= d.lo and d.hi <= race.tolerance
+                                       for d in ranking.diffs.values())
+
+
+def _partial(e: Entrant, c: Cell) -> CellResult:
+    """A stopped cell's result: its raced task's metrics on the documents it answered."""
+    import numpy as np
+
+    last, rows = e.last[c.hash], e.rows.get(c.hash, {})
+    metrics, spans = {}, {}
+    for task, task_rows in rows.items():
+        ordered = intervals.ordered(task_rows)
+        for m in _metrics_of(task).values():
+            point = intervals.resampled(ordered, m, np.ones((1, len(ordered))))
+            if point is None or np.isnan(point[0]):
+                continue
+            metrics[f"{task}/{m.name}"] = float(point[0])
+            b = intervals.bounds(intervals.resampled(ordered, m))
+            if b is not None:
+                spans[f"{task}/{m.name}"] = b
+    seconds = dict(last.seconds) | {"evaluate": e.seconds.get(c.hash, 0.0)}
+    return CellResult(metrics=metrics, sparsity=last.sparsity, prune=last.prune,
+                      recover=last.recover, seconds=seconds, samples=rows,
+                      headline=[h for h in last.headline if h in metrics], intervals=spans)
+
