@@ -66,13 +66,16 @@ def rows(values: list, name: str) -> list[dict]:
 def coverage(kind: str, pool: list, size: int, metric: Metric, pairs: int,
              truth_of=None) -> dict[str, float]:
     rng = random.Random(f"coverage-{kind}")
-    firsts, seconds = [], []
+    firsts: list[tuple[float, tuple[float, float]]] = []
+    seconds: list[tuple[float, tuple[float, float]]] = []
     for _ in range(pairs):
         picked = rng.sample(range(len(pool)), 2 * size)
         for half, out in ((picked[:size], firsts), (picked[size:], seconds)):
             r = rows([pool[i] for i in half], metric.name)
-            point = float(intervals.resampled(r, metric, np.ones((1, size)))[0])
-            out.append((point, intervals.bounds(intervals.resampled(r, metric))))
+            ones = intervals.resampled(r, metric, np.ones((1, size)))
+            b = intervals.bounds(intervals.resampled(r, metric))
+            assert ones is not None and b is not None
+            out.append((float(ones[0]), b))
     truth = truth_of() if truth_of else float(np.mean([p for p, _ in firsts + seconds]))
     cover = np.mean([lo <= truth <= hi for _, (lo, hi) in firsts])
     other = np.mean([lo <= p2 <= hi for (_, (lo, hi)), (p2, _) in zip(firsts, seconds,
@@ -82,7 +85,7 @@ def coverage(kind: str, pool: list, size: int, metric: Metric, pairs: int,
     width = np.mean([hi - lo for _, (lo, hi) in firsts])
     print(f"{kind:12s} n={size:4d} truth={truth:.4f} mean width={width:.4f}: covers truth "
           f"{cover:.1%}, the other set's score {other:.1%} (√2 wider: {wide:.1%})")
-    return {"truth": cover, "other": other, "other_sqrt2": wide}
+    return {"truth": float(cover), "other": float(other), "other_sqrt2": float(wide)}
 
 
 def stability(pool: list, size: int, metric: Metric, scale: float) -> float:
