@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from harness.evaluation.suite import is_local, task_manager
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -52,6 +54,24 @@ def task_metrics(config: dict[str, Any]) -> list[Metric]:
             out.append(Metric(str(m["metric"]), m.get("aggregation") or "mean",
                               bool(m.get("higher_is_better", True))))
     return out
+
+
+def metric_of(key: str) -> Metric | None:
+    """A `task/metric` name's definition (aggregation, direction), from its task's config
+    as lmms-eval loads it; None when the task or metric is unknown here."""
+    task, _, name = key.partition("/")
+    return metrics_of(task).get(name)
+
+
+@functools.cache
+def metrics_of(task: str) -> dict[str, Metric]:
+    """A task's metrics by name (empty for a task this install does not have)."""
+    try:
+        config = task_manager(not is_local(task))._get_config(task)
+    except Exception as e:  # noqa: BLE001 - a task this install does not have: no intervals
+        logger.debug(f"no metric definitions for {task}: {type(e).__name__}: {e}")
+        return {}
+    return {m.name: m for m in task_metrics(config)}
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,7 +11,6 @@ lacks them, `m.best` falls back to the top mean alone (as reports did before).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import tempfile
@@ -19,33 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from loguru import logger
 
 from harness.evaluation import paired
-from harness.evaluation.intervals import Metric, task_metrics
+from harness.evaluation.intervals import metric_of
 from harness.evaluation.paired import Rows
 from harness.report.data import DENSE, Report
 from harness.sweep.result import ARTIFACTS
 
 RUNS = "runs"  # the aggregated frame's column of each setting's run ids
-
-
-def metric_of(key: str) -> Metric | None:
-    """A `task/metric` column's definition (aggregation, direction), from its task's config
-    as lmms-eval loads it; None when the task or metric is unknown here."""
-    task, _, name = key.partition("/")
-    return {m.name: m for m in _task_metrics(task)}.get(name)
-
-
-@functools.cache
-def _task_metrics(task: str) -> tuple[Metric, ...]:
-    from harness.evaluation.suite import is_local, task_manager
-
-    try:
-        return tuple(task_metrics(task_manager(not is_local(task))._get_config(task)))
-    except Exception as e:  # noqa: BLE001 - a task this install does not have: no intervals
-        logger.debug(f"no metric definitions for {task}: {type(e).__name__}: {e}")
-        return ()
 
 
 def samples(uri: str, run_ids: list[str]) -> dict[str, dict[str, Rows]]:

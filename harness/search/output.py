@@ -1,5 +1,6 @@
-"""What a search prints and draws: the trials table, the best against the paper's settings,
-parameter importances, and figures under reports/<grid>/search/ (PNG and SVG)."""
+"""What a search prints and draws: the trials table, the best against the paper's settings
+(each difference with its paired 95% interval and Holm-adjusted p), parameter importances,
+and figures under reports/<grid>/search/ (PNG and SVG)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import warnings
 from rich.table import Table
 
 from harness import figstyle
+from harness.evaluation import intervals, paired
 from harness.paths import reports_dir
 from harness.search.space import Space
 from harness.search.spec import SearchSpec
+from harness.sweep import cache
 from harness.sweep.console import console
+from harness.sweep.result import CellResult
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ def rows(study, space: Space) -> list[dict]:
             x[space.names[-1]] = (space.spec.budget * total - used) / space.params[space.names[-1]]
         out.append({"trial": t.number, "state": t.state.name, "x": x,
                     "baseline": i["baseline"], "achieved": i.get("achieved"),
+                    "cell": i.get("cell"), "objective": i.get("objective"),
                     # a stopped trial's value is its quick evaluation's, not a result
                     "score": t.values[0] if t.values and t.state.name == "COMPLETE" else None,
                     "note": (i.get("failure")
@@ -73,10 +78,46 @@ def summary(study, s: SearchSpec, space: Space, seconds: float) -> None:
     base = {r["baseline"]: r for r in done if r["baseline"]}
     line = ", ".join(f"{n} {v:.3f}" for n, v in best["x"].items())
     console.print(f"[bold]best[/]: trial {best['trial']} ({line}): {best['score']:.4f}")
-    for name, r in sorted(base.items()):
+    names = sorted(base)
+    tests = _paired(best, [base[n] for n in names])
+    for name, test in zip(names, tests, strict=True):
+        r = base[name]
         console.print(f"  {name:13s} {r['score']:.4f}  ({best['score'] - r['score']:+.4f} "
-                      "for the best)")
+                      f"for the best{test})")
     _importances(study, console)
+
+
+def _paired(best: dict, others: list[dict]) -> list[str]:
+    """For each of `others`, the best trial's difference from it with its 95% interval and
+    Holm-adjusted p (paired on the documents both answered: evaluation/paired.py), read
+    from the trials' eval stages; "" where a stage is gone or holds no per-document
+    scores."""
+    metric = intervals.metric_of(best["objective"] or "")
+    found: dict[int, paired.Difference] = {}
+    mine = _rows(best, metric)
+    for i, r in enumerate(others):
+        theirs = _rows(r, metric)
+        if metric is not None and mine is not None and theirs is not None:
+            d = paired.compare([theirs], [mine], metric)
+            if d is not None:
+                found[i] = d
+    adjusted = dict(zip(found, paired.holm([d.p for d in found.values()]), strict=True))
+    return [f": [{found[i].lo:+.4f}, {found[i].hi:+.4f}], p {adjusted[i]:.3g} "
+            f"({found[i].test}, Holm)" if i in found else "" for i in range(len(others))]
+
+
+def _rows(trial: dict, metric: intervals.Metric | None) -> list[dict] | None:
+    """A trial's documents of the metric's task, from its eval stage."""
+    if metric is None or not trial.get("cell") or not trial.get("objective"):
+        return None
+    root = cache.open("eval", trial["cell"])
+    if root is None:
+        return None
+    try:
+        samples = CellResult.read(root).samples
+    except Exception:  # noqa: BLE001 - an unreadable stage: the summary goes without
+        return None
+    return samples.get(trial["objective"].partition("/")[0])
 
 
 def _importances(study, console) -> None:

@@ -27,7 +27,7 @@ from loguru import logger
 
 from harness.evaluation import intervals, paired
 from harness.evaluation.metrics import ranked
-from harness.evaluation.suite import is_local, task_manager, task_size
+from harness.evaluation.suite import task_size
 from harness.sweep.cell import Cell, CellSpec, EvalSpec, eval_key
 from harness.sweep.dispatch import Outcome
 from harness.sweep.race_spec import TAG, TAG_DOCS, TAG_NOTE, RaceSpec
@@ -149,19 +149,13 @@ def _race(entrants: list[Entrant], race: RaceSpec, first: Cell, execute: Runner,
             any_result = next(r for e in alive for r in e.last.values())
             metric_key = ranked(any_result.metrics, any_result.headline)[0]
         name = metric_key.partition("/")[2]
-        metric = _metrics_of(task).get(name, intervals.Metric(name, "mean"))
+        metric = intervals.metrics_of(task).get(name, intervals.Metric(name, "mean"))
         alive = _round(alive, metric, task, race, used, out)
         progress(f"race after {used} documents of {task}: {len(alive)} of {len(entrants)} "
                  "settings left")
         if len(alive) <= 1 or _one_group(alive, metric, task, race):
             break
     return alive, used
-
-
-def _metrics_of(task: str) -> dict[str, intervals.Metric]:
-    """A task's metrics as lmms-eval loads its config (aggregations resolved)."""
-    config = task_manager(not is_local(task))._get_config(task)
-    return {m.name: m for m in intervals.task_metrics(config)}
 
 
 def _runs(e: Entrant, task: str) -> list[list[dict[str, Any]]]:
@@ -208,7 +202,7 @@ def _partial(e: Entrant, c: Cell) -> CellResult:
     metrics, spans = {}, {}
     for task, task_rows in rows.items():
         ordered = intervals.ordered(task_rows)
-        for m in _metrics_of(task).values():
+        for m in intervals.metrics_of(task).values():
             point = intervals.resampled(ordered, m, np.ones((1, len(ordered))))
             if point is None or np.isnan(point[0]):
                 continue

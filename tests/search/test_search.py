@@ -45,9 +45,13 @@ def load_study(results, name: str = "tiny_search"):
 
 
 @pytest.mark.integration
-def test_search_runs_trials_as_cells_under_the_budget(tmp_path, results):
+def test_search_runs_trials_as_cells_under_the_budget(tmp_path, results, capsys):
     grid = write(tmp_path, TINY)
     assert main(["search", str(grid)]) == 0
+    # the best against each baseline, paired on the documents both answered
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("equal "))
+    assert "for the best: [" in line and "(mcnemar, Holm)" in line
     study = load_study(results)
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 4
