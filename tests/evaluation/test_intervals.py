@@ -57,6 +57,14 @@ def test_caption_scores_are_recomputed_on_every_resample():
         assert c == pytest.approx(cider(drawn(preds, row), drawn(refs, row)), abs=1e-9)
         assert b == pytest.approx(bleu4(drawn(preds, row), drawn(refs, row)), abs=1e-12)
     assert len(set(np.round(fast_c, 9))) == 5  # each resample its own corpus
+    # the shapes task's own aggregations take that path: every resample, not the fallback's
+    from harness.evaluation.tasks.shapes import utils
+
+    items = [{"doc_id": i, "cider": {"pred": p, "ref": r}}
+             for i, (p, r) in enumerate(zip(preds, refs, strict=True))]
+    got = intervals.resampled(items, Metric("cider", utils.cider_aggregation))
+    assert len(got) == intervals.RESAMPLES and got[0] == pytest.approx(
+        cider(drawn(preds, intervals.weights(60)[0]), drawn(refs, intervals.weights(60)[0])))
 
 
 def test_a_mean_counts_the_documents_that_report_it():

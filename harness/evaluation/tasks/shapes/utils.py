@@ -14,13 +14,7 @@ import json
 import datasets
 from PIL import Image
 
-from harness.evaluation.scoring import (
-    bleu4,
-    bleu4_resampled,
-    cider,
-    cider_resampled,
-    normalize,
-)
+from harness.evaluation.scoring import bleu4, cider, normalize
 from harness.evaluation.shapes_data import N_CAPTION, N_VQA, SPLIT, data_dir  # noqa: F401
 from harness.world.text import described_objects
 
@@ -81,10 +75,3 @@ def cider_aggregation(items: list[dict]) -> float:
 def bleu4_aggregation(items: list[dict]) -> float:
     return bleu4([i["pred"] for i in items], [i["ref"] for i in items])
 
-
-
-# the bootstrap (intervals.py) recomputes both on every resample of the documents at once
-cider_aggregation.resampled = lambda items, w: cider_resampled(  # type: ignore[attr-defined]
-    [i["pred"] for i in items], [i["ref"] for i in items], w)
-bleu4_aggregation.resampled = lambda items, w: bleu4_resampled(  # type: ignore[attr-defined]
-    [i["pred"] for i in items], [i["ref"] for i in items], w)
