@@ -44,7 +44,7 @@ def rows(study, space: Space) -> list[dict]:
                     "cell": i.get("cell"), "objective": i.get("objective"),
                     # a stopped trial's value is its quick evaluation's, not a result
                     "score": t.values[0] if t.values and t.state.name == "COMPLETE" else None,
-                    "note": (i.get("failure")
+                    "note": (i.get("failure") or i.get("raced")
                              or ("infeasible" if i.get("violation") else "")
                              or ("duplicate" if i.get("duplicate") else "")
                              or (f"stopped early (quick {i['pruned_at']:.3f})"
@@ -59,7 +59,7 @@ def summary(study, s: SearchSpec, space: Space, seconds: float) -> None:
         table.add_column(col, justify="left" if col in ("state", "note") else "right")
     all_rows = rows(study, space)
     shown = [r for r in all_rows if r["state"] in ("COMPLETE", "FAIL", "RUNNING")
-             or r["note"].startswith("stopped early")]
+             or r["note"].startswith("stopped")]
     for r in shown:
         table.add_row(str(r["trial"]), *[f"{r['x'].get(n, float('nan')):.3f}"
                                          for n in space.names],

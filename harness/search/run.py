@@ -16,16 +16,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.errors import UserError, first_line
+from harness.evaluation import intervals, paired
 from harness.evaluation.metrics import ranked
+from harness.evaluation.suite import task_size
 from harness.paths import results_dir
 from harness.search import output
 from harness.search import study as st
 from harness.search.space import Space
 from harness.search.spec import SearchSpec
 from harness.sweep import grid
-from harness.sweep.cell import Cell, CellSpec, eval_key
+from harness.sweep.cell import Cell, CellSpec, EvalSpec, eval_key
 from harness.sweep.console import console, quiet_libraries
 from harness.sweep.display import Display
 from harness.sweep.executors import Dispatch
@@ -245,7 +248,16 @@ def _trial(ctx: TrialContext, study, trial, x, choices: dict, tracker_future: Fu
     model = None  # the pruned model, loaded once for both evaluations
     info: dict = {}  # written once, with the outcome (each storage write is a commit)
     try:
-        if s.pruner != "none" and baseline is None:
+        if s.pruner == "race" and baseline is None:
+            behind = _race(study, s, spec)
+            if behind is not None:
+                note, model = behind
+                if note:
+                    info["raced"] = note
+                    trial.set_user_attr(st.INFO, info)
+                    study.tell(trial, state=TrialState.PRUNED)
+                    return note
+        elif s.pruner != "none" and baseline is None:
             quick = spec.model_copy(update={"eval": spec.eval.model_copy(
                 update={"limit": s.quick_limit})})
             if stages.cached_result(eval_key(quick)) is None:
@@ -288,6 +300,44 @@ def _trial(ctx: TrialContext, study, trial, x, choices: dict, tracker_future: Fu
     tracker.client.log_metric(run_id, "search/achieved_budget", achieved)
     study.tell(trial, values)
     return f"COMPLETE {info['objective']} {values[0]:.4f}, achieved {achieved:.4f}"
+
+
+def _race(study, s: SearchSpec, spec: CellSpec) -> tuple[str, Any] | None:
+    """`pruner: race`: score the trial on growing slices of the objective's task, paired
+    with the best complete trial so far on the same documents; (a note saying where it
+    stopped, or "" when it never fell significantly behind; the pruned model, loaded once
+    for the whole evaluation too), or None when there is no complete trial to race."""
+    from optuna.trial import TrialState
+
+    from harness.sweep import cache, stages
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if st.info(t).get("cell") and st.info(t).get("objective")]
+    if not done:
+        return None
+    sign = -1 if study.direction.name == "MINIMIZE" else 1
+    best = max(done, key=lambda t: sign * t.values[0])
+    key = st.info(best)["objective"]
+    task, metric = key.partition("/")[0], intervals.metric_of(key)
+    root = cache.open("eval", st.info(best)["cell"])
+    if metric is None or root is None:
+        return None
+    theirs = CellResult.read(root).samples.get(task)
+    if not theirs:
+        return None
+    model = stages.recovered(spec)
+    limit = spec.eval.limit if spec.eval.limit is not None else spec.eval.resolved().limit
+    total = min(x for x in (limit, task_size(task)) if x is not None)
+    mine: list[dict] = []
+    for offset, size in s.race.slices(total)[:-1]:  # the last slice: the whole evaluation
+        part = spec.model_copy(update={"eval": EvalSpec(
+            tasks=[task], limit=size, offset=offset, batch_size=spec.eval.batch_size)})
+        mine += stages.evaluated(part, model=model).samples.get(task, [])
+        d = paired.compare([theirs], [mine], metric)
+        if d is not None and d.p < 1 - s.race.level and sign * d.delta < 0:
+            return (f"stopped at {offset + size} documents, behind trial {best.number} by "
+                    f"{d.delta:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]"), model
+    return "", model
 
 
 def _objective_name(result: CellResult, s) -> str:

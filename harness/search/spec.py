@@ -12,7 +12,9 @@ search:
   seed: 0
   objective: null             # a metric (`shapes_vqa/exact_match`); null: the suite's headline
   second: null                # sparsity | vision_sparsity: a second objective, Pareto front
-  pruner: median              # median | none: stop hopeless trials after a quick evaluation
+  pruner: median              # median | race | none: stop hopeless trials after a quick
+                              # evaluation (median), or once significantly behind the best
+                              # trial on the same documents (race: growing slices, `race:`)
   quick_limit: 50             # documents per task of that quick evaluation
   baselines: true             # the paper's settings at this budget are the first trials
 ```
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from harness.errors import UserError, validate
 from harness.models.layout import ROLES
+from harness.sweep.race_spec import RaceSpec
 
 
 class RoleRange(BaseModel):
@@ -59,8 +62,9 @@ class SearchSpec(BaseModel):
     seed: int = Field(0, ge=0)
     objective: str | None = None
     second: Literal["sparsity", "vision_sparsity"] | None = None
-    pruner: Literal["median", "none"] = "median"
+    pruner: Literal["median", "race", "none"] = "median"
     quick_limit: int = Field(50, ge=1)
+    race: RaceSpec = Field(default_factory=RaceSpec)  # the slices of `pruner: race`
     baselines: bool = True
 
     @field_validator("roles")

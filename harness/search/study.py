@@ -344,7 +344,7 @@ def _sampler(s: search_spec.SearchSpec):
 def _pruner(s: search_spec.SearchSpec):
     import optuna
 
-    if s.pruner == "none":
+    if s.pruner in ("none", "race"):  # a race stops its trials itself (run.py)
         return optuna.pruners.NopPruner()
     return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
 

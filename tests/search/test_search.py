@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -334,3 +335,23 @@ def test_dead_trials_are_those_of_gone_processes_or_ownerless_under_the_lock(tmp
     assert states == {mine.number: TrialState.RUNNING, gone.number: TrialState.FAIL,
                       ownerless.number: TrialState.FAIL}
     child.wait()
+
+
+@pytest.mark.integration
+def test_a_race_stops_a_trial_far_behind_the_best(tmp_path, results, capsys):
+    """`pruner: race`: a split that collapses (nearly all of the language model pruned)
+    stops after the first slice, paired with the best trial on the same questions."""
+    data = copy.deepcopy(TINY)
+    data["base"]["eval"]["limit"] = 80
+    data["search"] |= {"pruner": "race", "race": {"start": 10}, "trials": 6,
+                       "roles": {"vision": {"low": 0.0, "high": 0.3},
+                                 "language": {"low": 0.0, "high": 0.95}}}
+    assert main(["search", str(write(tmp_path, data))]) == 0
+    study = load_study(results)
+    raced = [t for t in study.trials if info(t).get("raced")]
+    assert raced and all(t.state == TrialState.PRUNED for t in raced)
+    assert all(re.fullmatch(r"stopped at (10|20|40) documents, behind trial \d+ by -0\.\d+ "
+                            r"\[-\d\.\d+, -0\.\d+\]", info(t)["raced"]) for t in raced)
+    assert all(t.params["sparsity.vision"] < 0.3 for t in raced)  # language pruned > 75%
+    assert not any(info(t)["baseline"] for t in raced)  # the paper's settings run whole
+    assert info(raced[0])["raced"] in capsys.readouterr().out  # in the trials table
