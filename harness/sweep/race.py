@@ -27,7 +27,7 @@ from loguru import logger
 
 from harness.evaluation import intervals, paired
 from harness.evaluation.metrics import ranked
-from harness.evaluation.suite import task_size
+from harness.evaluation.suite import headline, task_config, task_size
 from harness.sweep.cell import Cell, CellSpec, EvalSpec, eval_key
 from harness.sweep.dispatch import Outcome
 from harness.sweep.race_spec import TAG, TAG_DOCS, TAG_NOTE, RaceSpec
@@ -58,7 +58,40 @@ class Entrant:
     rows: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     last: dict[str, CellResult] = field(default_factory=dict)  # each cell's latest slice
     seconds: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # tasks not raced
     failure: str | None = None
+
+    def add(self, cell: str, result: CellResult) -> None:
+        """A slice's (or the rest's) result of one of this setting's cells."""
+        self.last[cell] = result
+        self.seconds[cell] = self.seconds.get(cell, 0.0) + result.seconds.get("evaluate", 0.0)
+        for t, rows in result.samples.items():
+            self.rows.setdefault(cell, {}).setdefault(t, []).extend(rows)
+        self.metrics.setdefault(cell, {}).update(result.metrics)
+
+    def result(self, c: Cell) -> CellResult:
+        """A cell's result from every document it answered: each task's metrics
+        aggregated as lmms-eval aggregates them (its function, on the documents in id
+        order), with intervals."""
+        last, rows = self.last[c.hash], self.rows.get(c.hash, {})
+        reported = self.metrics.get(c.hash, {})
+        metrics, spans = {}, {}
+        for task, task_rows in rows.items():
+            ordered = intervals.ordered(task_rows)
+            for m in intervals.metrics_of(task).values():
+                key = f"{task}/{m.name}"
+                items = [r[m.name] for r in ordered if r.get(m.name) is not None]
+                if key not in reported or not items:
+                    continue
+                metrics[key] = float(_aggregation(m)(items))
+                b = intervals.bounds(intervals.resampled(ordered, m))
+                if b is not None:
+                    spans[key] = b
+        seconds = dict(last.seconds) | {"evaluate": self.seconds.get(c.hash, 0.0)}
+        return CellResult(metrics=metrics, sparsity=last.sparsity, prune=last.prune,
+                          recover=last.recover, seconds=seconds, samples=rows,
+                          headline=_headline(metrics, rows),
+                          intervals=spans)
 
 
 def setting(cell: Cell) -> str:
@@ -98,28 +131,69 @@ def run(cells: Sequence[Cell], execute: Runner, progress: Callable[[str], None] 
         if racing(c.spec):
             entrants.setdefault(setting(c), Entrant(setting(c), [])).cells.append(c)
     whole = [c for c in cells if not racing(c.spec)]
-    standing: dict[str, Standing] = {}
     if entrants:
         first = next(iter(entrants.values())).cells[0]
         race = first.spec.eval.race
         assert race is not None
-        left, used = _race(list(entrants.values()), race, first, execute, progress, out)
-        for e in left:
-            whole += e.cells
-            standing |= {c.hash: Standing("survived", used, f"left in the race after {used} "
-                                          "documents, then scored on the whole suite")
-                         for c in e.cells}
+        left, ended = _race(list(entrants.values()), race, first, execute, progress, out)
+        out |= _finish(left, ended, execute)
     plain_of = {c.hash: plain(c) for c in whole}
     done = execute(list(plain_of.values())) if plain_of else {}
     for h, pc in plain_of.items():
-        out[h] = (done[pc.hash], standing.get(h))
+        out[h] = (done[pc.hash], None)
+    return out
+
+
+@dataclass(frozen=True)
+class Ended:
+    """Where a race ended: its task, the documents it used, the task's documents (within
+    the evaluation's limit), the suite's tasks and that limit."""
+
+    task: str
+    used: int
+    total: int
+    tasks: tuple[str, ...]
+    limit: int | None
+
+
+def _finish(left: list[Entrant], f: Ended, execute: Runner
+            ) -> dict[str, tuple[Outcome, Standing | None]]:
+    """The settings left, scored on the whole suite: the raced task's remaining documents
+    and the other tasks, merged with the slices already answered (no document twice)."""
+    parts: dict[str, list[Cell]] = {}
+    for e in left:
+        for c in e.cells:
+            parts[c.hash] = []
+            if f.used < f.total:
+                parts[c.hash].append(sliced(c, f.task, f.used, f.total - f.used))
+            others = [t for t in f.tasks if t != f.task]
+            if others:
+                ev = c.spec.eval
+                parts[c.hash].append(with_eval(c, EvalSpec(
+                    suite=ev.suite if ev.tasks else "tasks", tasks=others, limit=f.limit,
+                    batch_size=ev.batch_size)))
+    done = execute([p for ps in parts.values() for p in ps])
+    out: dict[str, tuple[Outcome, Standing | None]] = {}
+    note = f"left in the race after {f.used} documents, then scored on the whole suite"
+    for e in left:
+        for c in e.cells:
+            got = [done[p.hash] for p in parts[c.hash]]
+            failed = next((g for g in got if g.result is None), None)
+            standing = Standing("survived", f.used, note)
+            if failed is not None:
+                out[c.hash] = (Outcome("failed", failure=failed.failure), standing)
+                continue
+            for g in got:
+                assert g.result is not None
+                e.add(c.hash, g.result)
+            out[c.hash] = (Outcome("done", result=e.result(c)), standing)
     return out
 
 
 def _race(entrants: list[Entrant], race: RaceSpec, first: Cell, execute: Runner,
           progress: Callable[[str], None], out: dict[str, tuple[Outcome, Standing | None]]
-          ) -> tuple[list[Entrant], int]:
-    """The settings left when the race ends, and the documents it used."""
+          ) -> tuple[list[Entrant], Ended]:
+    """The settings left when the race ends, and where it ended."""
     suite = first.spec.eval.resolved()
     metric_key = race.metric
     task = metric_key.partition("/")[0] if metric_key else suite.tasks[0]
@@ -136,11 +210,7 @@ def _race(entrants: list[Entrant], race: RaceSpec, first: Cell, execute: Runner,
                 if got.result is None:
                     e.failure = got.failure or "failed"
                     continue
-                e.last[c.hash] = got.result
-                e.seconds[c.hash] = e.seconds.get(c.hash, 0.0) + got.result.seconds.get(
-                    "evaluate", 0.0)
-                for t, rows in got.result.samples.items():
-                    e.rows.setdefault(c.hash, {}).setdefault(t, []).extend(rows)
+                e.add(c.hash, got.result)
         for e in [e for e in alive if e.failure]:
             alive.remove(e)
             for c in e.cells:
@@ -155,7 +225,7 @@ def _race(entrants: list[Entrant], race: RaceSpec, first: Cell, execute: Runner,
                  "settings left")
         if len(alive) <= 1 or _one_group(alive, metric, task, race):
             break
-    return alive, used
+    return alive, Ended(task, used, total, tuple(suite.tasks), limit)
 
 
 def _runs(e: Entrant, task: str) -> list[list[dict[str, Any]]]:
@@ -180,8 +250,7 @@ def _round(alive: list[Entrant], metric: intervals.Metric, task: str, race: Race
         note = (f"stopped at {used} documents, behind {top} by {d.delta:+.3f} "
                 f"[{d.lo:+.3f}, {d.hi:+.3f}]")
         for c in e.cells:
-            out[c.hash] = (Outcome("done", result=_partial(e, c)), Standing("stopped", used,
-                                                                             note))
+            out[c.hash] = (Outcome("done", result=e.result(c)), Standing("stopped", used, note))
     return keep
 
 
@@ -194,24 +263,14 @@ def _one_group(alive: list[Entrant], metric: intervals.Metric, task: str,
                                        for d in ranking.diffs.values())
 
 
-def _partial(e: Entrant, c: Cell) -> CellResult:
-    """A stopped cell's result: its raced task's metrics on the documents it answered."""
-    import numpy as np
+def _aggregation(m: intervals.Metric) -> Callable[[list], float]:
+    if isinstance(m.aggregation, str):
+        from lmms_eval.api.registry import get_aggregation
 
-    last, rows = e.last[c.hash], e.rows.get(c.hash, {})
-    metrics, spans = {}, {}
-    for task, task_rows in rows.items():
-        ordered = intervals.ordered(task_rows)
-        for m in intervals.metrics_of(task).values():
-            point = intervals.resampled(ordered, m, np.ones((1, len(ordered))))
-            if point is None or np.isnan(point[0]):
-                continue
-            metrics[f"{task}/{m.name}"] = float(point[0])
-            b = intervals.bounds(intervals.resampled(ordered, m))
-            if b is not None:
-                spans[f"{task}/{m.name}"] = b
-    seconds = dict(last.seconds) | {"evaluate": e.seconds.get(c.hash, 0.0)}
-    return CellResult(metrics=metrics, sparsity=last.sparsity, prune=last.prune,
-                      recover=last.recover, seconds=seconds, samples=rows,
-                      headline=[h for h in last.headline if h in metrics], intervals=spans)
+        return get_aggregation(m.aggregation)
+    return m.aggregation
 
+
+def _headline(metrics: dict[str, float], rows: dict[str, list]) -> list[str]:
+    """Each task's headline metric, as an evaluation records it (`suite.headline`)."""
+    return [h for task in rows if (h := headline(task, task_config(task), metrics))]

@@ -57,6 +57,18 @@ def test_a_setting_far_behind_stops_and_the_others_are_scored_whole(results, tmp
     _, (whole,) = cell_runs("plain", status="FINISHED")
     assert {k: v for k, v in whole.data.metrics.items() if not k.startswith("time/")} == \
         {k: v for k, v in by["0.3"].data.metrics.items() if not k.startswith("time/")}
+    # a race that ends early (all left within its tolerance): the survivors answer the rest
+    # of the raced task's documents, merged with their slices into the whole evaluation
+    early = tmp_path / "early.yaml"
+    early.write_text(GRID.replace("name: race", "name: early").replace("tolerance: 0.0",
+                                                                       "tolerance: 1.0"))
+    assert main(["sweep", str(early), "--no-report"]) == 0
+    _, ended = cell_runs("early", status="FINISHED")
+    left = {r.data.params.get("prune.sparsity"): r for r in ended
+            if r.data.tags.get("vlmprune.race") == "survived"}
+    assert set(left) == {"0.2", "0.3"} and left["0.3"].data.tags["vlmprune.race.docs"] == "20"
+    assert {k: v for k, v in left["0.3"].data.metrics.items() if not k.startswith("time/")} \
+        == {k: v for k, v in whole.data.metrics.items() if not k.startswith("time/")}
     # a lost store: the race is decided again from the cached slices, nothing evaluated
     evals = sorted(p.name for p in (results / "cache" / "eval").iterdir())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
