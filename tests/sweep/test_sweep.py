@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.sweep import cache, grid, stages
+from harness.sweep import cache, grid, result, stages
 from harness.sweep.tracking import TAG_HASH
 from tests.sweep.runs import cell_runs, kill_once_working, metrics_by_hash
 
@@ -47,7 +47,8 @@ def test_rerun_runs_nothing_and_same_cell_gives_identical_metrics(reference, res
     _, cells = grid.expand("smoke", {"prune.pattern": "2:4", "recover.method": "none"})
     again = stages.evaluated(cells[0].spec, force=True)
     assert again.metrics == {k: v for k, v in m.items() if "/" in k and not
-                             k.startswith(("sparsity/", "time/", "target/", "block/"))}
+                             k.startswith(tuple(f"{p}/" for p in result.PREFIXES))}
+    assert again.intervals == {k: (m[f"lo/{k}"], m[f"hi/{k}"]) for k in again.metrics}
 
 
 @pytest.mark.integration
