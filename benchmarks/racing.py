@@ -63,13 +63,13 @@ def bench(name: str, root: Path) -> None:
     data["name"] = f"{name}-race"
     data["base"].setdefault("eval", {})["race"] = RACE
     raced.write_text(yaml.safe_dump(data, sort_keys=False))
-    t_full = sweep(plain, root / "full")
-    t_race = sweep(raced, root / "race")
-    full = [r for r in runs(root / "full", name) if r.data.params.get("prune") != "None"]
+    t_full = sweep(plain, root / name / "full")  # each in its own results folder
+    t_race = sweep(raced, root / name / "race")
+    full = [r for r in runs(root / name / "full", name) if r.data.params.get("prune") != "None"]
     best = max(full, key=lambda r: r.data.metrics[METRIC])
-    race = runs(root / "race", f"{name}-race")
+    race = runs(root / name / "race", f"{name}-race")
     group = {setting(r) for r in race if r.data.tags.get("vlmprune.race") == "survived"}
-    d_full, d_race = documents(root / "full"), documents(root / "race")
+    d_full, d_race = documents(root / name / "full"), documents(root / name / "race")
     print(f"{name}: {len(full)} pruned cells; full evaluation's best {setting(best)} "
           f"({best.data.metrics[METRIC]:.3f}); race winner group ({len(group)}): "
           f"{'holds it' if setting(best) in group else 'MISSES it'}; documents "
