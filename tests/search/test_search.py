@@ -342,8 +342,8 @@ def test_a_race_stops_a_trial_far_behind_the_best(tmp_path, results, capsys):
     """`pruner: race`: a split that collapses (nearly all of the language model pruned)
     stops after the first slice, paired with the best trial on the same questions."""
     data = copy.deepcopy(TINY)
-    data["base"]["eval"]["limit"] = 80
-    data["search"] |= {"pruner": "race", "race": {"start": 10}, "trials": 6,
+    data["base"]["eval"]["limit"] = 40
+    data["search"] |= {"pruner": "race", "race": {"start": 10}, "trials": 4,
                        "roles": {"vision": {"low": 0.0, "high": 0.3},
                                  "language": {"low": 0.0, "high": 0.95}}}
     assert main(["search", str(write(tmp_path, data))]) == 0
