@@ -36,7 +36,7 @@ def test_slices_grow_geometrically_to_the_documents_there_are():
 @pytest.mark.integration
 def test_a_setting_far_behind_stops_and_the_others_are_scored_whole(results, tmp_path,
                                                                    monkeypatch):
-    path = tmp_path / "race.yaml"
+    path = (tmp_path / "race.yaml").resolve()
     path.write_text(GRID)
     assert main(["sweep", str(path), "--no-report"]) == 0
     _, runs = cell_runs("race", status="FINISHED")
@@ -72,6 +72,7 @@ def test_a_setting_far_behind_stops_and_the_others_are_scored_whole(results, tmp
     # a lost store: the race is decided again from the cached slices, nothing evaluated
     evals = sorted(p.name for p in (results / "cache" / "eval").iterdir())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    monkeypatch.chdir(tmp_path)  # such a store's artifacts go to ./mlruns (MLflow's default)
     assert main(["sweep", str(path), "--no-report"]) == 0
     assert sorted(p.name for p in (results / "cache" / "eval").iterdir()) == evals
     _, again = cell_runs("race", status="FINISHED")
