@@ -25,6 +25,7 @@ from typing import Any
 
 from loguru import logger
 
+from harness.errors import UserError
 from harness.evaluation import intervals, paired
 from harness.evaluation.metrics import ranked
 from harness.evaluation.suite import headline, task_config, task_size
@@ -58,7 +59,7 @@ class Entrant:
     rows: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     last: dict[str, CellResult] = field(default_factory=dict)  # each cell's latest slice
     seconds: dict[str, float] = field(default_factory=dict)
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # tasks not raced
+    reported: dict[str, dict[str, float]] = field(default_factory=dict)  # lmms-eval's numbers
     failure: str | None = None
 
     def add(self, cell: str, result: CellResult) -> None:
@@ -67,14 +68,14 @@ class Entrant:
         self.seconds[cell] = self.seconds.get(cell, 0.0) + result.seconds.get("evaluate", 0.0)
         for t, rows in result.samples.items():
             self.rows.setdefault(cell, {}).setdefault(t, []).extend(rows)
-        self.metrics.setdefault(cell, {}).update(result.metrics)
+        self.reported.setdefault(cell, {}).update(result.metrics)
 
     def result(self, c: Cell) -> CellResult:
         """A cell's result from every document it answered: each task's metrics
         aggregated as lmms-eval aggregates them (its function, on the documents in id
         order), with intervals."""
         last, rows = self.last[c.hash], self.rows.get(c.hash, {})
-        reported = self.metrics.get(c.hash, {})
+        reported = self.reported.get(c.hash, {})  # the metrics that are numbers
         metrics, spans = {}, {}
         for task, task_rows in rows.items():
             ordered = intervals.ordered(task_rows)
@@ -133,8 +134,7 @@ def run(cells: Sequence[Cell], execute: Runner, progress: Callable[[str], None] 
     whole = [c for c in cells if not racing(c.spec)]
     if entrants:
         first = next(iter(entrants.values())).cells[0]
-        race = first.spec.eval.race
-        assert race is not None
+        race = _one_race([c for e in entrants.values() for c in e.cells])
         left, ended = _race(list(entrants.values()), race, first, execute, progress, out)
         out |= _finish(left, ended, execute)
     plain_of = {c.hash: plain(c) for c in whole}
@@ -188,6 +188,30 @@ def _finish(left: list[Entrant], f: Ended, execute: Runner
                 e.add(c.hash, g.result)
             out[c.hash] = (Outcome("done", result=e.result(c)), standing)
     return out
+
+
+def check(cells: Sequence[Cell]) -> None:
+    """Before any work: the racing cells run one race (`_one_race`'s one line if not)."""
+    racers = [c for c in cells if racing(c.spec)]
+    if racers:
+        _one_race(racers)
+
+
+def _one_race(cells: list[Cell]) -> RaceSpec:
+    """The race every racing cell names: one race, on one evaluation (else one line)."""
+    first = cells[0].spec.eval
+    assert first.race is not None
+    for c in cells[1:]:
+        e = c.spec.eval
+        if e.race != first.race or e.resolved().tasks != first.resolved().tasks \
+                or e.limit != first.limit:
+            raise UserError(f"cell {c.label}: eval.race runs one race on one evaluation; "
+                            "give every racing cell the same eval (suite, tasks, limit, race)")
+    if first.race.metric and first.race.metric.partition("/")[0] not in \
+            first.resolved().tasks:
+        raise UserError(f"eval.race.metric {first.race.metric}: its task is not one the "
+                        f"evaluation scores ({', '.join(first.resolved().tasks)})")
+    return first.race
 
 
 def _race(entrants: list[Entrant], race: RaceSpec, first: Cell, execute: Runner,

@@ -98,6 +98,7 @@ def sweep(name: str, where: dict[str, str] | None = None, dry_run: bool = False,
         return plan(name, where, keep_going)
     g, cells = grid.expand(name, where)  # a bad grid fails here, before any work
     check(grid.path_of(name), cells, keep_going)
+    race.check(cells)
     with store_errors(), locked(g.name):
         return _sweep(g, cells, where, force, progress, how)
 

@@ -84,3 +84,17 @@ def test_a_setting_far_behind_stops_and_the_others_are_scored_whole(results, tmp
     page = (results.parent / "reports" / "race" / "index.html").read_text()
     assert "Stopped by the race (1)" in page and gone["vlmprune.race.note"] in page
     assert page.count("†") >= 2  # the explanation, and the stopped setting's score
+
+
+@pytest.mark.integration
+def test_two_races_in_one_grid_are_one_line_before_any_work(results, tmp_path, capsys):
+    path = tmp_path / "two.yaml"
+    path.write_text(GRID.replace("name: race", "name: two").replace(
+        "  - {prune: null}", "  - {prune: null}\n  - {eval: {race: {start: 40}}}"))
+    assert main(["sweep", str(path), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "eval.race runs one race on one evaluation" in err and err.count("\n") == 1
+    assert not (results / "cache").exists()  # nothing computed
+    path.write_text(GRID.replace("tolerance: 0.0", "tolerance: 0.0, metric: shapes_caption/cider"))
+    assert main(["sweep", str(path), "--no-report"]) == 2
+    assert "its task is not one the evaluation scores (shapes_vqa)" in capsys.readouterr().err
