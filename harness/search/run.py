@@ -27,7 +27,7 @@ from harness.search import output
 from harness.search import study as st
 from harness.search.space import Space
 from harness.search.spec import SearchSpec
-from harness.sweep import grid
+from harness.sweep import cache, grid
 from harness.sweep.cell import Cell, CellSpec, EvalSpec, eval_key
 from harness.sweep.console import console, quiet_libraries
 from harness.sweep.display import Display
@@ -309,7 +309,7 @@ def _race(study, s: SearchSpec, spec: CellSpec) -> tuple[str, Any] | None:
     for the whole evaluation too), or None when there is no complete trial to race."""
     from optuna.trial import TrialState
 
-    from harness.sweep import cache, stages
+    from harness.sweep import stages
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if st.info(t).get("cell") and st.info(t).get("objective")]

@@ -219,7 +219,7 @@ def finished_readonly(grid: str) -> dict[str, CellResult]:
 
 
 # eval fields added later, not logged while unset: a run's params are as they were before
-UNSET = {("eval.tasks", None), ("eval.race", None), ("eval.offset", 0)}
+UNSET: dict[str, object] = {"eval.tasks": None, "eval.race": None, "eval.offset": 0}
 
 
 def quiet_mlflow() -> None:
@@ -349,7 +349,7 @@ class Tracker:
         run_id = self.client.create_run(self.experiment_id, run_name=cell.label,
                                         tags=tags).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in flat(cell.spec.model_dump()).items()
-                  if (k, v) not in UNSET]  # runs from before these fields: unchanged
+                  if not (k in UNSET and v == UNSET[k])]  # runs before these fields: unchanged
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i:i + 100])
         if result is not None:
