@@ -22,11 +22,13 @@ document (`paired.py`).
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from loguru import logger
 
 from harness.evaluation.scoring import bleu4_resampled, cider_resampled
@@ -68,9 +70,11 @@ def metric_of(key: str) -> Metric | None:
 
 @functools.cache
 def metrics_of(task: str) -> dict[str, Metric]:
-    """A task's metrics by name (empty for a task this install does not have)."""
+    """A task's metrics by name (empty for a task this install does not have). A shipped
+    task's from its own YAML, its `!function`s imported only when called (a report or a
+    race reads them without loading lmms-eval); any other task's from lmms-eval."""
     try:
-        config = task_manager(not is_local(task))._get_config(task)
+        config = _local(task) if is_local(task) else task_manager(True)._get_config(task)
     except Exception as e:  # noqa: BLE001 - a task this install does not have: no intervals
         logger.debug(f"no metric definitions for {task}: {type(e).__name__}: {e}")
         return {}
@@ -136,15 +140,57 @@ def resampled(rows: Sequence[dict[str, Any]], metric: Metric,
         return None
 
 
+@dataclass(frozen=True)
+class Named:
+    """A shipped task file's `!function utils.name`: the function in that file, imported
+    when first called."""
+
+    file: str  # the task file's folder and module, as a path
+    name: str
+
+    def __call__(self, items: list) -> float:
+        return getattr(_task_module(self.file), self.name)(items)
+
+
+@functools.cache
+def _task_module(file: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"vlmprune_task_{Path(file).stem}", file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _local(task: str) -> dict[str, Any]:
+    """A shipped task's YAML, each `!function module.name` as a `Named`."""
+    file = next(TASKS_DIR.rglob(f"{task}.yaml"))
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def function(loader: yaml.SafeLoader, node: yaml.Node) -> Named:
+        module, _, name = str(loader.construct_scalar(node)).rpartition(".")
+        return Named(str(file.parent / f"{module}.py"), name)
+
+    Loader.add_constructor("!function", function)
+    return yaml.load(file.read_text(), Loader=Loader) or {}  # noqa: S506 - SafeLoader's
+
+
 def _fast(agg: Callable) -> Callable | None:
     """The all-resamples-at-once version of a shapes task's corpus aggregation (its
-    `tasks/shapes/utils.py` function, as lmms-eval loaded it). Kept here, not in the task
-    file: that file's content is part of every eval stage's key."""
-    code = getattr(agg, "__code__", None)
-    if code is None or Path(code.co_filename).resolve().parent != SHAPES_TASKS:
+    `tasks/shapes/utils.py` function, as lmms-eval loaded it or as `Named`). Kept here,
+    not in the task file: that file's content is part of every eval stage's key."""
+    if isinstance(agg, Named):
+        where, name = Path(agg.file).resolve().parent, agg.name
+    else:
+        code = getattr(agg, "__code__", None)
+        if code is None:
+            return None
+        where, name = Path(code.co_filename).resolve().parent, code.co_name
+    if where != SHAPES_TASKS:
         return None
     scorer = {"cider_aggregation": cider_resampled,
-              "bleu4_aggregation": bleu4_resampled}.get(code.co_name)
+              "bleu4_aggregation": bleu4_resampled}.get(name)
     if scorer is None:
         return None
     return lambda items, w: scorer([i["pred"] for i in items], [i["ref"] for i in items], w)

@@ -288,6 +288,9 @@ def _one_group(alive: list[Entrant], metric: intervals.Metric, task: str,
 
 
 def _aggregation(m: intervals.Metric) -> Callable[[list], float]:
+    """The metric's aggregation as lmms-eval computes it (its `mean` is sum / len)."""
+    if m.aggregation == "mean":
+        return lambda items: sum(items) / len(items)
     if isinstance(m.aggregation, str):
         from lmms_eval.api.registry import get_aggregation
 
