@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,16 @@ def test_every_module_imports_first():
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     assert not p.stdout.strip(), "modules that fail to import first:\n" + p.stdout
+
+
+def test_a_report_reads_shipped_metric_definitions_without_lmms_eval():
+    """The report and a race read the shapes tasks' metric definitions (aggregations,
+    directions) from their own YAML: lmms-eval (seconds to import) stays out of the
+    process, and the corpus metrics still find their all-resamples-at-once path."""
+    code = ("import sys; from harness.evaluation import intervals as i; "
+            "m = i.metrics_of('shapes_caption'); "
+            "print(sorted(m), i._fast(m['cider'].aggregation) is not None, "
+            "'lmms_eval' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.strip()
+    assert out == "['bleu4', 'cider', 'object_match'] True False"
