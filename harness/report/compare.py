@@ -34,12 +34,11 @@ def frame(a: str, b: str, sources: tuple[str | None, str | None] = (None, None)
     if joined.is_empty():
         raise UserError(f"--compare {a} {b}: no setting in common")
     joined = joined.sort("cell")
-    return joined.with_columns(_tests(joined, (ra, aa), (rb, ab), metrics, a, b)), metrics
+    return joined.with_columns(_tests(joined, (ra, aa), (rb, ab), metrics)), metrics
 
 
 def _tests(joined: pl.DataFrame, left: tuple[data.Report, pl.DataFrame],
-           right: tuple[data.Report, pl.DataFrame], metrics: list[str], a: str, b: str
-           ) -> list[pl.Series]:
+           right: tuple[data.Report, pl.DataFrame], metrics: list[str]) -> list[pl.Series]:
     """`m Δ lo`, `m Δ hi` and `m p` (Holm-adjusted) for each metric: the paired difference
     of each setting both sides hold, where both kept per-document scores."""
     runs = []

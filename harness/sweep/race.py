@@ -244,10 +244,10 @@ def _race(entrants: list[Entrant], race: RaceSpec, first: Cell, execute: Runner,
             metric_key = ranked(any_result.metrics, any_result.headline)[0]
         name = metric_key.partition("/")[2]
         metric = intervals.metrics_of(task).get(name, intervals.Metric(name, "mean"))
-        alive = _round(alive, metric, task, race, used, out)
+        alive, ranking = _round(alive, metric, task, race, used, out)
         progress(f"race after {used} documents of {task}: {len(alive)} of {len(entrants)} "
                  "settings left")
-        if len(alive) <= 1 or _one_group(alive, metric, task, race):
+        if len(alive) <= 1 or _one_group(alive, ranking, race):
             break
     return alive, Ended(task, used, total, tuple(suite.tasks), limit)
 
@@ -257,12 +257,14 @@ def _runs(e: Entrant, task: str) -> list[list[dict[str, Any]]]:
 
 
 def _round(alive: list[Entrant], metric: intervals.Metric, task: str, race: RaceSpec,
-           used: int, out: dict[str, tuple[Outcome, Standing | None]]) -> list[Entrant]:
-    """The settings still in the race after a slice; the others get their partial results."""
+           used: int, out: dict[str, tuple[Outcome, Standing | None]]
+           ) -> tuple[list[Entrant], paired.Ranking]:
+    """The settings still in the race after a slice (the others get their partial
+    results), and the round's ranking."""
     ranking = paired.best_group({e.label: _runs(e, task) for e in alive}, metric,
                                 alpha=1 - race.level)
     if not ranking.scores:
-        return alive
+        return alive, ranking
     sign = 1 if metric.higher_is_better else -1
     top = max(ranking.scores, key=lambda k: sign * ranking.scores[k].value)
     keep = []
@@ -275,16 +277,16 @@ def _round(alive: list[Entrant], metric: intervals.Metric, task: str, race: Race
                 f"[{d.lo:+.3f}, {d.hi:+.3f}]")
         for c in e.cells:
             out[c.hash] = (Outcome("done", result=e.result(c)), Standing("stopped", used, note))
-    return keep
+    return keep, ranking
 
 
-def _one_group(alive: list[Entrant], metric: intervals.Metric, task: str,
-               race: RaceSpec) -> bool:
-    """Every setting left within `tolerance` of the leader, its whole interval."""
-    ranking = paired.best_group({e.label: _runs(e, task) for e in alive}, metric,
-                                alpha=1 - race.level)
-    return bool(ranking.diffs) and all(-race.tolerance <= d.lo and d.hi <= race.tolerance
-                                       for d in ranking.diffs.values())
+def _one_group(alive: list[Entrant], ranking: paired.Ranking, race: RaceSpec) -> bool:
+    """Every setting left within `tolerance` of the leader, its whole interval (the
+    round's differences from the leader: the leader is never stopped, and every setting
+    answered the same documents, so they are the ones left's own)."""
+    diffs = [ranking.diffs[e.label] for e in alive if e.label in ranking.diffs]
+    return bool(diffs) and all(-race.tolerance <= d.lo and d.hi <= race.tolerance
+                               for d in diffs)
 
 
 def _aggregation(m: intervals.Metric) -> Callable[[list], float]:
