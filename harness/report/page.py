@@ -134,6 +134,14 @@ def _problems(cells: pl.DataFrame) -> list[str]:
                    "significantly behind (marked † in the table): partial scores.</p><ul>"
                    + "".join(f"<li>{h.escape(r['cell'])}: {h.escape(r['race_note'])}</li>"
                              for r in stopped.to_dicts()) + "</ul>")
+    group = cells.filter(pl.col("race") == "group") if "race" in cells.columns else None
+    if group is not None and group.height:
+        out.append(f"<h2>The race's last group ({group.height})</h2>")
+        out.append("<p>None significantly behind the leader when the race ended; scored "
+                   "on the race's documents only (<code>finish: none</code>, marked † in "
+                   "the table).</p><ul>"
+                   + "".join(f"<li>{h.escape(r['cell'])}: {h.escape(r['race_note'])}</li>"
+                             for r in group.to_dicts()) + "</ul>")
     other = cells.filter(pl.col("status").is_in(["running", "killed"]))
     if other.height:
         out.append(f"<h2>Cells not finished ({other.height})</h2>")

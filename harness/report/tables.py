@@ -21,6 +21,7 @@ from harness.report.data import DENSE, Report, aggregate, takes_effect
 
 ROLES_SHOWN = ("vision", "language", "overall")
 STOPPED = "†"  # marks a setting the race stopped: its score is on fewer documents
+PARTIAL = ("stopped", "group")  # race standings scored on the race's documents only
 
 
 @dataclass
@@ -98,7 +99,7 @@ def _text(row: dict, col: str) -> str:
     if isinstance(v, float):
         std = row.get(f"{col}.std")
         text = f"{v:.3f}" if std is None or row.get("n", 1) < 2 else f"{v:.3f} ± {std:.3f}"
-        if row.get("race") == "stopped" and "/" in col:
+        if row.get("race") in PARTIAL and "/" in col:
             text += STOPPED  # a partial score: the documents the race had reached
         lo, hi = row.get(f"{col}.lo"), row.get(f"{col}.hi")
         return text if lo is None or hi is None else f"{text} [{lo:.3f}, {hi:.3f}]"

@@ -1,6 +1,6 @@
 """A race between a grid's settings (`eval.race`, race_spec.py): score every setting on the
 same slices of one task's documents, drop the ones significantly behind the leader after
-each slice, and score the ones left on the whole suite.
+each slice, and score the ones left as `finish` says (the whole suite by default).
 
 - A setting is the grid's cells that differ only by seed (`seed=` in their label); its
   score is the mean over them (paired.py). The dense reference (a cell without pruning)
@@ -11,6 +11,9 @@ each slice, and score the ones left on the whole suite.
   prune and recovery stages are shared with the whole evaluation. Documents keep their
   task's order: the shapes tasks cycle through their question types, so every prefix is
   stratified; a hub task's order is its dataset's.
+- The settings left when the race ends answer what `finish` says (race_spec.py): the
+  whole suite, the rest of the raced task, or nothing more (`none`: standing `group`, a
+  partial score like a stopped setting's).
 - A setting that stops keeps its partial score (the raced task's metrics on the documents
   it was scored on, with intervals) and the reason (`Standing.note`: "stopped at 200
   documents, behind X by Δ [lo, hi]"); what the sweep logs says so (tags
@@ -40,7 +43,9 @@ Runner = Callable[[list[Cell]], dict[str, Outcome]]
 
 @dataclass
 class Standing:
-    """How a cell left the race: `survived` (then scored whole), `stopped`, or `failed`."""
+    """How a cell left the race: `survived` (then scored on what `finish` says), `group`
+    (left in the race's last group and scored on its documents only: `finish: none`),
+    `stopped`, or `failed`."""
 
     status: str
     docs: int = 0
@@ -124,7 +129,7 @@ def racing(spec: CellSpec) -> bool:
 def run(cells: Sequence[Cell], execute: Runner, progress: Callable[[str], None] = logger.info
         ) -> dict[str, tuple[Outcome, Standing | None]]:
     """Race `cells` (those that race, `racing`; the others are scored whole) and score the
-    settings left on the whole suite; each cell's outcome (its result: the whole
+    settings left as the race's `finish` says; each cell's outcome (its result: the whole
     evaluation's, or a stopped setting's partial one) and standing, by the cell's hash."""
     out: dict[str, tuple[Outcome, Standing | None]] = {}
     entrants: dict[str, Entrant] = {}
@@ -136,7 +141,7 @@ def run(cells: Sequence[Cell], execute: Runner, progress: Callable[[str], None] 
         first = next(iter(entrants.values())).cells[0]
         race = _one_race([c for e in entrants.values() for c in e.cells])
         left, ended = _race(list(entrants.values()), race, first, execute, progress, out)
-        out |= _finish(left, ended, execute)
+        out |= _finish(left, ended, race.finish, execute)
     plain_of = {c.hash: plain(c) for c in whole}
     done = execute(list(plain_of.values())) if plain_of else {}
     for h, pc in plain_of.items():
@@ -156,30 +161,39 @@ class Ended:
     limit: int | None
 
 
-def _finish(left: list[Entrant], f: Ended, execute: Runner
+def _finish(left: list[Entrant], f: Ended, finish: str, execute: Runner
             ) -> dict[str, tuple[Outcome, Standing | None]]:
-    """The settings left, scored on the whole suite: the raced task's remaining documents
-    and the other tasks, merged with the slices already answered (no document twice)."""
+    """The settings left, scored on what `finish` says: the raced task's remaining
+    documents (`task`, `suite`) and the other tasks (`suite`), merged with the slices
+    already answered (no document twice); `none`: their slices alone."""
     parts: dict[str, list[Cell]] = {}
     for e in left:
         for c in e.cells:
             parts[c.hash] = []
+            if finish == "none":
+                continue
             if f.used < f.total:
                 parts[c.hash].append(sliced(c, f.task, f.used, f.total - f.used))
             others = [t for t in f.tasks if t != f.task]
-            if others:
+            if others and finish == "suite":
                 ev = c.spec.eval
                 parts[c.hash].append(with_eval(c, EvalSpec(
                     suite=ev.suite if ev.tasks else "tasks", tasks=others, limit=f.limit,
                     batch_size=ev.batch_size)))
-    done = execute([p for ps in parts.values() for p in ps])
+    done = execute([p for ps in parts.values() for p in ps]) if finish != "none" else {}
     out: dict[str, tuple[Outcome, Standing | None]] = {}
-    note = f"left in the race after {f.used} documents, then scored on the whole suite"
+    note = {"suite": f"left in the race after {f.used} documents, then scored on the "
+                     "whole suite",
+            "task": f"left in the race after {f.used} documents, then scored on the rest "
+                    f"of {f.task}",
+            "none": f"in the race's last group after {f.used} documents of {f.task}, "
+                    "scored on those"}[finish]
+    status = "group" if finish == "none" else "survived"
     for e in left:
         for c in e.cells:
             got = [done[p.hash] for p in parts[c.hash]]
             failed = next((g for g in got if g.result is None), None)
-            standing = Standing("survived", f.used, note)
+            standing = Standing(status, f.used, note)
             if failed is not None:
                 out[c.hash] = (Outcome("failed", failure=failed.failure), standing)
                 continue
@@ -270,23 +284,38 @@ def _round(alive: list[Entrant], metric: intervals.Metric, task: str, race: Race
     keep = []
     for e in alive:
         d = ranking.diffs.get(e.label)
-        if e.label in ranking.best or d is None or sign * d.delta >= 0:
+        span = None if d is None else _span(ranking, e.label, top, race.level)
+        # behind: the interval of (setting - leader) lies entirely on the worse side of 0
+        behind = span is not None and (span[1] < 0 if sign > 0 else span[0] > 0)
+        if race.stop == "holm":
+            behind = e.label not in ranking.best and d is not None and sign * d.delta < 0
+        if not behind or d is None or span is None:
             keep.append(e)
             continue
         note = (f"stopped at {used} documents, behind {top} by {d.delta:+.3f} "
-                f"[{d.lo:+.3f}, {d.hi:+.3f}]")
+                f"[{span[0]:+.3f}, {span[1]:+.3f}]")
         for c in e.cells:
             out[c.hash] = (Outcome("done", result=e.result(c)), Standing("stopped", used, note))
     return keep, ranking
 
 
+def _span(ranking: paired.Ranking, label: str, top: str, level: float
+          ) -> tuple[float, float] | None:
+    """The interval of (setting - leader) at `level`, from their paired resamples."""
+    a, b = ranking.scores[label].resampled, ranking.scores[top].resampled
+    size = min(len(a), len(b))
+    return intervals.bounds(a[:size] - b[:size], level)
+
+
 def _one_group(alive: list[Entrant], ranking: paired.Ranking, race: RaceSpec) -> bool:
-    """Every setting left within `tolerance` of the leader, its whole interval (the
-    round's differences from the leader: the leader is never stopped, and every setting
-    answered the same documents, so they are the ones left's own)."""
-    diffs = [ranking.diffs[e.label] for e in alive if e.label in ranking.diffs]
-    return bool(diffs) and all(-race.tolerance <= d.lo and d.hi <= race.tolerance
-                               for d in diffs)
+    """Every setting left within `tolerance` of the leader, its whole interval at the
+    race's level (the round's differences from the leader: the leader is never stopped,
+    and every setting answered the same documents, so they are the ones left's own)."""
+    top = next((k for k in ranking.scores if k not in ranking.diffs), None)
+    spans = [_span(ranking, e.label, top, race.level) for e in alive
+             if e.label in ranking.diffs and top is not None]
+    return bool(spans) and all(s is not None and -race.tolerance <= s[0]
+                               and s[1] <= race.tolerance for s in spans)
 
 
 def _aggregation(m: intervals.Metric) -> Callable[[list], float]:

@@ -5,10 +5,12 @@ store is rebuilt from the cached slices without evaluating anything again."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from harness.cli import main
-from harness.sweep import grid
+from harness.sweep import cache, grid, race
 from harness.sweep.race_spec import RaceSpec
 from harness.sweep.tracking import TAG_HASH
 from tests.sweep.runs import cell_runs
@@ -69,8 +71,31 @@ def test_a_setting_far_behind_stops_and_the_others_are_scored_whole(results, tmp
     assert set(left) == {"0.2", "0.3"} and left["0.3"].data.tags["vlmprune.race.docs"] == "20"
     assert {k: v for k, v in left["0.3"].data.metrics.items() if not k.startswith("time/")} \
         == {k: v for k, v in whole.data.metrics.items() if not k.startswith("time/")}
-    # a lost store: the race is decided again from the cached slices, nothing evaluated
+    # `finish: none`: the last group keeps the race's documents; nothing more is evaluated
     evals = sorted(p.name for p in (results / "cache" / "eval").iterdir())
+    group = tmp_path / "group.yaml"
+    group.write_text(GRID.replace("name: race", "name: group").replace(
+        "tolerance: 0.0", "tolerance: 1.0, finish: none"))
+    assert main(["sweep", str(group), "--no-report"]) == 0
+    assert sorted(p.name for p in (results / "cache" / "eval").iterdir()) == evals
+    _, grouped = cell_runs("group", status="FINISHED")
+    tied = {r.data.params.get("prune.sparsity"): r for r in grouped
+            if r.data.tags.get("vlmprune.race") == "group"}
+    assert set(tied) == {"0.2", "0.3"} and tied["0.3"].data.tags["vlmprune.race.docs"] == "20"
+    assert tied["0.3"].data.tags["vlmprune.race.note"].endswith("20 documents of shapes_vqa, "
+                                                                "scored on those")
+    # its score is its first slice's: the mean of the 20 documents it answered
+    cell = next(c for c in grid.expand(str(group))[1]
+                if c.overrides.get("prune.sparsity") == 0.3)
+    slice20 = json.loads((cache.path("eval", race.sliced(cell, "shapes_vqa", 0, 20).hash)
+                          / "samples.json").read_text())["shapes_vqa"]
+    assert len(slice20) == 20
+    assert tied["0.3"].data.metrics["shapes_vqa/exact_match"] == pytest.approx(
+        sum(r["exact_match"] for r in slice20) / 20)
+    assert main(["report", str(group)]) == 0
+    page = (results.parent / "reports" / "group" / "index.html").read_text()
+    assert "The race&#x27;s last group (2)" in page or "The race's last group (2)" in page
+    # a lost store: the race is decided again from the cached slices, nothing evaluated
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
     monkeypatch.chdir(tmp_path)  # such a store's artifacts go to ./mlruns (MLflow's default)
     assert main(["sweep", str(path), "--no-report"]) == 0
