@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from pathlib import Path
@@ -45,6 +47,8 @@ def _zoo_check(a: argparse.Namespace) -> int:
 def _model_spec(a: argparse.Namespace):
     """The model a command names: `--model`/MODEL, with `--family` and `--layout`."""
     data = {"name": a.model, "family": a.family}
+    if getattr(a, "offload", None):
+        data["offload"] = a.offload
     if a.layout is not None:
         if not a.layout.is_file():
             raise UserError(f"--layout {a.layout}: no such file (a YAML layout: module paths "
@@ -96,16 +100,29 @@ def _prune(a: argparse.Namespace) -> int:
             targets(spec, shapes)
         except UserError as e:
             raise UserError(f"{a.spec}: {e} (model {a.model})") from None
-    adapter = load(model)
+    if model.offload == "disk":  # its blocks are written as they are pruned: beside --out
+        work = a.out.with_name(f".{a.out.name}.partial") if a.out else Path(
+            tempfile.mkdtemp(prefix="vlmprune-prune-"))
+        shutil.rmtree(work, ignore_errors=True)  # a killed run's: started again
+    adapter = load(model, work=work if model.offload == "disk" else None)
     masks, rep = stage.run(adapter, spec)
     print(f"{'role':9s} {'sparsity':>9s} {'nonzero':>12s} {'N:M ok':>7s}")
     for role, r in rep["roles"].items():
         print(f"{role:9s} {r['sparsity']:9.4f} {r['nonzero']:12,d} {str(r['nm_valid']):>7s}")
     print(f"{'overall':9s} {rep['overall']['sparsity']:9.4f} {rep['overall']['nonzero']:12,d}")
-    if a.out:
+    if a.out and model.offload == "disk":  # saved in the partial folder, then moved whole
+        persist.save(adapter, masks, work)
+        (work / "sparsity.json").write_text(json.dumps(rep, indent=2))
+        if a.out.exists():
+            shutil.rmtree(a.out)
+        os.replace(work, a.out)
+        print(f"saved to {a.out}")
+    elif a.out:
         persist.save(adapter, masks, a.out)
         (a.out / "sparsity.json").write_text(json.dumps(rep, indent=2))
         print(f"saved to {a.out}")
+    elif model.offload == "disk":
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
@@ -377,6 +394,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("spec", type=Path, help="YAML: a prune mapping (or a file with prune:)")
     s.add_argument("--model", default="shapes-llava")
     s.add_argument("--out", type=Path, default=None)
+    s.add_argument("--offload", choices=("none", "cpu", "disk"), default="none",
+                   help="none: the whole model in memory; disk: one block at a time, read from "
+                   "the model's safetensors files and written to --out as it is pruned; cpu: "
+                   "the model in CPU memory, one block at a time on the GPU (model.offload)")
     _model_flags(s)
     s.set_defaults(func=_prune)
 

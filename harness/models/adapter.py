@@ -13,6 +13,7 @@ so that a test can check the roles plus the exclusions cover every Linear of the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,12 @@ class Adapter:
     family: str
     prompts: Prompts = field(default_factory=Prompts)
     name: str = ""
+    residency: Any = None  # models/offload.Streamed when the model is offloaded
+
+    def resident(self, module: nn.Module) -> AbstractContextManager:
+        """`module` (a block) resident while the context runs: its weights in place (an
+        offloaded model's are elsewhere between their turns; models/offload.py)."""
+        return self.residency.resident(module) if self.residency is not None else nullcontext()
 
     # ---- structure -------------------------------------------------------------------
     def blocks(self, role: str) -> list[Block]:
@@ -88,10 +95,14 @@ class Adapter:
     # ---- running ---------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
+        if self.residency is not None:
+            return self.residency.device
         return next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        if self.residency is not None:
+            return self.residency.dtype
         return next(self.model.parameters()).dtype
 
     @property

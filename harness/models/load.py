@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from harness.errors import UserError, first_line, unknown
 from harness.models import auto, blip, chat, generic, llava
-from harness.models.layout import Layout, Prompts
+from harness.models.layout import ROLES, Layout, Prompts
 from harness.models.locate import EMBEDDED, local_folder, shipped_layout
 
 if TYPE_CHECKING:  # torch loads with the first model, not with a grid file
@@ -65,6 +66,10 @@ class ModelSpec(BaseModel):
     layout: str | None = None  # YAML file of module paths; required for family: generic
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # auto: cuda when there is one, else cpu
+    # none: the whole model on `device`; disk: built on the meta device, each block read from
+    # the folder's safetensors when its turn comes; cpu: in CPU memory, each block moved to
+    # `device` in its turn (models/offload.py). A memory setting: never part of a key.
+    offload: Literal["none", "cpu", "disk"] = "none"
 
     @field_validator("family")
     @classmethod
@@ -77,7 +82,7 @@ class ModelSpec(BaseModel):
     def keyed(self, exclude: set[str]) -> dict:
         """The fields as stage and cache keys hash them: under the field's old name
         `adapter`, so that keys computed before the rename stay valid."""
-        data = self.model_dump(exclude=exclude)
+        data = self.model_dump(exclude=exclude | {"offload"})
         return {("adapter" if k == "family" else k): v for k, v in data.items()}
 
 
@@ -158,10 +163,12 @@ def _check_paths(model: nn.Module, lay: Layout, source: str) -> None:
                 node, seen = children[part], [*seen, part]
 
 
-def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
+def load(spec: ModelSpec | str, weights: bool = True, work: Path | None = None) -> Adapter:
     """Load a named model and its processor offline, and wrap it in its adapter. With
     `weights=False` the model is built from its config on the meta device: shapes and roles
-    without reading a byte of weights (a search counts each role's weights this way)."""
+    without reading a byte of weights (a search counts each role's weights this way). With
+    `spec.offload`, the adapter's `residency` streams its blocks; `work` is the folder where
+    an offloaded model's changed blocks are written (a temporary one when None)."""
     spec = ModelSpec(name=spec) if isinstance(spec, str) else spec
     where = resolve(spec.name)  # the cheap checks first: no torch for a misspelt path
     spec = _own_layout(spec, where)
@@ -191,16 +198,28 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
     if isinstance(processor, str) or not hasattr(processor, "image_processor"):
         raise UserError(f"{where}: no image processor (found {type(processor).__name__}); "
                         f"{VLM_FOLDER}")
-    with _problems(where, "the weights", config), _quiet_loading():
-        model, info = cls.from_pretrained(where, local_files_only=True, dtype=_dtype(spec.dtype),
-                                          output_loading_info=True,
-                                          ignore_mismatched_sizes=True)
-    _check_loaded(where, type(model).__name__, info)
     device = spec.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
+    if spec.offload == "disk":
+        model = _empty(cls, config, spec, where)
+    else:
+        with _problems(where, "the weights", config), _quiet_loading():
+            model, info = cls.from_pretrained(where, local_files_only=True,
+                                              dtype=_dtype(spec.dtype),
+                                              output_loading_info=True,
+                                              ignore_mismatched_sizes=True)
+        _check_loaded(where, type(model).__name__, info)
+        model.to("cpu" if spec.offload == "cpu" else device)
+    model.eval()
     adapter = adapter_for(model, processor, spec.family, spec.layout, spec.name)
+    if spec.offload != "none":
+        from harness.models import offload
+
+        adapter.residency = offload.stream(
+            model, [(b.name, b.module) for r in ROLES for b in adapter.blocks(r)],
+            spec.offload, _snapshot(where), torch.device(device), _dtype(spec.dtype),
+            Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="vlmprune-")))
     extra = Path(where) / "vlmprune.json"  # a model's own prompt format (shapes-llava has one)
     if extra.is_file():
         p = json.loads(extra.read_text()).get("prompts", {})
@@ -208,6 +227,25 @@ def load(spec: ModelSpec | str, weights: bool = True) -> Adapter:
                                   p.get("caption", adapter.prompts.caption),
                                   bool(p.get("instructions", adapter.prompts.instructions)))
     return adapter
+
+
+def _empty(cls, config, spec: ModelSpec, where: str):
+    """The model built on the meta device, its buffers real (offload: disk)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False), _problems(where, "the model", config):
+        if hasattr(cls, "_from_config"):
+            return cls._from_config(config, dtype=_dtype(spec.dtype))
+        return cls.from_config(config, dtype=_dtype(spec.dtype))
+
+
+def _snapshot(where: str) -> Path:
+    """The folder holding a model's files: `where`, or its snapshot in the HF cache."""
+    if Path(where).is_dir():
+        return Path(where)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(where, local_files_only=True))
 
 
 LAYOUT_FLAG = "--layout FILE (model.layout in a grid)"

@@ -156,9 +156,10 @@ def owl_shares(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[dict
     stats = statistics(adapter, blocks, "norms", batches)
     shares = []
     for b in blocks:
-        scores = [lin.weight.detach().abs() * stats[b.name][rel].norm.unsqueeze(0)
-                  for rel, lin in adapter.linears(b).items()]
-        shares.append(allocation.outlier_share(scores, m))
+        with adapter.resident(b.module):
+            scores = [lin.weight.detach().abs() * stats[b.name][rel].norm.unsqueeze(0)
+                      for rel, lin in adapter.linears(b).items()]
+            shares.append(allocation.outlier_share(scores, m))
     return shares
 
 
@@ -170,25 +171,29 @@ def ecoflap_scores(adapter: Adapter, blocks: Sequence[Block], batches: Sequence[
     sample = _first(batches, opts.samples)
     scores = []
     for i, b in enumerate(blocks):
-        lins = list(adapter.linears(b).values())
-        weights = sum(lin.weight.numel() for lin in lins)
-        if not weights:  # a block without Linears (Gemma3's projector) keeps nothing to score
-            scores.append(0.0)
-            continue
-        if opts.estimator == "block":
-            shapes = [tuple(lin.weight.shape) for lin in lins]
-            g = _slope(adapter, lins, sample, opts,
-                       partial(_block_directions, shapes, opts.seed, i))
-            scores.append(g * sum(float(lin.weight.detach().abs().sum()) for lin in lins)
-                          / weights)
-            continue
-        total = 0.0
-        for j, lin in enumerate(lins):
-            g = _slope(adapter, [lin], sample, opts,
-                       partial(_tensor_direction, tuple(lin.weight.shape), opts.seed, i, j))
-            total += g * float(lin.weight.detach().abs().sum())
-        scores.append(total / weights)
+        with adapter.resident(b.module):
+            scores.append(_block_score(adapter, i, b, sample, opts))
     return scores
+
+
+def _block_score(adapter: Adapter, i: int, b: Block, sample: list[dict],
+                 opts: EcoflapOptions) -> float:
+    """Block i's zeroth-order score (`ecoflap_scores`)."""
+    lins = list(adapter.linears(b).values())
+    weights = sum(lin.weight.numel() for lin in lins)
+    if not weights:  # a block without Linears (Gemma3's projector) keeps nothing to score
+        return 0.0
+    if opts.estimator == "block":
+        shapes = [tuple(lin.weight.shape) for lin in lins]
+        g = _slope(adapter, lins, sample, opts,
+                   partial(_block_directions, shapes, opts.seed, i))
+        return g * sum(float(lin.weight.detach().abs().sum()) for lin in lins) / weights
+    total = 0.0
+    for j, lin in enumerate(lins):
+        g = _slope(adapter, [lin], sample, opts,
+                   partial(_tensor_direction, tuple(lin.weight.shape), opts.seed, i, j))
+        total += g * float(lin.weight.detach().abs().sum())
+    return total / weights
 
 
 def direction(shape: tuple[int, ...], seed: int, block: int, tensor: int, draw: int):

@@ -32,7 +32,7 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
     roles = [r for r in ROLES if r in targets]
     total = sum(len(adapter.blocks(r)) for r in roles)
     bar = tqdm(total=total, desc=f"prune {method}", disable=not progress, unit="block")
-    p = Pass(_bind(m.fn, seed, options or {}), m.needs, m.stack, {}, bar)
+    p = Pass(_bind(m.fn, seed, options or {}), m.needs, m.stack, {}, bar, adapter.resident)
     if m.needs is None:
         for role in roles:
             for block in adapter.blocks(role):

@@ -36,7 +36,17 @@ LAYOUT = "vlmprune-layout.yaml"
 def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    adapter.model.save_pretrained(path, safe_serialization=True)
+    streamed = adapter.residency
+    if streamed is not None and streamed.mode == "disk":  # its blocks are in files already
+        streamed.save(path)
+        adapter.model.config.save_pretrained(path)
+        if adapter.model.can_generate():
+            adapter.model.generation_config.save_pretrained(path)
+    else:
+        if streamed is not None:  # offload: cpu: the model whole again, in CPU memory
+            streamed.close()
+            adapter.residency = None
+        adapter.model.save_pretrained(path, safe_serialization=True)
     adapter.processor.save_pretrained(path)
     save_masks(masks, path / MASKS)
     meta: dict = {"family": adapter.family, "prompts": {

@@ -45,14 +45,15 @@ def measure(adapter: Adapter, targets: dict[str, Target] | None = None) -> dict:
     layers = []
     for role in ROLES:
         for index, block in enumerate(adapter.blocks(role)):
-            for rel, lin in adapter.linears(block).items():
-                name = linear_path(block.name, rel)
-                t = targets.get(name, targets.get(role))
-                w = lin.weight.detach()
-                valid = nm_valid(w, t.n, t.m) if t is not None and t.structured else None
-                layers.append(LayerSparsity(role, name, tuple(w.shape), w.numel(),
-                                            int((w == 0).sum()), t.sparsity if t else 0.0,
-                                            valid, index))
+            with adapter.resident(block.module):  # an offloaded model's: one at a time
+                for rel, lin in adapter.linears(block).items():
+                    name = linear_path(block.name, rel)
+                    t = targets.get(name, targets.get(role))
+                    w = lin.weight.detach()
+                    valid = nm_valid(w, t.n, t.m) if t is not None and t.structured else None
+                    layers.append(LayerSparsity(role, name, tuple(w.shape), w.numel(),
+                                                int((w == 0).sum()), t.sparsity if t else 0.0,
+                                                valid, index))
     roles: dict[str, dict] = {}
     for role in ROLES:
         rows = [x for x in layers if x.role == role]

@@ -14,6 +14,7 @@ otherwise, or when its files cannot be read, it is set aside and computed again.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ from typing import Any, TypeVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.errors import UserError
 from harness.evaluation.run import evaluate
+from harness.models import offload
 from harness.models.adapter import ROLES, Adapter
-from harness.models.load import load
+from harness.models.load import ModelSpec, load
 from harness.pruning import persist
 from harness.pruning import report as sparsity_report
 from harness.pruning import stage as prune_stage
@@ -64,7 +67,11 @@ class RecoveredModel:
 def pruned(cell: CellSpec, force: bool = False) -> PrunedModel:
     """The pruned model, its masks and report; computed and cached, or read from the cache."""
     t0 = time.perf_counter()
-    adapter = load(cell.model)
+    if cell.prune is not None and cell.model.offload != "none" and (
+            force or cache.open("prune", prune_key(cell)) is None):
+        _prune_offloaded(cell)  # the stage written; read back below like any cached one
+        force = False
+    adapter = load(in_memory(cell.model))
     if cell.prune is None:
         return PrunedModel(adapter, {}, {}, {"overall": {"sparsity": 0.0},
                                              "seconds": {"prune": 0.0}})
@@ -89,6 +96,40 @@ def pruned(cell: CellSpec, force: bool = False) -> PrunedModel:
     dense = {p: lins[p].weight.detach().clone() for p in masks} if teacher else {}
     apply_masks(lins, masks, rewritten)
     return PrunedModel(adapter, masks, dense, report)
+
+
+def in_memory(model: ModelSpec) -> ModelSpec:
+    """The model as the stages after pruning load it: whole, in memory (`offload` prunes
+    only), refused in one line when its weights cannot fit in the memory available."""
+    if model.offload == "none":
+        return model
+    need = offload.weight_bytes(load(model, weights=False).model)
+    free = offload.available_memory()
+    if need > free:
+        raise UserError(f"model {model.name}: {need / 2**30:.1f} GiB of weights, "
+                        f"{free / 2**30:.1f} GiB of memory available: model.offload prunes it, "
+                        "but recovery and evaluation load it whole; prune it with `vlmprune "
+                        "prune --offload disk --out DIR` and evaluate it where it fits")
+    return model.model_copy(update={"offload": "none"})
+
+
+def _prune_offloaded(cell: CellSpec) -> None:
+    """The prune stage of an offloaded model (models/offload.py): pruned one block at a
+    time, its blocks written to a work folder inside the stage being written (removed
+    before the stage is sealed); stored as an in-memory prune stores it."""
+    assert cell.prune is not None
+    t0 = time.perf_counter()
+    with cache.writing("prune", prune_key(cell)) as tmp:
+        work = tmp / "offload"
+        adapter = load(cell.model, work=work)
+        masks, report = prune_stage.run(adapter, cell.prune, False)
+        rewritten = adapter.residency.rewritten(masks)
+        adapter.residency.close()
+        shutil.rmtree(work)
+        report["seconds"]["stage"] = time.perf_counter() - t0
+        persist.save_masks(masks, tmp / "masks")
+        save_file(rewritten, str(tmp / "weights"))
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
 
 
 def _read(stage: str, key: str, read: Callable[[Path], T]) -> T | None:

@@ -153,7 +153,7 @@ def test_readers_of_one_tensor_share_statistics_over_batches():
     block = a.blocks("language")[0]
     inputs = common.capture(a, block.module, calibration.batches(FOUR, a))
     linears = a.linears(block)
-    st = common.Statistics(linears, "hessian", lambda: None)
+    st = common.Statistics(linears, "hessian", lambda: None, torch.device("cpu"))
     alone = {rel: InputStats(lin.in_features, "hessian") for rel, lin in linears.items()}
     each = [(lin, common.reads(lambda rel, x: alone[rel].add(x), rel))
             for rel, lin in linears.items()]

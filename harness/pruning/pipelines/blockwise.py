@@ -48,7 +48,7 @@ def run(p: Pass, adapter: Adapter, roles: list[str], targets: dict[str, Target],
         text = [text_mask(b, role) for b in batches]
         inputs = capture(adapter, blocks[0].module, batches)
         for i, block in enumerate(blocks):
-            st = Statistics(Adapter.linears(block), p.needs, now)
+            st = Statistics(Adapter.linears(block), p.needs, now, adapter.device)
             with hooks(st.hooks()):
                 for (args, kwargs), mask in zip(inputs, text, strict=True):
                     current[0] = mask

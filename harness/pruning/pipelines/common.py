@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ class Pass:
     stack: bool
     masks: dict[str, torch.Tensor]
     bar: Any
+    # a block's weights in place while the context runs (an offloaded model: Adapter.resident)
+    resident: Callable[[nn.Module], AbstractContextManager] = lambda module: nullcontext()
 
 
 @contextmanager
@@ -85,14 +87,15 @@ class Readers:
 
 class Statistics:
     """Input statistics of some Linears (by name), accumulated by pre-hooks (`hooks()`) over
-    calibration forwards. Siblings (`Readers`) share one `InputStats`, so q, k and v cost one
+    calibration forwards, on `device` (the model's: an offloaded Linear has no weights
+    between its turns). Siblings (`Readers`) share one `InputStats`, so q, k and v cost one
     XᵀX: the leader adds, the others point at its object. The first forward decides who leads;
     a later one that disagrees is an error (the model's control flow changed)."""
 
     def __init__(self, linears: dict[str, nn.Linear], needs: str | None,
-                 mask: Callable[[], torch.Tensor | None]):
+                 mask: Callable[[], torch.Tensor | None], device: torch.device):
         self.linears = linears
-        self.stats = {rel: InputStats(lin.in_features, needs, lin.weight.device)
+        self.stats = {rel: InputStats(lin.in_features, needs, device)
                       for rel, lin in linears.items()}
         self._mask = mask  # the current batch's attention mask where padding must not count
         self._readers = Readers()
@@ -250,6 +253,7 @@ def prune_block(p: Pass, block: Block, target_of: TargetOf,
     groups: dict[object, list[str]] = {}  # one statistics object (or one Linear) -> readers
     for rel in linears:
         groups.setdefault(id(stats[rel]) if stats is not None else rel, []).append(rel)
-    for rels in groups.values():
-        prune_readers(p, [(names[r], linears[r]) for r in rels],
-                      stats[rels[0]] if stats is not None else None, target_of)
+    with p.resident(block.module):
+        for rels in groups.values():
+            prune_readers(p, [(names[r], linears[r]) for r in rels],
+                          stats[rels[0]] if stats is not None else None, target_of)

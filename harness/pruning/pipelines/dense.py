@@ -33,8 +33,8 @@ def statistics(adapter: Adapter, blocks: Sequence[Block], needs: str | None,
     """One pass of the model over the batches with every block's Linears hooked: each
     block's input statistics, by block name, then by the Linear's path in the block."""
     current: dict[str, torch.Tensor | None] = {}
-    stats = {b.name: Statistics(Adapter.linears(b), needs, functools.partial(current.get, b.role))
-             for b in blocks}
+    stats = {b.name: Statistics(Adapter.linears(b), needs, functools.partial(current.get, b.role),
+                                adapter.device) for b in blocks}
     roles = list(dict.fromkeys(b.role for b in blocks))
     with hooks(pair for st in stats.values() for pair in st.hooks()):
         for batch in batches:

@@ -71,7 +71,8 @@ def block_by_block(p: Pass, adapter: Adapter, roles: list[str], targets: dict[st
         text = [text_mask(b, role) for b in batches]
         inputs = capture(adapter, blocks[0].module, batches)
         for i, block in enumerate(blocks):
-            _prune_in_order(p, block, inputs, text, target_of(targets, role))
+            with p.resident(block.module):
+                _prune_in_order(p, block, inputs, text, target_of(targets, role))
             if i + 1 < len(blocks):
                 inputs = run_block(block, inputs, carry)
             p.bar.update()

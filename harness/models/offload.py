@@ -1,0 +1,381 @@
+"""`model.offload`: prune a model larger than memory, one block resident at a time.
+
+The model is built on the meta device: its parameters have shapes and no storage; its
+buffers are real (the model computes them, or they are read from its files). Its
+parameters fall into *units*: each block of each role (`Adapter.blocks`), and every other
+module holding parameters of its own (embeddings, norms, the bridge, the head). A unit is
+*resident* while it runs (a forward pre-hook acquires it, a forward hook that runs however
+the forward ends releases it) and while a pipeline holds it (`resident(module)`: pruning a
+block, reading its weights). Units count who holds them; the last release lets a unit go.
+
+- `disk`: acquiring reads the unit's tensors from the model folder's safetensors files
+  (memory-mapped, in the model's dtype, onto the compute device); letting go of a unit
+  whose tensors changed (pruning masks them in place: a tensor's version counter moves)
+  writes them to a shard of the work folder first, and later acquisitions read that copy.
+  `save` copies the tensors never written and writes the shards' index: an ordinary
+  safetensors folder.
+- `cpu`: the model sits in CPU memory; a unit moves to the compute device (a GPU) while
+  resident and its changes are copied back. On a CPU-only machine nothing moves.
+
+What passes between blocks (the captured calibration inputs) stays where the pipeline keeps
+it, on the compute device's host memory when that is the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from harness.errors import UserError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+@dataclass
+class Param:
+    """One parameter (tied ones are one): its name in the files, its meta stand-in, the
+    modules holding it, and while resident its live tensor and how many hold it."""
+
+    key: str
+    meta: nn.Parameter
+    owners: list[tuple[nn.Module, str]]
+    home: torch.Tensor | None = None  # `cpu` offload: the tensor in CPU memory
+    live: nn.Parameter | None = None
+    holders: int = 0
+    version: int = 0
+
+
+@dataclass
+class Unit:
+    """A block, or a module with parameters of its own: what is resident together."""
+
+    name: str
+    module: nn.Module
+    params: list[Param]
+    own: list[Param]  # the ones whose first owner is here: written with this unit
+    shard: str
+    holders: int = 0
+
+
+@dataclass
+class Streamed:
+    """The model's units and where their tensors are (module docstring)."""
+
+    mode: str  # disk | cpu
+    device: torch.device
+    dtype: torch.dtype
+    units: list[Unit]
+    files: dict[str, tuple[Path, str]]  # name -> the source file holding it, its key there
+    work: Path
+    written: dict[str, Path] = field(default_factory=dict)  # name -> the shard holding it
+    peak: int = 0  # bytes resident at most (parameters)
+    _resident: int = 0
+    _of: dict[int, Unit] = field(default_factory=dict)
+    _handles: list = field(default_factory=list)
+
+    def attach(self) -> None:
+        """Hooks that make a unit resident while it runs."""
+        for u in self.units:
+            self._of[id(u.module)] = u
+            self._handles.append(u.module.register_forward_pre_hook(
+                lambda mod, args, u=u: self.acquire(u)))
+            self._handles.append(u.module.register_forward_hook(
+                lambda mod, args, out, u=u: self.release(u), always_call=True))
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    @contextmanager
+    def resident(self, module: nn.Module) -> Iterator[None]:
+        """`module` (a unit) resident while the context runs."""
+        u = self._of.get(id(module))
+        if u is None:
+            raise RuntimeError(f"{type(module).__name__} is not a unit of the offloaded model")
+        self.acquire(u)
+        try:
+            yield
+        finally:
+            self.release(u)
+
+    def acquire(self, u: Unit) -> None:
+        u.holders += 1
+        if u.holders > 1:
+            return
+        load = [p for p in u.params if p.holders == 0]
+        for p, t in zip(load, self._read(load), strict=True):
+            p.live = nn.Parameter(t, requires_grad=False)
+            p.version = p.live._version
+            for owner, leaf in p.owners:
+                owner._parameters[leaf] = p.live
+            self._resident += t.numel() * t.element_size()
+        for p in u.params:
+            p.holders += 1
+        self.peak = max(self.peak, self._resident)
+
+    def release(self, u: Unit) -> None:
+        u.holders -= 1
+        if u.holders > 0:
+            return
+        if any(p.live is not None and p.live._version != p.version for p in u.params):
+            self._write(u)
+        for p in u.params:
+            p.holders -= 1
+            if p.holders:
+                continue
+            assert p.live is not None
+            if self.mode == "cpu" and p.home is not None and p.live._version != p.version:
+                p.home.copy_(p.live.detach())
+            self._resident -= p.live.numel() * p.live.element_size()
+            for owner, leaf in p.owners:
+                owner._parameters[leaf] = p.meta
+            p.live = None
+
+    def _read(self, params: Sequence[Param]) -> list[torch.Tensor]:
+        if self.mode == "cpu":
+            return [p.home.to(self.device) for p in params]  # type: ignore[union-attr]
+        by_file: dict[Path, list[int]] = {}
+        for i, p in enumerate(params):
+            by_file.setdefault(self.written.get(p.key, self.files[p.key][0]), []).append(i)
+        out: list[torch.Tensor | None] = [None] * len(params)
+        for file, idx in by_file.items():
+            with safe_open(str(file), "pt", device="cpu") as f:
+                for i in idx:
+                    t = f.get_tensor(self.files[params[i].key][1])
+                    dtype = self.dtype if t.is_floating_point() else t.dtype
+                    out[i] = t.to(self.device, dtype, copy=True)
+        return out
+
+    def _write(self, u: Unit) -> None:
+        """The unit's own tensors (resident: it is being let go) to its shard."""
+        if self.mode == "cpu" or not u.own:
+            return
+        self._save(u, [p.live for p in u.own])
+
+    def _save(self, u: Unit, tensors: Sequence[torch.Tensor]) -> None:
+        path = self.work / u.shard
+        tmp = path.with_suffix(".tmp")
+        save_file({self.files[p.key][1]: t.detach().cpu().contiguous()
+                   for p, t in zip(u.own, tensors, strict=True)},
+                  str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, path)  # an acquisition reading the old one has its own copy
+        for p in u.own:
+            self.written[p.key] = path
+
+    def rewritten(self, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The pruned Linears (masks by Linear path) whose kept weights the method changed
+        (SparseGPT): their weights, by path; found as the prune stage finds them in memory,
+        weight != dense weight * mask, the dense one read again from the source."""
+        weights = {f"{path}.weight": path for path in masks}
+        out: dict[str, torch.Tensor] = {}
+        for u in self.units:
+            mine = [p for p in u.own if p.key in weights]
+            if not mine:
+                continue
+            self.acquire(u)
+            try:
+                for p, dense in zip(mine, self._read_source(mine), strict=True):
+                    path = weights[p.key]
+                    w = p.live.detach()  # type: ignore[union-attr]
+                    if not torch.equal(w, dense * masks[path].to(w.device, w.dtype)):
+                        out[path] = w.cpu().contiguous()
+            finally:
+                self.release(u)
+        return out
+
+    def _read_source(self, params: Sequence[Param]) -> list[torch.Tensor]:
+        """The tensors as the model's files hold them (in the model's dtype)."""
+        written, self.written = self.written, {}
+        mode, self.mode = self.mode, "disk"
+        try:
+            return self._read(params)
+        finally:
+            self.written, self.mode = written, mode
+
+    def close(self) -> None:
+        """Hooks off; `cpu`: each parameter back in its module, in CPU memory (the model
+        is an ordinary one again)."""
+        self.detach()
+        if self.mode == "cpu":
+            for u in self.units:
+                for p in u.params:
+                    for owner, leaf in p.owners:
+                        owner._parameters[leaf] = nn.Parameter(p.home, requires_grad=False)
+
+    def save(self, out: Path) -> None:
+        """`disk`: the model's weights as a sharded safetensors folder in `out`, the shards
+        written while pruning and the units never changed copied from the source, one
+        unit at a time."""
+        out.mkdir(parents=True, exist_ok=True)
+        weight_map, total = {}, 0
+        for u in self.units:
+            if not u.own:
+                continue
+            if any(p.key not in self.written for p in u.own):
+                self._save(u, self._read(u.own))
+            if (self.work / u.shard).resolve() != (out / u.shard).resolve():
+                os.replace(self.work / u.shard, out / u.shard)
+            for p in u.own:
+                weight_map[self.files[p.key][1]] = u.shard
+                total += p.meta.numel() * torch.empty((), dtype=self.dtype).element_size() \
+                    if p.meta.is_floating_point() else p.meta.numel() * p.meta.element_size()
+        (out / INDEX).write_text(json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+            indent=2) + "\n")
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of a model's parameters (tied ones once), as built (the meta device too)."""
+    seen = {id(p): p for p in model.parameters()}
+    return sum(p.numel() * p.element_size() for p in seen.values())
+
+
+def available_memory() -> int:
+    """Bytes this process may still use: the machine's available memory, or less where a
+    cgroup limit (a container's, `systemd-run -p MemoryMax`) says so."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                         "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap = Path(limit).read_text().strip()
+            if cap != "max" and int(cap) < 2**60:
+                free = min(free, int(cap) - int(Path(used).read_text()))
+        except (OSError, ValueError):
+            continue
+    return free
+
+
+def source_files(folder: Path) -> dict[str, Path]:
+    """Tensor name -> the safetensors file of `folder` holding it."""
+    index = folder / INDEX
+    if index.is_file():
+        return {k: folder / f for k, f in json.loads(index.read_text())["weight_map"].items()}
+    single = folder / SINGLE
+    if not single.is_file():
+        raise UserError(f"{folder}: model.offload reads safetensors weights ({SINGLE} or "
+                        f"{INDEX}); this folder has neither")
+    with safe_open(str(single), "pt") as f:
+        return dict.fromkeys(f.keys(), single)
+
+
+def _by_model_name(model: nn.Module, files: dict[str, Path]) -> dict[str, tuple[Path, str]]:
+    """The files' tensors by the model's own names: transformers renames a checkpoint's keys
+    as it loads (LLaVA's `language_model.model.*` are `model.language_model.*` in
+    transformers 5), with its own functions here. A key that a converter merges or splits
+    (a fused projection) has no one tensor to stream: one line."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import (
+        WeightConverter,
+        WeightRenaming,
+        rename_source_key,
+    )
+
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    meta = model.state_dict()
+    out: dict[str, tuple[Path, str]] = {}
+    for key, file in files.items():
+        name, converted = rename_source_key(key, renamings, converters,
+                                            getattr(model, "base_model_prefix", None), meta)
+        if converted is not None:
+            raise UserError(f"{file}: model.offload: tensor '{key}' is converted as it loads "
+                            f"({converted}); offload streams one tensor per parameter: load "
+                            "this model once with offload: none and save it")
+        out[name] = (file, key)
+    return out
+
+
+def stream(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]], mode: str,
+           folder: Path | None, device: torch.device, dtype: torch.dtype,
+           work: Path) -> Streamed:
+    """Units of `model` (built on the meta device for `disk`, in CPU memory for `cpu`):
+    its `blocks` (name, module), then each other module with parameters of its own. Every
+    parameter's tensor must be in the folder's files (`disk`), under its own name or a
+    tied one's: else one line naming the first that is not."""
+    files = _by_model_name(model, source_files(folder)) if folder is not None else {}
+    params: dict[int, Param] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        mod_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(mod_name)
+        entry = params.get(id(p))
+        if entry is None:
+            entry = params[id(p)] = Param(name, p, [])
+            if mode == "cpu":
+                entry.home = p.data
+                entry.meta = nn.Parameter(torch.empty_like(p, device="meta"),
+                                          requires_grad=False)
+        entry.owners.append((owner, leaf))
+        if entry.key not in files and name in files:
+            entry.key = name
+    if mode == "disk":
+        missing = [e.key for e in params.values() if e.key not in files]
+        if missing:
+            raise UserError(f"{folder}: model.offload: no tensor '{missing[0]}' in its "
+                            f"safetensors files ({len(missing)} missing); offload reads a "
+                            "folder saved by this transformers version's save_pretrained "
+                            "(load it once with offload: none and save it)")
+    if mode == "cpu":  # the live tensors leave: each owner holds the meta stand-in
+        for e in params.values():
+            for owner, leaf in e.owners:
+                owner._parameters[leaf] = e.meta
+    unit_of: dict[int, str] = {}
+    modules: dict[str, nn.Module] = {}
+    for name, module in blocks:
+        modules[name] = module
+        for m in module.modules():
+            unit_of[id(m)] = name
+    members: dict[str, list[Param]] = {}
+    for e in params.values():
+        for owner, _ in e.owners:
+            u = unit_of.get(id(owner))
+            if u is None:
+                u = next(n for n, m in model.named_modules() if m is owner)
+                modules.setdefault(u, owner)
+                unit_of[id(owner)] = u
+            if e not in members.setdefault(u, []):
+                members[u].append(e)
+    units = []
+    for i, (name, ps) in enumerate(members.items()):
+        own = [e for e in ps if unit_of[id(e.owners[0][0])] == name]
+        units.append(Unit(name, modules[name], ps, own, f"model-{i + 1:05d}.safetensors"))
+    work.mkdir(parents=True, exist_ok=True)
+    s = Streamed(mode, device, dtype, units, files, work)
+    _buffers(model, s, folder)
+    s.attach()
+    return s
+
+
+def _buffers(model: nn.Module, s: Streamed, folder: Path | None) -> None:
+    """Buffers stay resident (they are small): those in the files read from them, the others
+    as the model computed them; all on the compute device."""
+    names = dict(model.named_buffers())
+    stored = [n for n in names if n in s.files]
+    by_file: dict[Path, list[str]] = {}
+    for n in stored:
+        by_file.setdefault(s.files[n][0], []).append(n)
+    for file, keys in by_file.items():
+        with safe_open(str(file), "pt", device="cpu") as f:
+            for k in keys:
+                mod_name, _, leaf = k.rpartition(".")
+                t = f.get_tensor(s.files[k][1])
+                dtype = s.dtype if t.is_floating_point() else t.dtype
+                model.get_submodule(mod_name)._buffers[leaf] = t.to(s.device, dtype)
+    for n, b in names.items():
+        if n not in stored and b.device != s.device:
+            mod_name, _, leaf = n.rpartition(".")
+            model.get_submodule(mod_name)._buffers[leaf] = b.to(s.device)

@@ -1,0 +1,109 @@
+"""`model.offload`: a model streamed block by block (read from its files, or moved from CPU
+memory) prunes to the same masks and weights, bit for bit, as the model pruned whole in
+memory, for every method, pipeline and allocation, with one calibration batch and with
+several; the saved folder is an ordinary one; one block is resident at a time."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from harness.errors import UserError
+from harness.models.load import ModelSpec, load
+from harness.models.locate import EMBEDDED
+from harness.pruning import persist, stage
+from harness.pruning.spec import PruneSpec
+from harness.sweep import cache, stages
+from harness.sweep.cell import CellSpec, prune_key
+
+CAL = {"samples": 8, "batch_size": 4}  # two batches; batch_size 8: one (a whole forward)
+CASES = {
+    "magnitude": {"method": "magnitude", "sparsity": 0.5},
+    "wanda": {"method": "wanda", "sparsity": 0.5, "calibration": CAL},
+    "wanda, one batch": {"method": "wanda", "sparsity": 0.5,
+                         "calibration": CAL | {"batch_size": 8}},
+    "sparsegpt": {"method": "sparsegpt", "sparsity": 0.5, "calibration": CAL},
+    "sparsegpt 2:4, one batch": {"method": "sparsegpt", "pattern": "2:4",
+                                 "calibration": CAL | {"batch_size": 8}},
+    "dsnot, blockwise": {"method": "dsnot", "sparsity": 0.6, "propagation": "blockwise",
+                         "calibration": CAL},
+    "wanda, owl, dense": {"method": "wanda", "sparsity": 0.6, "distribution": "owl",
+                          "propagation": "dense", "calibration": CAL},
+    "wanda, ecoflap": {"method": "wanda", "sparsity": 0.6, "distribution": "ecoflap",
+                       "ecoflap": {"estimator": "block", "samples": 4}, "calibration": CAL},
+}
+
+
+def _pruned(spec: dict, offload: str, tmp) -> tuple[dict, dict, Any]:
+    """(state dict of the saved folder reloaded whole, masks, the residency)."""
+    out = tmp / f"out-{offload}"
+    a = load(ModelSpec(name="shapes-llava", offload=offload), work=tmp / f"work-{offload}")
+    masks, _ = stage.run(a, PruneSpec.model_validate(spec), progress=False)
+    residency = a.residency
+    persist.save(a, masks, out)
+    return load(str(out)).model.state_dict(), persist.load_masks(out), residency
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", list(CASES))
+def test_offloaded_pruning_is_bit_identical(case, tmp_path):
+    spec = CASES[case]
+    whole, masks, _ = _pruned(spec, "none", tmp_path)
+    streamed, streamed_masks, residency = _pruned(spec, "disk", tmp_path)
+    assert streamed.keys() == whole.keys()
+    assert [k for k in whole if not torch.equal(whole[k], streamed[k])] == []
+    assert streamed_masks.keys() == masks.keys() and len(masks) > 0
+    assert all(torch.equal(masks[k], streamed_masks[k]) for k in masks)
+    # one block (and what runs beside it) resident at a time, never the model
+    units = [sum(p.meta.numel() * 4 for p in u.params) for u in residency.units]
+    assert residency.peak <= 2 * max(units) < sum(units) / 3
+
+
+@pytest.mark.integration
+def test_cpu_offload_is_bit_identical(tmp_path):
+    spec = CASES["sparsegpt"]
+    whole, masks, _ = _pruned(spec, "none", tmp_path)
+    moved, moved_masks, _ = _pruned(spec, "cpu", tmp_path)
+    assert [k for k in whole if not torch.equal(whole[k], moved[k])] == []
+    assert all(torch.equal(masks[k], moved_masks[k]) for k in masks)
+
+
+@pytest.mark.unit
+def test_offload_is_a_memory_setting_not_a_key():
+    base = {"model": {"name": "shapes-llava"}, "prune": CASES["wanda"]}
+    disk = {**base, "model": {"name": "shapes-llava", "offload": "disk"}}
+    assert prune_key(CellSpec.model_validate(base)) == prune_key(CellSpec.model_validate(disk))
+
+
+@pytest.mark.integration
+def test_a_folder_missing_a_tensor_is_one_line(tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(EMBEDDED["shapes-llava"], folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    gone = next(k for k in tensors if k.endswith("q_proj.weight"))
+    save_file({k: v for k, v in tensors.items() if k != gone}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(UserError) as e:
+        load(ModelSpec(name=str(folder), offload="disk"), work=tmp_path / "work")
+    assert "model.offload: no tensor" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.integration
+def test_a_sweep_prunes_offloaded_into_the_same_stage(results):
+    """The prune stage of a cell with model.offload is the one an in-memory prune writes
+    (same key, masks and weights), and the stages after it get the model whole."""
+    cell = CellSpec.model_validate({"model": {"name": "shapes-llava", "offload": "disk"},
+                                    "prune": CASES["sparsegpt"]})
+    got = stages.pruned(cell)
+    root = cache.open("prune", prune_key(cell))
+    assert root is not None and not (root / "offload").exists()
+    assert got.adapter.residency is None  # whole, in memory
+    ref = load("shapes-llava")
+    masks, _ = stage.run(ref, PruneSpec.model_validate(CASES["sparsegpt"]), progress=False)
+    want, have = ref.model.state_dict(), got.adapter.model.state_dict()
+    assert [k for k in want if not torch.equal(want[k], have[k])] == []
+    assert all(torch.equal(masks[k], got.masks[k]) for k in masks)
