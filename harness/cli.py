@@ -110,6 +110,10 @@ def _prune(a: argparse.Namespace) -> int:
     for role, r in rep["roles"].items():
         print(f"{role:9s} {r['sparsity']:9.4f} {r['nonzero']:12,d} {str(r['nm_valid']):>7s}")
     print(f"{'overall':9s} {rep['overall']['sparsity']:9.4f} {rep['overall']['nonzero']:12,d}")
+    if "memory" in rep:
+        m, g = rep["memory"], 2**30
+        print(f"offload {model.offload}: expected peak {m['expected_peak'] / g:.2f} GiB, "
+              f"parameters resident at most {adapter.residency.peak / g:.2f} GiB")
     if a.out and model.offload == "disk":  # saved in the partial folder, then moved whole
         persist.save(adapter, masks, work)
         (work / "sparsity.json").write_text(json.dumps(rep, indent=2))

@@ -10,20 +10,22 @@ samples would otherwise weigh pad states.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 
 import torch
 from tqdm import tqdm
 
 from harness.models.adapter import ROLES, Adapter
 from harness.pruning import pipelines, registry
+from harness.pruning.persist import PackedMasks
 from harness.pruning.pipelines.common import Pass, prune_block, target_of
 from harness.pruning.types import Target
 
 
 def prune(adapter: Adapter, targets: dict[str, Target], method: str,
           batches: Sequence[dict] = (), propagation: str = "sequential", seed: int = 0,
-          options: dict | None = None, progress: bool = True) -> dict[str, torch.Tensor]:
+          options: dict | None = None, progress: bool = True
+          ) -> MutableMapping[str, torch.Tensor]:
     """Prune in place; returns the keep masks by Linear path."""
     m = registry.get(method)
     run = pipelines.get(propagation)
@@ -32,7 +34,10 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
     roles = [r for r in ROLES if r in targets]
     total = sum(len(adapter.blocks(r)) for r in roles)
     bar = tqdm(total=total, desc=f"prune {method}", disable=not progress, unit="block")
-    p = Pass(_bind(m.fn, seed, options or {}), m.needs, m.stack, {}, bar, adapter.resident)
+    # an offloaded model's masks are held packed (a bool mask is a byte per weight)
+    masks: MutableMapping[str, torch.Tensor] = \
+        PackedMasks() if adapter.residency is not None else {}
+    p = Pass(_bind(m.fn, seed, options or {}), m.needs, m.stack, masks, bar, adapter.resident)
     if m.needs is None:
         for role in roles:
             for block in adapter.blocks(role):

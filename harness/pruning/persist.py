@@ -8,6 +8,7 @@ and `masks.safetensors`, holding for each pruned Linear its mask packed 8 to a b
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,36 @@ def unpack(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool)).reshape(shape)
 
 
+class PackedMasks(MutableMapping[str, torch.Tensor]):
+    """Keep masks held bit-packed, 8 to a byte: a bool mask costs a byte per weight, so an
+    offloaded prune that kept them as they come would hold a quarter of an fp32 model's
+    bytes (half a bf16 one's) by its end. A mask is packed as it is stored and unpacked as
+    it is read."""
+
+    def __init__(self) -> None:
+        self.packed: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
+
+    def __setitem__(self, name: str, mask: torch.Tensor) -> None:
+        self.packed[name] = (pack(mask), tuple(mask.shape))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        bits, shape = self.packed[name]
+        return unpack(bits, shape)
+
+    def __delitem__(self, name: str) -> None:
+        del self.packed[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+
 LAYOUT = "vlmprune-layout.yaml"
 
 
-def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> None:
+def save(adapter: Adapter, masks: Mapping[str, torch.Tensor], path: str | Path) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     streamed = adapter.residency
@@ -58,10 +85,14 @@ def save(adapter: Adapter, masks: dict[str, torch.Tensor], path: str | Path) -> 
     (path / "vlmprune.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def save_masks(masks: dict[str, torch.Tensor], file: str | Path) -> None:
+def save_masks(masks: Mapping[str, torch.Tensor], file: str | Path) -> None:
     """Bit-packed masks with their shapes in the safetensors metadata."""
-    tensors = {name: pack(m) for name, m in masks.items()}
-    shapes = {name: list(m.shape) for name, m in masks.items()}
+    if isinstance(masks, PackedMasks):  # packed already
+        tensors = {name: bits for name, (bits, _) in masks.packed.items()}
+        shapes = {name: list(shape) for name, (_, shape) in masks.packed.items()}
+    else:
+        tensors = {name: pack(m) for name, m in masks.items()}
+        shapes = {name: list(m.shape) for name, m in masks.items()}
     save_file(tensors, str(file), metadata={"shapes": json.dumps(shapes)})
 
 

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import MutableMapping
 
 import torch
 
+from harness.errors import UserError
 from harness.models.adapter import ROLES, Adapter
-from harness.pruning import allocate, calibration, engine, report
+from harness.pruning import allocate, calibration, engine, registry, report
 from harness.pruning.spec import PruneSpec, targets
 
 log = logging.getLogger(__name__)
 
 
 def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
-        ) -> tuple[dict[str, torch.Tensor], dict]:
+        ) -> tuple[MutableMapping[str, torch.Tensor], dict]:
     """Prune the adapter's model in place; returns (keep masks, sparsity report)."""
     t = targets(spec, adapter)  # validates N:M widths before any work
     t0 = time.perf_counter()
     batches = calibration.batches(spec.calibration, adapter) \
         if spec.calibration is not None else []
     t_cal = time.perf_counter()
+    memory = _fits(adapter, spec, batches) if adapter.residency is not None else None
     if spec.allocation:  # OWL, ECoFLaP: a sparsity per block first
         t = allocate.per_linear(adapter, spec, t, batches)
     t1 = time.perf_counter()
@@ -32,11 +35,50 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
     t2 = time.perf_counter()
     rep = report.measure(adapter, t)
     rep["spec"] = spec.model_dump()
+    if memory is not None:
+        rep["memory"] = memory
     rep["seconds"] = {"calibration_data": t_cal - t0, "allocation": t1 - t_cal,
                       "prune": t2 - t1}
     log.info("pruned %s: sparsity %.4f over %d weights in %.1fs", spec.method,
              rep["overall"]["sparsity"], rep["overall"]["params"], t2 - t1)
     return masks, rep
+
+
+def _fits(adapter: Adapter, spec: PruneSpec, batches: list[dict]) -> dict:
+    """An offloaded prune's expected peak (models/offload.estimate), logged; refused in one
+    line, before any block is pruned, when even that exceeds the memory available."""
+    from harness.models import offload
+
+    needs = registry.get(spec.method).needs
+    blocks = {r: [b.module for b in adapter.blocks(r)] for r in ROLES}
+    est = offload.estimate(adapter.residency, blocks, batches, needs, _hidden(adapter, batches))
+    free = offload.available_memory()
+    log.info("offload %s: %s (%.2f GiB available)", adapter.residency.mode, est.line(),
+             free / 2**30)
+    if est.total > free:
+        raise UserError(f"model.offload: {est.line()}, more than the {free / 2**30:.2f} GiB "
+                        "available; fewer calibration samples per batch "
+                        "(calibration.batch_size) or fewer samples lower it")
+    return {"expected_peak": est.total, "largest_block": est.block,
+            "activations": est.activations, "forward": est.forward,
+            "statistics": est.statistics, "available": free}
+
+
+def _hidden(adapter: Adapter, batches: list[dict]) -> dict[str, tuple[int, int]]:
+    """Per role, (tokens per sample, width) of its blocks' hidden states: the text's length
+    for the language model, the image's patches (+1) for the vision tower."""
+    seq = max((int(b["input_ids"].shape[1]) for b in batches if "input_ids" in b), default=0)
+    vc = getattr(adapter.model.config, "vision_config", None)
+    size, patch = getattr(vc, "image_size", None), getattr(vc, "patch_size", None)
+    patches = (size // patch) ** 2 + 1 if isinstance(size, int) and isinstance(patch, int) \
+        else seq
+    out = {}
+    for role in ROLES:
+        blocks = adapter.blocks(role)
+        lin = next(iter(adapter.linears(blocks[0]).values()), None) if blocks else None
+        if lin is not None:
+            out[role] = (patches if role == "vision" else seq, lin.in_features)
+    return out
 
 
 def run_keeping_dense(adapter: Adapter, spec: PruneSpec, progress: bool = True
@@ -46,4 +88,4 @@ def run_keeping_dense(adapter: Adapter, spec: PruneSpec, progress: bool = True
     dense = {p: lin.weight.detach().clone() for role in roles
              for p, lin in adapter.role_linears(role).items()}  # only the roles it prunes
     masks, rep = run(adapter, spec, progress)
-    return masks, rep, {p: dense[p] for p in masks}
+    return dict(masks), rep, {p: dense[p] for p in masks}  # in memory: a dict already

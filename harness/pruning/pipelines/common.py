@@ -5,7 +5,7 @@ step from one block to the next, statistics collection, and pruning a group of L
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +37,7 @@ class Pass:
     fn: Callable
     needs: str | None
     stack: bool
-    masks: dict[str, torch.Tensor]
+    masks: MutableMapping[str, torch.Tensor]  # PackedMasks for an offloaded model
     bar: Any
     # a block's weights in place while the context runs (an offloaded model: Adapter.resident)
     resident: Callable[[nn.Module], AbstractContextManager] = lambda module: nullcontext()
