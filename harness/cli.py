@@ -104,8 +104,13 @@ def _prune(a: argparse.Namespace) -> int:
         work = a.out.with_name(f".{a.out.name}.partial") if a.out else Path(
             tempfile.mkdtemp(prefix="vlmprune-prune-"))
         shutil.rmtree(work, ignore_errors=True)  # a killed run's: started again
-    adapter = load(model, work=work if model.offload == "disk" else None)
-    masks, rep = stage.run(adapter, spec)
+    try:
+        adapter = load(model, work=work if model.offload == "disk" else None)
+        masks, rep = stage.run(adapter, spec)
+    except BaseException:
+        if model.offload == "disk":
+            shutil.rmtree(work, ignore_errors=True)  # nothing half-written stays
+        raise
     print(f"{'role':9s} {'sparsity':>9s} {'nonzero':>12s} {'N:M ok':>7s}")
     for role, r in rep["roles"].items():
         print(f"{role:9s} {r['sparsity']:9.4f} {r['nonzero']:12,d} {str(r['nm_valid']):>7s}")

@@ -304,14 +304,27 @@ class Estimate:
                 f"{self.forward / g:.2f} + statistics {self.statistics / g:.2f} GiB")
 
 
-def estimate(s: Streamed, blocks_by_role: dict[str, list[nn.Module]], batches: Sequence[dict],
+def unit_sizes(model: nn.Module, blocks: Sequence[nn.Module]) -> list[int]:
+    """Parameters of each unit `stream` would make: each block, and each other module with
+    parameters of its own (the model may be on the meta device)."""
+    inside = {id(p) for m in blocks for p in m.parameters()}
+    sizes = [sum(p.numel() for p in m.parameters()) for m in blocks]
+    for m in model.modules():
+        own = [p for p in m.parameters(recurse=False) if id(p) not in inside]
+        if own:
+            sizes.append(sum(p.numel() for p in own))
+    return sizes
+
+
+def estimate(units: Sequence[int], dtype: torch.dtype,
+             blocks_by_role: dict[str, list[nn.Module]], batches: Sequence[dict],
              needs: str | None, hidden: dict[str, tuple[int, int]]) -> Estimate:
-    """What pruning an offloaded model holds at most: its largest unit, a segment's captured
-    calibration inputs twice (a block's inputs and the next one's), one batch through the
-    widest block, and the statistics of the widest input. `hidden`: per role, (tokens per
-    sample, width) of its blocks' hidden states."""
-    size = torch.empty((), dtype=s.dtype).element_size()
-    block = max(sum(p.meta.numel() for p in u.params) * size for u in s.units)
+    """What pruning an offloaded model holds at most: its largest unit (`units`: each
+    one's parameters), a segment's captured calibration inputs twice (a block's inputs and
+    the next one's), one batch through the widest block, and the statistics of the widest
+    input. `hidden`: per role, (tokens per sample, width) of its blocks' hidden states."""
+    size = torch.empty((), dtype=dtype).element_size()
+    block = max(units, default=0) * size
     samples = sum(int(next(iter(b.values())).shape[0]) for b in batches) if batches else 0
     biggest = max((int(next(iter(b.values())).shape[0]) for b in batches), default=0)
     acts = [tokens * width for tokens, width in hidden.values()] or [0]

@@ -10,6 +10,7 @@ import torch
 
 from harness.errors import UserError
 from harness.models.adapter import ROLES, Adapter
+from harness.models.load import ModelSpec, load, resolve
 from harness.pruning import allocate, calibration, engine, registry, report
 from harness.pruning.spec import PruneSpec, targets
 
@@ -45,13 +46,11 @@ def run(adapter: Adapter, spec: PruneSpec, progress: bool = True
 
 
 def _fits(adapter: Adapter, spec: PruneSpec, batches: list[dict]) -> dict:
-    """An offloaded prune's expected peak (models/offload.estimate), logged; refused in one
-    line, before any block is pruned, when even that exceeds the memory available."""
+    """An offloaded prune's expected peak (`expected`), logged; refused in one line, before
+    any block is pruned, when even that exceeds the memory available."""
     from harness.models import offload
 
-    needs = registry.get(spec.method).needs
-    blocks = {r: [b.module for b in adapter.blocks(r)] for r in ROLES}
-    est = offload.estimate(adapter.residency, blocks, batches, needs, _hidden(adapter, batches))
+    est = expected(adapter, spec, batches, adapter.residency.dtype)
     free = offload.available_memory()
     log.info("offload %s: %s (%.2f GiB available)", adapter.residency.mode, est.line(),
              free / 2**30)
@@ -62,6 +61,29 @@ def _fits(adapter: Adapter, spec: PruneSpec, batches: list[dict]) -> dict:
     return {"expected_peak": est.total, "largest_block": est.block,
             "activations": est.activations, "forward": est.forward,
             "statistics": est.statistics, "available": free}
+
+
+def expected(adapter: Adapter, spec: PruneSpec, batches: list[dict], dtype: torch.dtype):
+    """What pruning the adapter's model one block at a time holds at most
+    (models/offload.estimate); the model may be on the meta device, and so the batches."""
+    from harness.models import offload
+
+    blocks = {r: [b.module for b in adapter.blocks(r)] for r in ROLES}
+    units = offload.unit_sizes(adapter.model, [m for ms in blocks.values() for m in ms])
+    return offload.estimate(units, dtype, blocks, batches, registry.get(spec.method).needs,
+                            _hidden(adapter, batches))
+
+
+def planned(model: ModelSpec, spec: PruneSpec):
+    """The expected peak of pruning `model` offloaded (`expected`), before any weight is read:
+    the model built on the meta device, its calibration batches prepared (their tensors on
+    the meta device too)."""
+    from transformers import AutoProcessor
+
+    shapes = load(model.model_copy(update={"offload": "none"}), weights=False)
+    shapes.processor = AutoProcessor.from_pretrained(resolve(model.name), local_files_only=True)
+    batches = calibration.batches(spec.calibration, shapes) if spec.calibration else []
+    return expected(shapes, spec, batches, next(shapes.model.parameters()).dtype)
 
 
 def _hidden(adapter: Adapter, batches: list[dict]) -> dict[str, tuple[int, int]]:

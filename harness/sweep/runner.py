@@ -74,7 +74,28 @@ def _plan(g: grid.GridFile, cells: list[Cell]) -> int:
             else "to run"
         t.add_row(str(c.index), c.label, _mark(pk, "prune"), _mark(rk, "recover"), status)
     console.print(t)
+    _offloaded(cells)
     return 0
+
+
+def _offloaded(cells: list[Cell]) -> None:
+    """Each offloaded prune stage still to run: its expected peak (pruning/stage.planned)
+    against the memory available."""
+    todo = {prune_key(c.spec): c.spec for c in cells if c.spec.prune is not None
+            and c.spec.model.offload != "none" and not cache.done("prune", prune_key(c.spec))}
+    if not todo:
+        return
+    from harness.models.offload import available_memory
+    from harness.pruning.stage import planned
+
+    free = available_memory() / 2**30
+    for key, spec in todo.items():
+        assert spec.prune is not None
+        est = planned(spec.model, spec.prune)
+        fits = "" if est.total / 2**30 <= free else ": DOES NOT FIT"
+        console.print(f"prune stage {key[:8]} ({spec.model.name}, offload "
+                      f"{spec.model.offload}, {spec.prune.method}): {est.line()}; "
+                      f"{free:.2f} GiB available{fits}", soft_wrap=True)
 
 
 def _mark(key: str, stage: str) -> str:

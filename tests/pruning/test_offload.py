@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.cli import main
 from harness.errors import UserError
+from harness.models import offload
 from harness.models.load import ModelSpec, load
 from harness.models.locate import EMBEDDED
 from harness.pruning import persist, stage
@@ -107,3 +109,34 @@ def test_a_sweep_prunes_offloaded_into_the_same_stage(results):
     want, have = ref.model.state_dict(), got.adapter.model.state_dict()
     assert [k for k in want if not torch.equal(want[k], have[k])] == []
     assert all(torch.equal(masks[k], got.masks[k]) for k in masks)
+
+
+SPEC = "method: sparsegpt\nsparsity: 0.5\ncalibration: {samples: 8, batch_size: 4}\n"
+
+
+@pytest.mark.integration
+def test_prune_refuses_in_one_line_when_the_expected_peak_cannot_fit(tmp_path, monkeypatch,
+                                                                     capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    monkeypatch.setattr(offload, "available_memory", lambda: 2**20)  # a 1 MiB machine
+    out = tmp_path / "pruned"
+    assert main(["prune", str(spec), "--offload", "disk", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "model.offload: expected peak" in err and "more than the 0.00 GiB" in err
+    assert err.count("\n") == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == [spec]  # nothing half-written
+
+
+@pytest.mark.integration
+def test_plan_prints_each_offloaded_prune_stage_s_expected_peak(results, tmp_path, capsys):
+    grid = tmp_path / "offload.yaml"
+    grid.write_text("name: offload\ndescription: two offloaded prunes\nbase:\n"
+                    "  model: {name: shapes-llava, offload: disk}\n"
+                    f"  prune: {{{SPEC.strip().replace(chr(10), ', ')}}}\n"
+                    "  eval: {suite: quick, limit: 20}\n"
+                    "axes:\n  - prune.sparsity: [0.5, 0.6]\n")
+    assert main(["plan", str(grid)]) == 0
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if "offload disk, sparsegpt): expected peak" in x]
+    assert len(lines) == 2 and all("GiB available" in x for x in lines)
