@@ -5,7 +5,7 @@ Every prune runs in its own process, so that its peak RSS is its own; peak memor
 process's peak RSS above its RSS once torch, transformers and vlmprune are imported (the
 issue's measure), and the pruning-call time is the prune stage's own `seconds.prune`.
 
-- `fits`: a model that fits (default ~0.25B parameters, fp32). For wanda and sparsegpt,
+- `fits`: a model that fits (default ~0.1B parameters, fp32). For wanda and sparsegpt,
   pairs of runs with offload none and disk, interleaved, quiet and then beside a competing
   process (benchmarks/competitor.py): the median time ratio disk / none, and each one's
   peak memory over the weights.
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 GiB = 2**30
 SIZES = {  # d, layers, vision d, vision layers, intermediate, dtype
-    "fits": (1024, 12, 768, 8, 2816, "float32"),
+    "fits": (768, 8, 512, 6, 2048, "float32"),
     "large": (3072, 24, 1024, 24, 8192, "bfloat16"),
 }
 CHILD = r"""

@@ -23,6 +23,8 @@ it, on the compute device's host memory when that is the CPU.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -246,8 +249,6 @@ def weight_bytes(model: nn.Module) -> int:
 def available_memory() -> int:
     """Bytes this process may still use: the machine's available memory, or less where its
     cgroup's limit says so (a container's, `systemd-run -p MemoryMax`, a benchmark's)."""
-    import psutil
-
     free = psutil.virtual_memory().available
     for limit, used in _cgroup_files():
         try:
@@ -447,9 +448,6 @@ def _trimmer() -> Callable[[], object]:
     and torch's threads allocate in arenas of their own): RSS grew by about a block's worth
     per block pruned (a 0.2B fp32 model: 1.2x its weights by the end). Trimming after each
     unit is let go returns them (0.06 GiB over start-up on that model)."""
-    import ctypes
-    import ctypes.util
-
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
     except (OSError, AttributeError, TypeError):
