@@ -1,7 +1,8 @@
 """Pruning offloaded (`model.offload`, models/offload.py) against pruning in memory, on random
 LLaVAs saved to disk (tiny_llava at larger sizes, random weights).
 
-Every prune runs in its own process, so that its peak RSS is its own; peak memory is that
+Every prune runs in its own process, with the CLI's thread policy (harness/threads.py), so
+that its peak RSS is its own; peak memory is that
 process's peak RSS above its RSS once torch, transformers and vlmprune are imported (the
 issue's measure), and the pruning-call time is the prune stage's own `seconds.prune`.
 
@@ -10,7 +11,7 @@ issue's measure), and the pruning-call time is the prune stage's own `seconds.pr
   process (benchmarks/competitor.py): the median time ratio disk / none, and each one's
   peak memory over the weights.
 - `large`: a model whose weights are at least twice the memory allowed (default ~3B
-  parameters in bf16, 6 GiB, under a 3 GiB limit). The limit is a memory cgroup (v1 or v2,
+  parameters in bf16, 5.65 GiB, under a 2.5 GiB limit). The limit is a memory cgroup (v1 or v2,
   created here; root only): the process joins it before it starts, so the kernel kills it
   past the limit. Wanda and sparsegpt with offload disk, and wanda with offload none (which
   the limit must kill); each one's peak against the bound largest block + calibration
@@ -43,7 +44,10 @@ SIZES = {  # d, layers, vision d, vision layers, intermediate, dtype
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
+from harness import threads
+threads.configure()  # the CLI's thread policy (passive waits), before torch loads
 import psutil, torch
+threads.apply()
 from harness.models.load import ModelSpec, load
 from harness.models import offload
 from harness.pruning import stage
@@ -162,14 +166,14 @@ def fits(root: Path, pairs: int) -> None:
                       f"(weights {w / GiB:.2f} GiB)", flush=True)
 
 
-def large(root: Path, limit_gib: float) -> None:
+def large(root: Path, limit_gib: float, runs: list[tuple[str, str]]) -> None:
     folder = root / "large"
     params = build(folder, "large")
     dtype = SIZES["large"][-1]
     limit = int(limit_gib * GiB)
     print(f"large: random LLaVA, {params / 1e9:.2f}B parameters, {dtype}, under a memory "
           f"cgroup of {limit_gib:g} GiB", flush=True)
-    for method, mode in (("wanda", "disk"), ("sparsegpt", "disk"), ("wanda", "none")):
+    for method, mode in runs:
         r = prune(folder, method, mode, dtype, limit)
         if r is None:
             print(f"  {method}, offload {mode}: killed or failed under the limit", flush=True)
@@ -197,12 +201,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("parts", nargs="*", default=["fits", "large"])
     ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--limit", type=float, default=3.0, help="GiB, for `large`")
+    ap.add_argument("--limit", type=float, default=2.5, help="GiB, for `large`")
+    ap.add_argument("--runs", default="wanda:disk,sparsegpt:disk,wanda:none",
+                    help="METHOD:OFFLOAD,... for `large`")
     a = ap.parse_args()
+    runs = [(r.split(":")[0], r.split(":")[1]) for r in a.runs.split(",")]
     root = Path(tempfile.mkdtemp(prefix="vlmprune-offload-", dir=ROOT / "results"))
     try:
         for part in a.parts:
-            fits(root, a.pairs) if part == "fits" else large(root, a.limit)
+            fits(root, a.pairs) if part == "fits" else large(root, a.limit, runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
