@@ -47,6 +47,9 @@ class PackedMasks(MutableMapping[str, torch.Tensor]):
         bits, shape = self.packed[name]
         return unpack(bits, shape)
 
+    def __contains__(self, name: object) -> bool:  # Mapping's would unpack the mask
+        return name in self.packed
+
     def __delitem__(self, name: str) -> None:
         del self.packed[name]
 
