@@ -41,6 +41,7 @@ from torch import nn
 from harness.errors import UserError
 
 INDEX = "model.safetensors.index.json"
+TRIM_EVERY = 32 * 2**20  # bytes let go between two trims of the heap (`_trimmer`)
 SINGLE = "model.safetensors"
 
 
@@ -84,6 +85,7 @@ class Streamed:
     peak: int = 0  # bytes resident at most (parameters)
     trim: Callable[[], object] = lambda: None  # memory freed returned to the system
     _resident: int = 0
+    _freed: int = 0  # bytes let go since the last trim
     _of: dict[int, Unit] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
 
@@ -141,18 +143,25 @@ class Streamed:
             assert p.live is not None
             if self.mode == "cpu" and p.home is not None and p.live._version != p.version:
                 p.home.copy_(p.live.detach())
-            self._resident -= p.live.numel() * p.live.element_size()
+            size = p.live.numel() * p.live.element_size()
+            self._resident -= size
             for owner, leaf in p.owners:
                 owner._parameters[leaf] = p.meta
             p.live = None
-        self.trim()
+            self._freed += size
+        if self._freed >= TRIM_EVERY:  # not per small unit: a forward lets go of many
+            self.trim()
+            self._freed = 0
 
-    def _read(self, params: Sequence[Param]) -> list[torch.Tensor]:
-        if self.mode == "cpu":
+    def _read(self, params: Sequence[Param], source: bool = False) -> list[torch.Tensor]:
+        """The params' tensors on the compute device: their latest copy, or with `source`
+        the one the model's own files hold."""
+        if self.mode == "cpu" and not source:
             return [p.home.to(self.device) for p in params]  # type: ignore[union-attr]
         by_file: dict[Path, list[int]] = {}
         for i, p in enumerate(params):
-            by_file.setdefault(self.written.get(p.key, self.files[p.key][0]), []).append(i)
+            latest = None if source else self.written.get(p.key)
+            by_file.setdefault(latest or self.files[p.key][0], []).append(i)
         out: list[torch.Tensor | None] = [None] * len(params)
         for file, idx in by_file.items():
             with safe_open(str(file), "pt", device="cpu") as f:
@@ -190,7 +199,7 @@ class Streamed:
                 continue
             self.acquire(u)
             try:
-                for p, dense in zip(mine, self._read_source(mine), strict=True):
+                for p, dense in zip(mine, self._read(mine, source=True), strict=True):
                     path = weights[p.key]
                     w = p.live.detach()  # type: ignore[union-attr]
                     if not torch.equal(w, dense * masks[path].to(w.device, w.dtype)):
@@ -198,15 +207,6 @@ class Streamed:
             finally:
                 self.release(u)
         return out
-
-    def _read_source(self, params: Sequence[Param]) -> list[torch.Tensor]:
-        """The tensors as the model's files hold them (in the model's dtype)."""
-        written, self.written = self.written, {}
-        mode, self.mode = self.mode, "disk"
-        try:
-            return self._read(params)
-        finally:
-            self.written, self.mode = written, mode
 
     def close(self) -> None:
         """Hooks off; `cpu`: each parameter back in its module, in CPU memory (the model
@@ -417,6 +417,7 @@ def stream(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]], mode: str,
                 owner._parameters[leaf] = e.meta
     unit_of: dict[int, str] = {}
     modules: dict[str, nn.Module] = {}
+    names = {id(m): n for n, m in model.named_modules()}
     for name, module in blocks:
         modules[name] = module
         for m in module.modules():
@@ -426,7 +427,7 @@ def stream(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]], mode: str,
         for owner, _ in e.owners:
             u = unit_of.get(id(owner))
             if u is None:
-                u = next(n for n, m in model.named_modules() if m is owner)
+                u = names[id(owner)]
                 modules.setdefault(u, owner)
                 unit_of[id(owner)] = u
             if e not in members.setdefault(u, []):
@@ -446,8 +447,9 @@ def _trimmer() -> Callable[[], object]:
     """glibc's `malloc_trim(0)`, or a no-op off glibc. Freed tensors' pages stay with the
     process in glibc's heaps and arenas (its mmap threshold rises as large blocks are freed,
     and torch's threads allocate in arenas of their own): RSS grew by about a block's worth
-    per block pruned (a 0.2B fp32 model: 1.2x its weights by the end). Trimming after each
-    unit is let go returns them (0.06 GiB over start-up on that model)."""
+    per block pruned (a 0.2B fp32 model: 1.2x its weights by the end). Trimming once every
+    `TRIM_EVERY` bytes let go returns them (0.06 GiB over start-up on that model when
+    trimmed after every unit)."""
     try:
         trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
     except (OSError, AttributeError, TypeError):
