@@ -30,19 +30,33 @@ INNER_NM = 32  # N:M: column by column
 DAMP = 0.01
 
 
-def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP) -> torch.Tensor:
-    """Upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean(diag H); dead columns get 1."""
+def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP,
+                           tokens: int | None = None) -> torch.Tensor:
+    """Upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean(diag H); dead columns get 1.
+
+    `hessian` may be the raw XᵀX with `tokens` to divide it by. At most two (cols, cols)
+    copies beside the argument are alive at once (the widest input's is 256 MiB in fp32 at
+    8192 columns): a block of a model larger than memory is pruned within the estimate."""
     import torch
-    h = hessian.float().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    h.diagonal().add_(damp * torch.mean(torch.diag(h)))
     # With J the reversal permutation and J H J = L Lᵀ, U = J L⁻¹ J is upper triangular with
     # Uᵀ U = H⁻¹: the upper Cholesky factor of H⁻¹ from one factorization and one triangular
-    # inverse, instead of factor, invert, factor again.
-    lower = torch.linalg.cholesky(h.flip(0, 1))
-    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
-    return torch.linalg.solve_triangular(lower, eye, upper=False).flip(0, 1)
+    # inverse, instead of factor, invert, factor again. The flip is the one copy of H made;
+    # damping it in place gives the same numbers as damping H (the mean reads the diagonal in
+    # H's order).
+    h = hessian.float().flip(0, 1)
+    if tokens is not None:
+        h.div_(tokens)
+    diag = h.diagonal()
+    diag[diag == 0] = 1.0
+    diag.add_(damp * torch.mean(diag.flip(0)))
+    lower = torch.linalg.cholesky(h)
+    del h, diag
+    # Solved in place into a column-major identity: LAPACK's layout, so the same numbers as
+    # solve_triangular's own output, without a third copy.
+    out = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
+    torch.linalg.solve_triangular(lower, out, upper=False, out=out)
+    del lower
+    return out.flip(0, 1)
 
 
 def _block_count(c0: int, c1: int, rows: int, target: Target) -> int:
@@ -136,5 +150,8 @@ def _columns_nm(w1: torch.Tensor, h1: torch.Tensor, keep_t: torch.Tensor,
 
 def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     if "hinv" not in stats.memo:  # Linears reading one input (q, k, v) share H and H⁻¹
-        stats.memo["hinv"] = inverse_hessian_factor(stats.hessian.to(weight.device))
+        if stats.gram is None:
+            raise ValueError("sparsegpt needs hessian statistics")
+        stats.memo["hinv"] = inverse_hessian_factor(stats.gram.to(weight.device),
+                                                    tokens=max(stats.tokens, 1))
     return reconstruct(weight, None, target, hinv=stats.memo["hinv"])
