@@ -48,13 +48,14 @@ def run(p: Pass, adapter: Adapter, roles: list[str], targets: dict[str, Target],
         text = [text_mask(b, role) for b in batches]
         inputs = capture(adapter, blocks[0].module, batches)
         for i, block in enumerate(blocks):
-            st = Statistics(Adapter.linears(block), p.needs, now, adapter.device)
-            with hooks(st.hooks()):
-                for (args, kwargs), mask in zip(inputs, text, strict=True):
-                    current[0] = mask
-                    block.module(*args, **kwargs)
-            prune_block(p, block, target_of(targets, role), st.stats)
-            del st
-            if i + 1 < len(blocks):
-                inputs = run_block(block, inputs, carry)
+            with p.resident(block.module):  # offloaded: read once for all its forwards
+                st = Statistics(Adapter.linears(block), p.needs, now, adapter.device)
+                with hooks(st.hooks()):
+                    for (args, kwargs), mask in zip(inputs, text, strict=True):
+                        current[0] = mask
+                        block.module(*args, **kwargs)
+                prune_block(p, block, target_of(targets, role), st.stats)
+                del st
+                if i + 1 < len(blocks):
+                    inputs = run_block(block, inputs, carry)
             p.bar.update()

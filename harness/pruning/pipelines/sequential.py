@@ -71,10 +71,10 @@ def block_by_block(p: Pass, adapter: Adapter, roles: list[str], targets: dict[st
         text = [text_mask(b, role) for b in batches]
         inputs = capture(adapter, blocks[0].module, batches)
         for i, block in enumerate(blocks):
-            with p.resident(block.module):
+            with p.resident(block.module):  # offloaded: read once, pruned, run, written
                 _prune_in_order(p, block, inputs, text, target_of(targets, role))
-            if i + 1 < len(blocks):
-                inputs = run_block(block, inputs, carry)
+                if i + 1 < len(blocks):
+                    inputs = run_block(block, inputs, carry)
             p.bar.update()
 
 
