@@ -48,6 +48,11 @@ class Adapter:
         offloaded model's are elsewhere between their turns; models/offload.py)."""
         return self.residency.resident(module) if self.residency is not None else nullcontext()
 
+    def keeping(self) -> AbstractContextManager:
+        """An offloaded model's units stay resident, within its spare memory, while the
+        context runs (models/offload.py `Streamed.keeping`)."""
+        return self.residency.keeping() if self.residency is not None else nullcontext()
+
     # ---- structure -------------------------------------------------------------------
     def blocks(self, role: str) -> list[Block]:
         out = []

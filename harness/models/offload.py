@@ -42,6 +42,7 @@ from harness.errors import UserError
 
 INDEX = "model.safetensors.index.json"
 TRIM_EVERY = 32 * 2**20  # bytes let go between two trims of the heap (`_trimmer`)
+KEEP_MAX = 256 * 2**20  # bytes `keeping` may hold beyond the estimate, at most
 SINGLE = "model.safetensors"
 
 
@@ -84,7 +85,10 @@ class Streamed:
     written: dict[str, Path] = field(default_factory=dict)  # name -> the shard holding it
     peak: int = 0  # bytes resident at most (parameters)
     trim: Callable[[], object] = lambda: None  # memory freed returned to the system
+    keep: int = 0  # bytes `keeping` may hold (the prune stage sets it from the memory spare)
     _resident: int = 0
+    _held: list[Unit] | None = None  # units `keeping` holds
+    _kept: int = 0
     _freed: int = 0  # bytes let go since the last trim
     _of: dict[int, Unit] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
@@ -129,6 +133,28 @@ class Streamed:
         for p in u.params:
             p.holders += 1
         self.peak = max(self.peak, self._resident)
+        if self._held is not None and load:
+            size = sum(p.meta.numel() for p in load) * self.dtype.itemsize
+            if self._kept + size <= self.keep:  # first come, kept: a scan never thrashes
+                u.holders += 1
+                self._held.append(u)
+                self._kept += size
+
+    @contextmanager
+    def keeping(self) -> Iterator[None]:
+        """Units read while the context runs stay resident until it ends, up to `keep`
+        bytes: a capture running the same modules once per calibration batch reads them
+        once (the vision tower, before the language blocks' inputs)."""
+        if self._held is not None or not self.keep:
+            yield
+            return
+        self._held, self._kept = [], 0
+        try:
+            yield
+        finally:
+            held, self._held, self._kept = self._held, None, 0
+            for u in reversed(held):
+                self.release(u)
 
     def release(self, u: Unit) -> None:
         u.holders -= 1

@@ -58,6 +58,9 @@ def _fits(adapter: Adapter, spec: PruneSpec, batches: list[dict]) -> dict:
         raise UserError(f"model.offload: {est.line()}, more than the {free / 2**30:.2f} GiB "
                         "available; fewer calibration samples per batch "
                         "(calibration.batch_size) or fewer samples lower it")
+    # what is spare beyond the estimate, half of it up to KEEP_MAX, keeps units resident
+    # across a capture's batches instead of reading them once per batch
+    adapter.residency.keep = min(offload.KEEP_MAX, (free - est.total) // 2)
     return {"expected_peak": est.total, "largest_block": est.block,
             "activations": est.activations, "forward": est.forward,
             "statistics": est.statistics, "available": free}

@@ -60,9 +60,38 @@ def test_offloaded_pruning_is_bit_identical(case, tmp_path):
     assert [k for k in whole if not torch.equal(whole[k], streamed[k])] == []
     assert streamed_masks.keys() == masks.keys() and len(masks) > 0
     assert all(torch.equal(masks[k], streamed_masks[k]) for k in masks)
-    # one block (and what runs beside it) resident at a time, never the model
+    # one block (and what runs beside it) resident at a time, never the model, beside what
+    # a capture keeps within its budget
     units = [sum(p.meta.numel() * 4 for p in u.params) for u in residency.units]
-    assert residency.peak <= 2 * max(units) < sum(units) / 3
+    assert residency.peak <= 2 * max(units) + residency.keep
+    assert 2 * max(units) < sum(units) / 3 and residency.keep <= offload.KEEP_MAX
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("keep", [0, 2**30])
+def test_a_capture_keeps_units_within_its_budget(keep, tmp_path, monkeypatch):
+    """The language blocks' capture runs the vision tower once per batch: kept, each unit
+    before the first language block is read once; without a budget, once per batch."""
+    from harness.pruning import calibration
+    from harness.pruning.pipelines.common import capture
+    from harness.pruning.spec import CalibrationSpec
+
+    reads: list[str] = []
+    real = offload.Streamed._read
+
+    def counted(self, params, source=False):
+        reads.extend(p.key for p in params)
+        return real(self, params, source)
+
+    monkeypatch.setattr(offload.Streamed, "_read", counted)
+    a = load(ModelSpec(name="shapes-llava", offload="disk"), work=tmp_path / "work")
+    batches = calibration.batches(CalibrationSpec.model_validate(CAL), a)
+    assert len(batches) == 2
+    a.residency.keep = keep
+    capture(a, a.blocks("language")[0].module, batches)
+    vision = [k for k in reads if "vision_tower" in k]
+    assert vision and a.residency._resident == 0  # all let go at the end
+    assert len(vision) == len(set(vision)) * (1 if keep else 2)
 
 
 @pytest.mark.integration

@@ -165,7 +165,7 @@ def capture(adapter: Adapter, module: nn.Module, batches: Sequence[dict]) -> lis
         records.append((args, kwargs))
         raise Stop
 
-    with hooks([(module, record)]):
+    with hooks([(module, record)]), adapter.keeping():
         for batch in batches:
             try:
                 adapter.forward(batch)

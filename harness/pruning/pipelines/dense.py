@@ -36,7 +36,7 @@ def statistics(adapter: Adapter, blocks: Sequence[Block], needs: str | None,
     stats = {b.name: Statistics(Adapter.linears(b), needs, functools.partial(current.get, b.role),
                                 adapter.device) for b in blocks}
     roles = list(dict.fromkeys(b.role for b in blocks))
-    with hooks(pair for st in stats.values() for pair in st.hooks()):
+    with hooks(pair for st in stats.values() for pair in st.hooks()), adapter.keeping():
         for batch in batches:
             current.update({role: text_mask(batch, role) for role in roles})
             adapter.forward(batch)
