@@ -34,9 +34,11 @@ def prune(adapter: Adapter, targets: dict[str, Target], method: str,
     roles = [r for r in ROLES if r in targets]
     total = sum(len(adapter.blocks(r)) for r in roles)
     bar = tqdm(total=total, desc=f"prune {method}", disable=not progress, unit="block")
-    # an offloaded model's masks are held packed (a bool mask is a byte per weight)
-    masks: MutableMapping[str, torch.Tensor] = \
-        PackedMasks() if adapter.residency is not None else {}
+    # an offloaded model's masks are held packed (a bool mask is a byte per weight), and on
+    # disk beside its shards when it is offloaded there
+    streamed = adapter.residency
+    masks: MutableMapping[str, torch.Tensor] = {} if streamed is None else \
+        PackedMasks(streamed.work if streamed.mode == "disk" else None)
     p = Pass(_bind(m.fn, seed, options or {}), m.needs, m.stack, masks, bar, adapter.resident)
     if m.needs is None:
         for role in roles:

@@ -249,3 +249,19 @@ def test_per_group_lists_are_checked():
         load({"sparsity": {"language": [0.2, 1.5]}})
     with pytest.raises(UserError, match="4 groups for 3 language blocks"):
         targets(load({"sparsity": {"language": [0.1, 0.2, 0.3, 0.4]}}), llava())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spill", [False, True], ids=["in-memory", "spilled"])
+def test_packed_masks_round_trip_and_leave_nothing_behind(spill, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    masks = {f"l{i}": torch.rand(7 + i, 13, generator=g) > 0.5 for i in range(4)}
+    packed = persist.PackedMasks(tmp_path if spill else None)
+    for name, m in masks.items():
+        packed[name] = m
+    assert list(packed) == list(masks) and "l2" in packed and "x" not in packed
+    assert all(torch.equal(packed[n], m) for n, m in masks.items())
+    persist.save_masks(packed, tmp_path / "masks.safetensors")
+    again = persist.load_masks(tmp_path / "masks.safetensors")
+    assert all(torch.equal(again[n], m) for n, m in masks.items())
+    assert [p.name for p in tmp_path.iterdir()] == ["masks.safetensors"]  # the spill is unnamed

@@ -31,32 +31,48 @@ DAMP = 0.01
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP,
-                           tokens: int | None = None) -> torch.Tensor:
+                           tokens: int | None = None, consume: bool = False) -> torch.Tensor:
     """Upper Cholesky factor of (H + λI)⁻¹, λ = damp · mean(diag H); dead columns get 1.
 
-    `hessian` may be the raw XᵀX with `tokens` to divide it by. At most two (cols, cols)
-    copies beside the argument are alive at once (the widest input's is 256 MiB in fp32 at
-    8192 columns): a block of a model larger than memory is pruned within the estimate."""
+    `hessian` may be the raw XᵀX with `tokens` to divide it by; with `consume` (an fp32
+    tensor nobody reads again) it is worked on in place. Then one (cols, cols) copy beside it
+    is all that is ever alive (the widest input's is 256 MiB in fp32 at 8192 columns), so a
+    block of a model larger than memory prunes within the estimate."""
     import torch
     # With J the reversal permutation and J H J = L Lᵀ, U = J L⁻¹ J is upper triangular with
     # Uᵀ U = H⁻¹: the upper Cholesky factor of H⁻¹ from one factorization and one triangular
-    # inverse, instead of factor, invert, factor again. The flip is the one copy of H made;
-    # damping it in place gives the same numbers as damping H (the mean reads the diagonal in
-    # H's order).
-    h = hessian.float().flip(0, 1)
+    # inverse, instead of factor, invert, factor again. Flips, the division and the damping
+    # move or change single entries (the mean reads the diagonal in H's order), and both
+    # LAPACK calls work in column-major storage as torch's own outputs do: the numbers are
+    # those of the plain out-of-place expressions, bit for bit.
+    h = hessian.float()
+    if not consume and h is hessian:
+        h = h.clone()
+    _flip_(h)
     if tokens is not None:
         h.div_(tokens)
     diag = h.diagonal()
     diag[diag == 0] = 1.0
     diag.add_(damp * torch.mean(diag.flip(0)))
-    lower = torch.linalg.cholesky(h)
+    lower = h.t()  # H is symmetric: the same matrix, column-major
+    torch.linalg.cholesky_ex(lower, out=(lower, torch.empty((), dtype=torch.int32,
+                                                            device=h.device)))
     del h, diag
-    # Solved in place into a column-major identity: LAPACK's layout, so the same numbers as
-    # solve_triangular's own output, without a third copy.
     out = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
     torch.linalg.solve_triangular(lower, out, upper=False, out=out)
-    del lower
-    return out.flip(0, 1)
+    return _flip_(out)
+
+
+def _flip_(h: torch.Tensor) -> torch.Tensor:
+    """h.flip(0, 1) in place (rows swapped in pairs, each reversed): no second copy."""
+    n = h.shape[0]
+    for i in range(n // 2):
+        top = h[i].flip(0)
+        h[i] = h[n - 1 - i].flip(0)
+        h[n - 1 - i] = top
+    if n % 2:
+        h[n // 2] = h[n // 2].flip(0)
+    return h
 
 
 def _block_count(c0: int, c1: int, rows: int, target: Target) -> int:
@@ -112,7 +128,6 @@ def _unstructured(wt: torch.Tensor, hinv: torch.Tensor, keep_t: torch.Tensor, ta
     import torch
     cols, rows = wt.shape
     d = torch.diag(hinv)
-    g = (hinv / d).triu(1)  # g[j, i] = U[j, i] / U[i, i] for j < i: Aᵀ before masking
     for c0 in range(0, cols, block):
         c1 = min(c0 + block, cols)
         scores = (wt[c0:c1] ** 2 / d[c0:c1].unsqueeze(1) ** 2).T  # (rows, width)
@@ -123,7 +138,10 @@ def _unstructured(wt: torch.Tensor, hinv: torch.Tensor, keep_t: torch.Tensor, ta
         for i0 in range(c0, c1, inner):
             i1 = min(i0 + inner, c1)
             s = slice(i0 - c0, i1 - c0)
-            a_t = pruned_t[:, s].unsqueeze(1) * g[i0:i1, i0:i1]  # (rows, w, w): A per row, ᵀ
+            # g[j, i] = U[j, i] / U[i, i] for j < i: Aᵀ before masking, on the diagonal block
+            # only (all the solve reads; a (cols, cols) g would be two more copies of H)
+            g = (hinv[i0:i1, i0:i1] / d[i0:i1]).triu(1)
+            a_t = pruned_t[:, s].unsqueeze(1) * g  # (rows, w, w): A per row, ᵀ
             rhs = (wt[i0:i1] * scale[s]).T.unsqueeze(2)  # (rows, w, 1)
             err = torch.linalg.solve_triangular(a_t.mT, rhs, upper=False, unitriangular=True)
             wt[i0:].addmm_(hinv[i0:i1, i0:].T, err.squeeze(2).T, alpha=-1.0)
@@ -152,6 +170,9 @@ def prune(weight: torch.Tensor, stats, target: Target, seed: int = 0) -> Pruned:
     if "hinv" not in stats.memo:  # Linears reading one input (q, k, v) share H and H⁻¹
         if stats.gram is None:
             raise ValueError("sparsegpt needs hessian statistics")
-        stats.memo["hinv"] = inverse_hessian_factor(stats.gram.to(weight.device),
-                                                    tokens=max(stats.tokens, 1))
+        # consumed: H⁻¹'s factor is all the readers of this input need
+        gram, stats.gram = stats.gram.to(weight.device), None
+        stats.memo["hinv"] = inverse_hessian_factor(gram, tokens=max(stats.tokens, 1),
+                                                    consume=True)
+        del gram
     return reconstruct(weight, None, target, hinv=stats.memo["hinv"])
