@@ -140,6 +140,24 @@ def test_a_sweep_prunes_offloaded_into_the_same_stage(results):
     assert all(torch.equal(masks[k], got.masks[k]) for k in masks)
 
 
+@pytest.mark.integration
+def test_a_sweep_refuses_in_one_line_what_it_can_prune_but_not_load_whole(results,
+                                                                          monkeypatch):
+    """Memory for a block at a time but not for the whole model: the prune stage is written
+    (a larger machine resumes from it), and recovery and evaluation are refused in one
+    line giving the weights' size and the memory available."""
+    cell = CellSpec.model_validate({"model": {"name": "shapes-llava", "offload": "disk"},
+                                    "prune": CASES["sparsegpt"]})
+    weights = offload.weight_bytes(load(cell.model, weights=False).model)
+    monkeypatch.setattr(offload, "available_memory", lambda: weights - 1)  # a byte short
+    with pytest.raises(UserError) as e:
+        stages.pruned(cell)
+    assert str(e.value).count("\n") == 0 and "of weights" in str(e.value)
+    assert f"{weights / 2**30:.1f} GiB of weights, {(weights - 1) / 2**30:.1f} GiB" \
+        in str(e.value)
+    assert cache.open("prune", prune_key(cell)) is not None
+
+
 SPEC = "method: sparsegpt\nsparsity: 0.5\ncalibration: {samples: 8, batch_size: 4}\n"
 
 
