@@ -49,6 +49,8 @@ def _model_spec(a: argparse.Namespace):
     data = {"name": a.model, "family": a.family}
     if getattr(a, "offload", None):
         data["offload"] = a.offload
+    if getattr(a, "spill_activations", None) is not None:
+        data["spill_activations"] = a.spill_activations
     if a.layout is not None:
         if not a.layout.is_file():
             raise UserError(f"--layout {a.layout}: no such file (a YAML layout: module paths "
@@ -407,6 +409,9 @@ def parser() -> argparse.ArgumentParser:
                    help="none: the whole model in memory; disk: one block at a time, read from "
                    "the model's safetensors files and written to --out as it is pruned; cpu: "
                    "the model in CPU memory, one block at a time on the GPU (model.offload)")
+    s.add_argument("--spill-activations", type=float, default=None, metavar="GIB",
+                   help="offloaded: calibration inputs between blocks held in memory up to "
+                   "GIB, the rest written beside the blocks (model.spill_activations)")
     _model_flags(s)
     s.set_defaults(func=_prune)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import UserError, first_line, unknown
 from harness.models import auto, blip, chat, generic, llava
@@ -70,6 +70,9 @@ class ModelSpec(BaseModel):
     # the folder's safetensors when its turn comes; cpu: in CPU memory, each block moved to
     # `device` in its turn (models/offload.py). A memory setting: never part of a key.
     offload: Literal["none", "cpu", "disk"] = "none"
+    # offloaded: the calibration inputs passed between blocks held in memory up to this many
+    # GiB, the rest written to the work folder (pruning/pipelines/activations.py). Memory too.
+    spill_activations: float | None = Field(None, ge=0)
 
     @field_validator("family")
     @classmethod
@@ -79,10 +82,17 @@ class ModelSpec(BaseModel):
                              f"{', '.join(FAMILIES)})")
         return v
 
+    @model_validator(mode="after")
+    def _spill(self) -> ModelSpec:
+        if self.spill_activations is not None and self.offload == "none":
+            raise ValueError("spill_activations needs offload: disk or cpu (an in-memory "
+                             "prune keeps its activations in memory)")
+        return self
+
     def keyed(self, exclude: set[str]) -> dict:
         """The fields as stage and cache keys hash them: under the field's old name
         `adapter`, so that keys computed before the rename stay valid."""
-        data = self.model_dump(exclude=exclude | {"offload"})
+        data = self.model_dump(exclude=exclude | {"offload", "spill_activations"})
         return {("adapter" if k == "family" else k): v for k, v in data.items()}
 
 
@@ -220,6 +230,8 @@ def load(spec: ModelSpec | str, weights: bool = True, work: Path | None = None) 
             model, [(b.name, b.module) for r in ROLES for b in adapter.blocks(r)],
             spec.offload, _snapshot(where), torch.device(device), _dtype(spec.dtype),
             Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="vlmprune-")))
+        if spec.spill_activations is not None:
+            adapter.residency.spill = int(spec.spill_activations * 2**30)
     extra = Path(where) / "vlmprune.json"  # a model's own prompt format (shapes-llava has one)
     if extra.is_file():
         p = json.loads(extra.read_text()).get("prompts", {})

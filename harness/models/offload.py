@@ -86,6 +86,7 @@ class Streamed:
     peak: int = 0  # bytes resident at most (parameters)
     trim: Callable[[], object] = lambda: None  # memory freed returned to the system
     keep: int = 0  # bytes `keeping` may hold (the prune stage sets it from the memory spare)
+    spill: int | None = None  # calibration inputs held past this are written (activations.py)
     _resident: int = 0
     _held: list[Unit] | None = None  # units `keeping` holds
     _kept: int = 0
@@ -345,11 +346,13 @@ def unit_sizes(model: nn.Module, blocks: Sequence[nn.Module]) -> list[int]:
 
 def estimate(units: Sequence[int], dtype: torch.dtype,
              blocks_by_role: dict[str, list[nn.Module]], batches: Sequence[dict],
-             needs: str | None, hidden: dict[str, tuple[int, int]]) -> Estimate:
+             needs: str | None, hidden: dict[str, tuple[int, int]],
+             spill: int | None = None) -> Estimate:
     """What pruning an offloaded model holds at most: its largest unit (`units`: each
     one's parameters), a segment's captured calibration inputs twice (a block's inputs and
     the next one's), one batch through the widest block, and the statistics of the widest
-    input. `hidden`: per role, (tokens per sample, width) of its blocks' hidden states."""
+    input. `hidden`: per role, (tokens per sample, width) of its blocks' hidden states.
+    With `spill`, the captured inputs held in memory stop at it (plus one batch), twice."""
     size = torch.empty((), dtype=dtype).element_size()
     block = max(units, default=0) * size
     samples = sum(int(next(iter(b.values())).shape[0]) for b in batches) if batches else 0
@@ -363,7 +366,10 @@ def estimate(units: Sequence[int], dtype: torch.dtype,
     stats = 0
     if needs is not None and batches:
         stats = 3 * max(widths) ** 2 * 4 if needs == "hessian" else 4 * max(widths) * 4
-    return Estimate(block, 2 * samples * max(acts) * size,
+    held = samples * max(acts) * size
+    if spill is not None:
+        held = min(held, spill + biggest * max(acts) * size)
+    return Estimate(block, 2 * held,
                     3 * biggest * tokens * max(max(outs), max(widths)) * size, stats)
 
 

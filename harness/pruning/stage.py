@@ -50,7 +50,7 @@ def _fits(adapter: Adapter, spec: PruneSpec, batches: list[dict]) -> dict:
     any block is pruned, when even that exceeds the memory available."""
     from harness.models import offload
 
-    est = expected(adapter, spec, batches, adapter.residency.dtype)
+    est = expected(adapter, spec, batches, adapter.residency.dtype, adapter.residency.spill)
     free = offload.available_memory()
     log.info("offload %s: %s (%.2f GiB available)", adapter.residency.mode, est.line(),
              free / 2**30)
@@ -66,7 +66,8 @@ def _fits(adapter: Adapter, spec: PruneSpec, batches: list[dict]) -> dict:
             "statistics": est.statistics, "available": free}
 
 
-def expected(adapter: Adapter, spec: PruneSpec, batches: list[dict], dtype: torch.dtype):
+def expected(adapter: Adapter, spec: PruneSpec, batches: list[dict], dtype: torch.dtype,
+             spill: int | None = None):
     """What pruning the adapter's model one block at a time holds at most
     (models/offload.estimate); the model may be on the meta device, and so the batches."""
     from harness.models import offload
@@ -74,7 +75,7 @@ def expected(adapter: Adapter, spec: PruneSpec, batches: list[dict], dtype: torc
     blocks = {r: [b.module for b in adapter.blocks(r)] for r in ROLES}
     units = offload.unit_sizes(adapter.model, [m for ms in blocks.values() for m in ms])
     return offload.estimate(units, dtype, blocks, batches, registry.get(spec.method).needs,
-                            _hidden(adapter, batches))
+                            _hidden(adapter, batches), spill)
 
 
 def planned(model: ModelSpec, spec: PruneSpec):
@@ -86,7 +87,8 @@ def planned(model: ModelSpec, spec: PruneSpec):
     shapes = load(model.model_copy(update={"offload": "none"}), weights=False)
     shapes.processor = AutoProcessor.from_pretrained(resolve(model.name), local_files_only=True)
     batches = calibration.batches(spec.calibration, shapes) if spec.calibration else []
-    return expected(shapes, spec, batches, next(shapes.model.parameters()).dtype)
+    spill = None if model.spill_activations is None else int(model.spill_activations * 2**30)
+    return expected(shapes, spec, batches, next(shapes.model.parameters()).dtype, spill)
 
 
 def _hidden(adapter: Adapter, batches: list[dict]) -> dict[str, tuple[int, int]]:

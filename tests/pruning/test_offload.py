@@ -95,6 +95,50 @@ def test_a_capture_keeps_units_within_its_budget(keep, tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("case", ["wanda", "dsnot, blockwise"])
+def test_spilled_activations_prune_bit_identically_and_leave_no_file(case, tmp_path,
+                                                                    monkeypatch):
+    """With spill_activations 0 every calibration batch's block inputs go to disk and come
+    back: the same masks and weights, and no file left once the prune is done."""
+    from harness.pruning.pipelines import activations
+
+    spilled: list[int] = []
+    real = activations.Activations.append
+
+    def counted(self, item):
+        real(self, item)
+        spilled.append(len([x for x in self.items if not isinstance(x, tuple)]))
+
+    monkeypatch.setattr(activations.Activations, "append", counted)
+    spec = PruneSpec.model_validate(CASES[case])
+    whole = load("shapes-llava")
+    masks, _ = stage.run(whole, spec, progress=False)
+    a = load(ModelSpec(name="shapes-llava", offload="disk", spill_activations=0),
+             work=tmp_path / "work")
+    streamed_masks, rep = stage.run(a, spec, progress=False)
+    assert all(torch.equal(masks[k], streamed_masks[k]) for k in masks)
+    assert max(spilled) == 2  # both batches' inputs were on disk
+    assert rep["memory"]["activations"] < _activations(spec)
+    persist.save(a, streamed_masks, tmp_path / "out")
+    want, have = whole.model.state_dict(), load(str(tmp_path / "out")).model.state_dict()
+    assert [k for k in want if not torch.equal(want[k], have[k])] == []
+    import gc
+    gc.collect()
+    assert not list((tmp_path / "work" / "activations").glob("*"))
+
+
+def _activations(spec: PruneSpec) -> int:
+    a = load(ModelSpec(name="shapes-llava", offload="disk"))
+    return stage.run(a, spec, progress=False)[1]["memory"]["activations"]
+
+
+@pytest.mark.unit
+def test_spilling_activations_of_an_in_memory_model_is_refused():
+    with pytest.raises(ValueError, match="spill_activations needs offload"):
+        ModelSpec(name="shapes-llava", spill_activations=1)
+
+
+@pytest.mark.integration
 def test_cpu_offload_is_bit_identical(tmp_path):
     spec = CASES["sparsegpt"]
     whole, masks, _ = _pruned(spec, "none", tmp_path)

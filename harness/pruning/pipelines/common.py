@@ -16,10 +16,10 @@ from torch import nn
 from harness.models.adapter import Adapter, Block
 from harness.models.layout import linear_path, under
 from harness.pruning.apply import apply_mask
+from harness.pruning.pipelines.activations import Activations, Inputs
 from harness.pruning.stats import InputStats
 from harness.pruning.types import Target
 
-Inputs = tuple[tuple, dict[str, Any]]  # a block's (args, kwargs) for one calibration batch
 Hook = Callable[[nn.Module, tuple, dict], Any]  # a forward pre-hook with keyword arguments
 TargetOf = Callable[[str], Target]
 
@@ -155,11 +155,14 @@ def in_segment(block: Block, path: str) -> bool:
 
 
 @torch.no_grad()
-def capture(adapter: Adapter, module: nn.Module, batches: Sequence[dict]) -> list[Inputs]:
+def capture(adapter: Adapter, module: nn.Module, batches: Sequence[dict]) -> Activations:
     """The (args, kwargs) `module` receives for each calibration batch: a pre-hook records
     them and stops the forward (the blocks before are already pruned, so the language blocks
-    see the image tokens of the pruned vision tower)."""
-    records: list[Inputs] = []
+    see the image tokens of the pruned vision tower). Held as `model.spill_activations`
+    says (pipelines/activations.py)."""
+    streamed = adapter.residency
+    records = Activations() if streamed is None or streamed.spill is None else \
+        Activations(streamed.work / "activations", streamed.spill)
 
     def record(mod: nn.Module, args: tuple, kwargs: dict) -> None:
         records.append((args, kwargs))
@@ -194,9 +197,12 @@ def advance(inputs: Inputs, output: Any, carry) -> Inputs:
 
 
 @torch.no_grad()
-def run_block(block: Block, inputs: Sequence[Inputs], carry) -> list[Inputs]:
+def run_block(block: Block, inputs: Activations, carry) -> Activations:
     """The (pruned) block over every batch's inputs: the next block's inputs."""
-    return [advance((a, k), block.module(*a, **k), carry) for a, k in inputs]
+    out = inputs.like()
+    for a, k in inputs:
+        out.append(advance((a, k), block.module(*a, **k), carry))
+    return out
 
 
 @torch.no_grad()

@@ -78,7 +78,7 @@ def block_by_block(p: Pass, adapter: Adapter, roles: list[str], targets: dict[st
             p.bar.update()
 
 
-def _prune_in_order(p: Pass, block: Block, inputs: list[Inputs], text: list,
+def _prune_in_order(p: Pass, block: Block, inputs: Sequence[Inputs], text: list,
                     target_of: TargetOf) -> None:
     linears, names = Adapter.linears(block), full_names(block)
     while True:
@@ -95,7 +95,7 @@ def _prune_in_order(p: Pass, block: Block, inputs: list[Inputs], text: list,
 
 @torch.no_grad()
 def _next_readers(needs: str | None, block: Block, left: dict[str, nn.Linear],
-                  inputs: list[Inputs], text: list) -> tuple[list[str], InputStats | None]:
+                  inputs: Sequence[Inputs], text: list) -> tuple[list[str], InputStats | None]:
     """The first of `left` to run and the others reading its input, in the order they run,
     with that input's statistics over every batch."""
     group: list[str] | None = None
