@@ -91,7 +91,9 @@ def reconstruct(weight: torch.Tensor, hessian: torch.Tensor | None, target: Targ
     OBS errors (exactly what the column-by-column updates produce), then one GEMM pushes them
     onto the columns to the right (the reference's lazy batch updates)."""
     import torch
-    wt = weight.detach().float().T.contiguous()  # (cols, rows)
+    # (cols, rows) in fp32, made in one copy (not a cast and then a transposed copy)
+    wt = torch.empty(weight.shape[::-1], dtype=torch.float32, device=weight.device)
+    wt.copy_(weight.detach().T)
     cols, rows = wt.shape
     if hinv is None:  # upper Cholesky factor of the damped inverse, (cols, cols)
         if hessian is None:
@@ -112,7 +114,9 @@ def reconstruct(weight: torch.Tensor, hessian: torch.Tensor | None, target: Targ
     else:
         _unstructured(wt, hinv, keep_t, target, block, inner)
     wt[~keep_t] = 0.0
-    return Pruned(keep_t.T.contiguous(), wt.T.contiguous().to(weight.dtype))
+    keep = keep_t.T.contiguous()
+    del keep_t
+    return Pruned(keep, wt.T.to(weight.dtype, memory_format=torch.contiguous_format))
 
 
 def _unstructured(wt: torch.Tensor, hinv: torch.Tensor, keep_t: torch.Tensor, target: Target,
