@@ -140,12 +140,14 @@ def _cgroup_remove(group: Path) -> None:
         pass
 
 
-def fits(root: Path, pairs: int) -> None:
+def fits(root: Path, pairs: int, conditions: tuple[str, ...] = ("quiet", "loaded")) -> None:
     folder = root / "fits"
     params = build(folder, "fits")
     dtype = SIZES["fits"][-1]
     print(f"fits: random LLaVA, {params / 1e9:.2f}B parameters, {dtype}")
     for label, ctx in (("quiet", _quiet), ("loaded", competitor.running)):
+        if label not in conditions:
+            continue
         with ctx():
             for method in ("wanda", "sparsegpt"):
                 got: dict[str, list[dict]] = {"none": [], "disk": []}
@@ -202,6 +204,7 @@ def main() -> None:
     ap.add_argument("parts", nargs="*", default=["fits", "large"])
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--limit", type=float, default=2.5, help="GiB, for `large`")
+    ap.add_argument("--conditions", default="quiet,loaded", help="for `fits`")
     ap.add_argument("--runs", default="wanda:disk,sparsegpt:disk,wanda:none",
                     help="METHOD:OFFLOAD,... for `large`")
     a = ap.parse_args()
@@ -209,7 +212,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="vlmprune-offload-", dir=ROOT / "results"))
     try:
         for part in a.parts:
-            fits(root, a.pairs) if part == "fits" else large(root, a.limit, runs)
+            if part == "fits":
+                fits(root, a.pairs, tuple(a.conditions.split(",")))
+            else:
+                large(root, a.limit, runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -126,6 +126,9 @@ BUILTIN: tuple[Entry, ...] = (
           needs="norms"),
     Entry("methods", "sparsegpt", "harness.pruning.methods.sparsegpt:prune",
           "OBS pruning with reconstruction", needs="hessian", stack=True),
+    Entry("methods", "sparsegpt-mask", "harness.pruning.methods.sparsegpt_mask:prune",
+          "SparseGPT's mask on the original weights (no update)", needs="hessian",
+          stack=True),
     Entry("methods", "dsnot", "harness.pruning.methods.dsnot:prune",
           "a Wanda or magnitude mask refined by swaps", "harness.pruning.methods.dsnot:Options",
           needs="moments"),
@@ -140,6 +143,8 @@ BUILTIN: tuple[Entry, ...] = (
           "LoRA per role; the merge fills the pruned zeros"),
     Entry("recovery", "sparselora", "harness.recovery.sparse_lora:inject",
           "LoRA whose update the pruning mask keeps sparse"),
+    Entry("recovery", "lora-remask", "harness.recovery.lora_remask:inject",
+          "LoRA, the pruning mask applied again after the merge"),
 
     Entry("executors", "local", None, "here one at a time"),
     Entry("executors", "pool", "harness.sweep.pool:start",

@@ -4,7 +4,7 @@ import torch
 from harness.errors import UserError
 from harness.pruning import registry
 from harness.pruning.masks import Target, nm_valid
-from harness.pruning.methods import dsnot, wanda
+from harness.pruning.methods import dsnot, sparsegpt, sparsegpt_mask, wanda
 from harness.pruning.stats import InputStats
 
 pytestmark = pytest.mark.unit
@@ -90,7 +90,8 @@ def test_dsnot_lowers_the_mean_shift_of_its_initial_mask(target):
 def test_unknown_method_suggests_the_closest():
     with pytest.raises(UserError, match="did you mean 'wanda'"):
         registry.get("wnada")
-    assert registry.names() == ["dsnot", "magnitude", "random", "sparsegpt", "wanda"]
+    assert registry.names() == ["dsnot", "magnitude", "random", "sparsegpt", "sparsegpt-mask",
+                                "wanda"]
 
 
 def reference_sparsegpt(w, h, target, block=128):
@@ -136,3 +137,21 @@ def test_sparsegpt_equals_the_plain_algorithm(target):
     out = sparsegpt.reconstruct(w, h, target)
     assert torch.equal(out.mask, keep)
     assert torch.allclose(out.weight, ref, atol=1e-4)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("target", [Target(0.6), Target(0.5, n=2, m=4)], ids=["60%", "2:4"])
+def test_sparsegpt_mask_is_sparsegpt_s_mask_on_the_original_weights(target):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(24, 256, generator=g)
+    x = torch.randn(300, 256, generator=g)
+
+    def stats():
+        s = InputStats(256, "hessian")
+        s.add(x)
+        return s
+
+    full = sparsegpt.prune(w.clone(), stats(), target)
+    probe = sparsegpt_mask.prune(w.clone(), stats(), target)
+    assert probe.weight is None and torch.equal(probe.mask, full.mask)
+    assert full.weight is not None and not torch.equal(full.weight, w * full.mask)  # it updates

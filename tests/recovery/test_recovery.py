@@ -61,6 +61,25 @@ def test_sparselora_merge_keeps_every_pruned_zero_and_the_2_4_pattern():
     assert changed == len(masks)  # the update reached every pruned Linear
 
 
+def test_lora_remask_trains_as_lora_and_merges_back_onto_the_mask():
+    """Same seed, same training as plain LoRA (its forward is LoRA's): the merged weights
+    agree where the mask keeps, and where plain LoRA's merge filled the pruned zeros,
+    lora-remask's stay zero."""
+    adapter, masks, dense = pruned()
+    base = copy.deepcopy(adapter.model)
+    merged = {}
+    for method in ("lora", "lora-remask"):
+        adapter.model = copy.deepcopy(base)
+        rep = recovery_stage.run(adapter, masks, spec(method, steps=3), dense, progress=False)
+        merged[method] = ({p: lin.weight.detach().clone()
+                           for p, lin in linears(adapter).items()}, rep)
+    (plain, plain_rep), (remask, remask_rep) = merged["lora"], merged["lora-remask"]
+    assert plain_rep["pruned_still_zero"] < 1.0 and remask_rep["pruned_still_zero"] == 1.0
+    for p, mask in masks.items():
+        assert torch.equal(remask[p][mask], plain[p][mask])
+        assert (remask[p][~mask] == 0).all() and nm_valid(remask[p], 2, 4)
+
+
 def test_a_recovery_depends_on_its_seed_not_on_what_ran_before():
     """The same recovery in one process, the generator drawn from in between (as an earlier
     cell would): the merged weights are the same; another recovery seed gives others."""
