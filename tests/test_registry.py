@@ -25,7 +25,7 @@ def test_every_builtin_entry_resolves():
         model = e.options_model()
         assert model is None or issubclass(model, BaseModel), e
     assert registry.names("executors") == ["local", "pool", "ray"]
-    assert registry.names("recovery") == ["none", "lora", "sparselora"]
+    assert registry.names("recovery") == ["none", "lora", "sparselora", "lora-remask"]
     assert registry.names("allocations") == ["owl", "ecoflap"]
 
 
