@@ -37,7 +37,7 @@ report: $(STAMP)
 # split question at an equal parameter-weighted budget, one search, and the reference report
 # reports/paper/ (committed). Resumes like any sweep; 67-88 minutes on 2 cores (three runs).
 # The probe and the summary are the study's own code (studies/paper/, run from the checkout).
-PAPER_GRIDS = modality_ratio modality_choice methods recovery equal_budget
+PAPER_GRIDS = modality_ratio modality_choice methods sparsegpt_probe recovery equal_budget
 paper: $(STAMP)
 	@set -e; for g in $(PAPER_GRIDS); do \
 	  VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune sweep experiments/paper/$$g.yaml; done

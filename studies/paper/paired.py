@@ -54,6 +54,15 @@ COMPARISONS = [
                      ("60%", {"prune.pattern": "unstructured", "prune.sparsity": "0.6"}),
                      ("70%", {"prune.pattern": "unstructured", "prune.sparsity": "0.7"}),
                      ("2:4", {"prune.pattern": "2:4"}))],
+    *[("3 probe", f"{b_name} vs {a_name} ({lv})", "sparsegpt_probe",
+       {"prune.method": a, **lk}, {"prune.method": b, **lk})
+      for a, a_name, b, b_name in (("wanda", "Wanda", "sparsegpt-mask", "SparseGPT's mask"),
+                                   ("sparsegpt-mask", "SparseGPT's mask", "sparsegpt",
+                                    "SparseGPT"))
+      for lv, lk in (("50%", {"prune.pattern": "unstructured", "prune.sparsity": "0.5"}),
+                     ("60%", {"prune.pattern": "unstructured", "prune.sparsity": "0.6"}),
+                     ("70%", {"prune.pattern": "unstructured", "prune.sparsity": "0.7"}),
+                     ("2:4", {"prune.pattern": "2:4"}))],
     *[("4", f"SparseLoRA vs LoRA ({lv})", "recovery", {"recover.method": "lora", **lk},
        {"recover.method": "sparselora", **lk})
       for lv, lk in (("2:4", {"prune.pattern": "2:4"}),
@@ -80,10 +89,13 @@ def rows(grid: str, cache: dict) -> tuple[data.Report, dict]:
     return cache[grid]
 
 
-def table() -> str:
+def table(grids: set[str] | None = None) -> str:
+    """The comparisons (of `grids` only, when given; Holm over those) as a Markdown table."""
     cache: dict = {}
     found = []
     for finding, question, grid, a, b in COMPARISONS:
+        if grids is not None and grid not in grids:
+            continue
         report, samples = rows(grid, cache)
         ra, rb = runs_of(report, a), runs_of(report, b)
         per_seed = {s: paired.compare([samples[ra[s]]["shapes_vqa"]],
@@ -116,9 +128,10 @@ def _cell(d: paired.Difference | None, adjusted) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--grids", help="only the comparisons of these grids (comma-separated)")
     a = ap.parse_args()
     text = ("VQA exact match, points (B − A); bold: significant after Holm over the whole "
-            "table (5%).\n\n" + table())
+            "table (5%).\n\n" + table(set(a.grids.split(",")) if a.grids else None))
     if a.out:
         a.out.write_text(text)
     print(text)
