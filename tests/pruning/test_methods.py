@@ -155,3 +155,11 @@ def test_sparsegpt_mask_is_sparsegpt_s_mask_on_the_original_weights(target):
     probe = sparsegpt_mask.prune(w.clone(), stats(), target)
     assert probe.weight is None and torch.equal(probe.mask, full.mask)
     assert full.weight is not None and not torch.equal(full.weight, w * full.mask)  # it updates
+
+
+@pytest.mark.unit
+def test_a_hessian_that_is_not_positive_definite_is_refused_as_torch_refuses_it():
+    h = -torch.eye(8)  # damping by 1% of a negative mean diagonal cannot make it definite
+    with pytest.raises(torch.linalg.LinAlgError, match="not positive-definite"):
+        sparsegpt.inverse_hessian_factor(h)
+    assert torch.equal(h, -torch.eye(8))  # not consumed: the caller's tensor is untouched

@@ -55,8 +55,13 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP,
     diag[diag == 0] = 1.0
     diag.add_(damp * torch.mean(diag.flip(0)))
     lower = h.t()  # H is symmetric: the same matrix, column-major
-    torch.linalg.cholesky_ex(lower, out=(lower, torch.empty((), dtype=torch.int32,
-                                                            device=h.device)))
+    info = torch.empty((), dtype=torch.int32, device=h.device)
+    torch.linalg.cholesky_ex(lower, out=(lower, info))
+    if info.item() > 0:  # as torch.linalg.cholesky would say it
+        raise torch.linalg.LinAlgError(
+            "linalg.cholesky: The factorization could not be completed because the input is "
+            f"not positive-definite (the leading minor of order {info.item()} is not "
+            "positive-definite).")
     del h, diag
     out = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
     torch.linalg.solve_triangular(lower, out, upper=False, out=out)
@@ -116,7 +121,8 @@ def reconstruct(weight: torch.Tensor, hessian: torch.Tensor | None, target: Targ
     wt[~keep_t] = 0.0
     keep = keep_t.T.contiguous()
     del keep_t
-    return Pruned(keep, wt.T.to(weight.dtype, memory_format=torch.contiguous_format))
+    out = wt.T.to(weight.dtype, memory_format=torch.contiguous_format)  # one copy, cast
+    return Pruned(keep, out if out.is_contiguous() else out.contiguous())  # fp32: no cast
 
 
 def _unstructured(wt: torch.Tensor, hinv: torch.Tensor, keep_t: torch.Tensor, target: Target,
