@@ -33,11 +33,13 @@ search: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/vlmprune report $(GRID)
 
-# The paper study on shapes-llava (docs/REPRODUCTION.md): four grids with three seeds, the same
+# The paper study on shapes-llava (docs/REPRODUCTION.md): six grids with three seeds, the same
 # split question at an equal parameter-weighted budget, one search, and the reference report
-# reports/paper/ (committed). Resumes like any sweep; 67-88 minutes on 2 cores (three runs).
-# The probe and the summary are the study's own code (studies/paper/, run from the checkout).
-PAPER_GRIDS = modality_ratio modality_choice methods sparsegpt_probe recovery equal_budget
+# reports/paper/ (committed). Resumes like any sweep; under 90 minutes on 2 cores (see
+# docs/REPRODUCTION.md for the measured runs). The probe, the paired comparisons and the
+# summary are the study's own code (studies/paper/, run from the checkout).
+PAPER_GRIDS = modality_ratio modality_choice methods sparsegpt_probe recovery equal_budget \
+  allocation
 paper: $(STAMP)
 	@set -e; for g in $(PAPER_GRIDS); do \
 	  VLMPRUNE_REPORTS=reports/paper $(VENV)/bin/vlmprune sweep experiments/paper/$$g.yaml; done

@@ -4,6 +4,7 @@
   paper's 100% and 120% figure), dense reference as a dashed line;
 - `modality_choice`: vision+language vs language-only vs vision-only, bars per level;
 - `recovery`: none vs LoRA vs SparseLoRA per level, achieved sparsity written on each bar;
+  with a steps axis, the score against the recovery steps, a panel per level;
 - `methods`: score vs unstructured sparsity, one line per method;
 - `question_types`: per-question-type scores of every setting as a heat map.
 Each takes the seed-aggregated frame (mean, std, and each setting's 95% interval over
@@ -173,9 +174,57 @@ def modality_choice(df: pl.DataFrame, metric: str) -> Figure | None:
 
 
 def recovery(df: pl.DataFrame, metric: str) -> Figure | None:
+    """Bars per level; with a steps axis (more than one `recover.steps`), the score against
+    the recovery steps instead, a panel per level (`_recovery_steps`)."""
+    if "p.recover.steps" in df.columns and \
+            pruned(df).filter(pl.col("p.recover.method") != "none")["p.recover.steps"] \
+            .drop_nulls().n_unique() > 1:
+        return _recovery_steps(df, metric)
     return _bars(df, metric, "p.recover.method", registry.names("recovery"),
                  "Recovery after pruning (bar label: sparsity after recovery)",
                  annotate=lambda r: f"s={r.get('sparsity.overall', 0.0):.2f}")
+
+
+def _recovery_steps(df: pl.DataFrame, metric: str) -> Figure | None:
+    """Score against recovery steps (log axis), a line per recovery method with its sparsity
+    after recovery in the legend, a panel per level (each its own score axis: at a mild level
+    the methods differ by tenths); the pruned model unrecovered dotted, the dense one dashed."""
+    d = pruned(df).with_columns(
+        pl.col("p.recover.steps").cast(pl.Float64, strict=False).alias("steps"))
+    rows = d.to_dicts()
+    levels = sorted({level(r) for r in rows}, key=lambda s: (not s.endswith("%"), s))
+    kinds = [k for k in registry.names("recovery") if k != "none"
+             and k in set(d["p.recover.method"].to_list())]
+    fig, axes = plt.subplots(1, len(levels), figsize=(4.6 * len(levels), 3.8), squeeze=False)
+    trained = d.filter(pl.col("p.recover.method") != "none")  # none's steps: a default
+    steps = sorted(set(trained["steps"].drop_nulls().to_list()))
+    for ax, lev in zip(axes[0], levels, strict=True):
+        at = d.filter(pl.Series([level(r) == lev for r in rows]))
+        for k, kind in enumerate(kinds):
+            g = at.filter((pl.col("p.recover.method") == kind)
+                          & pl.col("steps").is_not_null()).sort("steps")
+            if g.is_empty():
+                continue
+            s = g["sparsity.overall"].to_list()[-1] if "sparsity.overall" in g.columns \
+                else None
+            ax.errorbar(g["steps"].to_list(), g[metric].to_list(), yerr=_err(g, metric),
+                        marker="o", capsize=3, color=COLORS[(k + 1) % len(COLORS)],
+                        label=kind + ("" if s is None else f" (sparsity {s:.2f})"))
+        none = at.filter(pl.col("p.recover.method") == "none")
+        if not none.is_empty():
+            ax.axhline(float(none[metric][0]), ls=":", color=COLORS[0], lw=1.2,
+                       label=f"not recovered ({float(none[metric][0]):.3f})")
+        _dense_line(ax, _dense(df, metric))
+        ax.set_xscale("log")
+        ax.set_xticks(steps, [f"{x:g}" for x in steps])
+        ax.set_xticks([], minor=True)
+        ax.set(xlabel="recovery steps", title=f"wanda {lev}" if "p.prune.method" not in
+               d.columns else f"{at['p.prune.method'][0]} {lev}")
+        ax.legend(fontsize=7)
+        ax.set_ylabel(metric_label(metric))
+    fig.suptitle("Recovery against its budget (steps)", fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
 def methods(df: pl.DataFrame, metric: str) -> Figure | None:

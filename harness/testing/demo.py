@@ -41,7 +41,10 @@ def result(spec: CellSpec, label: str, docs: int = 0, shift: float = 0.0) -> Cel
     every score (another model's grid)."""
     lv = _levels(spec)
     rng = random.Random(f"{label}|{spec.seed}")
-    recovered = {"none": 0.0, "lora": 0.5, "sparselora": 0.7}[spec.recover.method]
+    recovered = {"none": 0.0, "lora": 0.5, "sparselora": 0.7,
+                 "lora-remask": 0.3}.get(spec.recover.method, 0.5)
+    if spec.recover.method != "none":  # more steps recover more (up to 300)
+        recovered *= min(1.0, (spec.recover.steps / 300) ** 0.25)
     drop = (0.8 * lv["vision"] ** 3 + 1.1 * lv["language"] ** 3) * (1 - recovered)
     score = max(0.0, min(1.0, 0.95 - drop + shift + rng.gauss(0, 0.01)))
     samples = {}

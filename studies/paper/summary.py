@@ -6,6 +6,8 @@ this adds, from the same MLflow store:
   language = 100% / 120%), beside the same question at an equal parameter-weighted budget
   (50% / 60% of the prunable weights, only vision's part moving), mean ± std over seeds;
 - `findings.md` and `findings.json`: the numbers docs/REPRODUCTION.md quotes, per finding;
+- `paired.md` (also the end of findings.md): each comparison a verdict rests on, B − A with
+  its 95% interval per seed and seeds averaged, Holm-corrected (studies/paper/paired.py);
 - `index.html`: both, and links to every grid's report.
 
 `python -m studies.paper.summary --out reports/paper` (from the checkout).
@@ -24,9 +26,11 @@ import polars as pl
 
 from harness.report import data, figures
 from harness.sweep.grid import EXPERIMENTS
+from studies.paper import paired
 
 PAPER = EXPERIMENTS / "paper"
-GRIDS = ("modality_ratio", "modality_choice", "methods", "recovery", "equal_budget")
+GRIDS = ("modality_ratio", "modality_choice", "methods", "sparsegpt_probe", "recovery",
+         "equal_budget", "allocation")
 VQA = "shapes_vqa/exact_match"
 CIDER = "shapes_caption/cider"
 
@@ -97,11 +101,28 @@ def method_findings(agg: pl.DataFrame) -> dict:
 
 
 def recovery_findings(agg: pl.DataFrame) -> dict:
+    """Finding 4: per level, the pruned model unrecovered (`none`) and, per recovery budget
+    (steps), each recovery method's score and sparsity after recovery."""
     out: dict[str, dict] = {}
     for r in _pruned(agg):
-        out.setdefault(figures.level(r), {})[r["p.recover.method"]] = {
-            "vqa": stat(r), "cider": stat(r, CIDER),
-            "overall": _f(r.get("sparsity.overall"))}
+        at = out.setdefault(figures.level(r), {"none": None, "steps": {}})
+        entry = {"vqa": stat(r), "cider": stat(r, CIDER),
+                 "overall": _f(r.get("sparsity.overall"))}
+        if r["p.recover.method"] == "none":
+            at["none"] = entry
+        else:
+            at["steps"].setdefault(str(r["p.recover.steps"]), {})[r["p.recover.method"]] = entry
+    for at in out.values():
+        at["steps"] = dict(sorted(at["steps"].items(), key=lambda kv: int(kv[0])))
+    return out
+
+
+def allocation_findings(agg: pl.DataFrame) -> dict:
+    """Uniform vs OWL vs ECoFLaP, per method and level."""
+    out: dict[str, dict] = {}
+    for r in _pruned(agg):
+        out.setdefault(f"{r['p.prune.method']} {figures.level(r)}", {})[
+            r["p.prune.distribution"]] = {"vqa": stat(r), "cider": stat(r, CIDER)}
     return out
 
 
@@ -175,7 +196,9 @@ def findings() -> dict:
             "equal_budget": budget_findings(aggs["equal_budget"]),
             "modality_choice": choice_findings(aggs["modality_choice"]),
             "methods": method_findings(aggs["methods"]),
-            "recovery": recovery_findings(aggs["recovery"])}
+            "sparsegpt_probe": method_findings(aggs["sparsegpt_probe"]),
+            "recovery": recovery_findings(aggs["recovery"]),
+            "allocation": allocation_findings(aggs["allocation"])}
 
 
 def markdown(f: dict) -> str:
@@ -209,19 +232,38 @@ def markdown(f: dict) -> str:
              ["equal", "language_only", "vision_only"]),
             ("methods", "3. Methods (both modalities)",
              ["magnitude", "random", "wanda", "sparsegpt", "dsnot"]),
-            ("recovery", "4. Recovery (wanda, both modalities)", ["none", "lora", "sparselora"])):
+            ("sparsegpt_probe", "3b. Probe: SparseGPT's mask without its weight update",
+             ["wanda", "sparsegpt-mask", "sparsegpt"]),
+            ("allocation", "5. Layer-wise allocation (ECoFLaP's estimator per tensor)",
+             ["equal", "owl", "ecoflap"])):
+        if key == "allocation":
+            lines += _recovery_table(f["recovery"])
         lines += ["", f"## {title}", "", "| setting | " + " | ".join(cols) + " |",
                   "| --- |" + " --- |" * len(cols)]
         for level, by in f[key].items():
-            cells = []
-            for c in cols:
-                s = by.get(c)
-                text = fmt(s["vqa"]) if s else "-"
-                if s and key == "recovery" and s.get("overall") is not None:
-                    text += f" (sparsity {s['overall']:.3f})"
-                cells.append(text)
+            cells = [fmt(by[c]["vqa"]) if c in by else "-" for c in cols]
             lines.append(f"| {level} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+RECOVERY = ["lora-remask", "sparselora", "lora"]
+
+
+def _recovery_table(rec: dict) -> list[str]:
+    lines = ["", "## 4. Recovery against its budget (wanda, both modalities)", "",
+             "VQA, and in brackets the sparsity of all prunable weights after recovery.", "",
+             "| level | steps | " + " | ".join(RECOVERY) + " |",
+             "| --- | --- |" + " --- |" * len(RECOVERY)]
+    for level, at in rec.items():
+        if at["none"]:
+            n = at["none"]
+            lines.append(f"| {level} | 0 (not recovered) | {fmt(n['vqa'])} "
+                         f"({n['overall']:.3f}) |" + " |" * (len(RECOVERY) - 1))
+        for steps, by in at["steps"].items():
+            cells = [f"{fmt(by[m]['vqa'])} ({by[m]['overall']:.3f})" if m in by else "-"
+                     for m in RECOVERY]
+            lines.append(f"| {level} | {steps} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write(out: Path) -> Path:
@@ -235,13 +277,16 @@ def write(out: Path) -> Path:
     figures.save(fig, out / "main.pdf", "pdf")
     figures.plt.close(fig)
     (out / "findings.json").write_text(json.dumps(f, indent=1) + "\n")
-    md = markdown(f)
+    comparisons = paired.HEAD + paired.table()
+    (out / "paired.md").write_text(comparisons)
+    md = markdown(f) + "\n## Paired comparisons (what is significant)\n\n" + comparisons
     (out / "findings.md").write_text(md)
     extra = [("modality_search/trials.txt", "the search's trials (modality_search)"),
              ("modality_search/search/history.svg", "the search's history"),
              ("modality_search/search/slice.svg", "the search's score by vision sparsity"),
              ("probe_outliers.md", "probe: magnitude vs Wanda with and without the outliers"),
              ("findings.md", "these findings as Markdown"),
+             ("paired.md", "the paired comparisons (per seed and seeds averaged, Holm)"),
              ("findings.json", "and as JSON")]
     links = "".join(f'<li><a href="{g}/index.html">{g}</a> (HTML; LaTeX: {g}/report.tex)</li>'
                     for g in GRIDS if (out / g / "index.html").exists())

@@ -186,6 +186,29 @@ def test_shipped_grids_get_their_paper_figure(results, name, figure):
 
 
 @pytest.mark.integration
+def test_a_steps_axis_draws_recovery_against_steps(results):
+    """The paper's recovery grid has a steps axis: the figure is the score against the steps
+    (only the trained cells' steps: `none` carries a default), a panel per level, a line per
+    recovery method with its sparsity after recovery, not bars that mix the steps."""
+    from harness.report import figures
+
+    source = "experiments/paper/recovery.yaml"
+    demo.fill(source)
+    agg = data.aggregate(data.load("recovery", source=source))
+    fig = figures.recovery(agg, "shapes_vqa/exact_match")
+    assert fig is not None
+    assert [a.get_title() for a in fig.axes] == ["wanda 80%", "wanda 2:4"]
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "30", "100"]
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(x.startswith("lora-remask (sparsity") for x in labels)
+        assert any(x.startswith("not recovered") for x in labels)
+        remask = next(c for c in ax.containers if c.get_label().startswith("lora-remask"))
+        assert list(remask.lines[0].get_xdata()) == [10.0, 30.0, 100.0]  # type: ignore[attr-defined]
+    figures.plt.close(fig)
+
+
+@pytest.mark.integration
 def test_compare_two_grids(results, tmp_path):
     text = yaml.safe_load(open("experiments/modality_ratio.yaml"))
     for name, model_name in (("left", "shapes-llava"), ("right", "shapes-llava")):
