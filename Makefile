@@ -33,8 +33,9 @@ search: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/vlmprune report $(GRID)
 
-# The paper study on shapes-llava (docs/REPRODUCTION.md): six grids with three seeds, the same
-# split question at an equal parameter-weighted budget, one search, and the reference report
+# The paper study on shapes-llava (docs/REPRODUCTION.md): seven grids with three seeds (the
+# four findings, SparseGPT's mask probe, recovery against steps, allocations, the split
+# question at an equal parameter-weighted budget), one search, and the reference report
 # reports/paper/ (committed). Resumes like any sweep; under 90 minutes on 2 cores (see
 # docs/REPRODUCTION.md for the measured runs). The probe, the paired comparisons and the
 # summary are the study's own code (studies/paper/, run from the checkout).
