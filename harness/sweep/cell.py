@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness import fingerprint, hub
+from harness import fingerprint, hub, registry
 from harness.errors import UserError
 from harness.evaluation.suite import (
     CUSTOM,
@@ -183,6 +183,10 @@ def prune_key(c: CellSpec) -> str:
         # were named (now `blockwise`); the same spec now prunes Linear by Linear, so it
         # must not be served from such a stored stage. One-batch keys are unchanged.
         inputs["pipeline"] = "sequential-linear-by-linear"
+    if c.prune and registry.get("methods", c.prune.method).needs == "hessian":
+        # H⁻¹'s factor is now computed on one thread (it followed the thread count before):
+        # a stage stored by the earlier code may hold the other bits, so it is not served.
+        inputs["hessian_factor"] = "one-thread"
     return digest({"v": VERSION, "stage": "prune", "model": model, "inputs": inputs,
                    "prune": c.prune.model_dump() if c.prune else None})
 

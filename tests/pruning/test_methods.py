@@ -1,3 +1,5 @@
+from dataclasses import astuple
+
 import pytest
 import torch
 
@@ -163,3 +165,25 @@ def test_a_hessian_that_is_not_positive_definite_is_refused_as_torch_refuses_it(
     with pytest.raises(torch.linalg.LinAlgError, match="not positive-definite"):
         sparsegpt.inverse_hessian_factor(h)
     assert torch.equal(h, -torch.eye(8))  # not consumed: the caller's tensor is untouched
+
+
+@pytest.mark.unit
+def test_sparsegpt_gives_the_same_bits_at_one_and_at_two_threads():
+    # LAPACK blocks its Cholesky by the thread count: unpinned, H⁻¹'s factor differed in most
+    # entries from 256 columns on, and a cell's masks with the machine's cores
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 512, generator=g) * torch.rand(512, generator=g) * 3
+    h = x.T @ x / 2048
+    w = torch.randn(96, 512, generator=g)
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            hinv = sparsegpt.inverse_hessian_factor(h)
+            assert torch.get_num_threads() == n  # the caller's count is restored
+            out[n] = [hinv, *(p for t in (Target(0.6), Target(0.5, n=2, m=4))
+                              for p in astuple(sparsegpt.reconstruct(w, None, t, hinv=hinv)))]
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(out[1], out[2], strict=True))

@@ -16,8 +16,10 @@ layer ends with exactly the target count, as with every other method.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
+from harness import threads
 from harness.pruning.masks import Target, lowest, n_of_m
 from harness.pruning.types import Pruned, no_grad
 
@@ -56,15 +58,19 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float = DAMP,
     diag.add_(damp * torch.mean(diag.flip(0)))
     lower = h.t()  # H is symmetric: the same matrix, column-major
     info = torch.empty((), dtype=torch.int32, device=h.device)
-    torch.linalg.cholesky_ex(lower, out=(lower, info))
-    if info.item() > 0:  # as torch.linalg.cholesky would say it
-        raise torch.linalg.LinAlgError(
-            "linalg.cholesky: The factorization could not be completed because the input is "
-            f"not positive-definite (the leading minor of order {info.item()} is not "
-            "positive-definite).")
-    del h, diag
-    out = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
-    torch.linalg.solve_triangular(lower, out, upper=False, out=out)
+    # On the CPU, LAPACK's blocking follows the thread count and so do the last bits of the
+    # factor (harness/threads.py): one thread, so that a cell's masks do not depend on the
+    # machine's cores. Both calls are O(cols³) on a (cols, cols) matrix, small beside the rest.
+    with threads.one() if h.device.type == "cpu" else contextlib.nullcontext():
+        torch.linalg.cholesky_ex(lower, out=(lower, info))
+        if info.item() > 0:  # as torch.linalg.cholesky would say it
+            raise torch.linalg.LinAlgError(
+                "linalg.cholesky: The factorization could not be completed because the input "
+                f"is not positive-definite (the leading minor of order {info.item()} is not "
+                "positive-definite).")
+        del h, diag
+        out = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device).t()
+        torch.linalg.solve_triangular(lower, out, upper=False, out=out)
     return _flip_(out)
 
 
