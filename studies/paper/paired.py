@@ -182,5 +182,6 @@ def main() -> None:
         a.out.write_text(text)
     print(text)
 
+
 if __name__ == "__main__":
     main()

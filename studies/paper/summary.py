@@ -227,23 +227,27 @@ def markdown(f: dict) -> str:
                   f"complete trials ({se['trials']} asked): trial {se['trial']}, "
                   f"{se['params']}, achieved budget {_f(se['achieved']) or 0:.4f}, "
                   f"VQA {se['vqa'] * 100:.1f}"]
-    for key, title, cols in (
-            ("modality_choice", "2. Which modality to prune (wanda)",
-             ["equal", "language_only", "vision_only"]),
-            ("methods", "3. Methods (both modalities)",
-             ["magnitude", "random", "wanda", "sparsegpt", "dsnot"]),
-            ("sparsegpt_probe", "3b. Probe: SparseGPT's mask without its weight update",
-             ["wanda", "sparsegpt-mask", "sparsegpt"]),
-            ("allocation", "5. Layer-wise allocation (ECoFLaP's estimator per tensor)",
-             ["equal", "owl", "ecoflap"])):
-        if key == "allocation":
-            lines += _recovery_table(f["recovery"])
-        lines += ["", f"## {title}", "", "| setting | " + " | ".join(cols) + " |",
-                  "| --- |" + " --- |" * len(cols)]
-        for level, by in f[key].items():
-            cells = [fmt(by[c]["vqa"]) if c in by else "-" for c in cols]
-            lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    lines += _settings(f["modality_choice"], "2. Which modality to prune (wanda)",
+                       ["equal", "language_only", "vision_only"])
+    lines += _settings(f["methods"], "3. Methods (both modalities)",
+                       ["magnitude", "random", "wanda", "sparsegpt", "dsnot"])
+    lines += _settings(f["sparsegpt_probe"],
+                       "3b. Probe: SparseGPT's mask without its weight update",
+                       ["wanda", "sparsegpt-mask", "sparsegpt"])
+    lines += _recovery_table(f["recovery"])
+    lines += _settings(f["allocation"], "5. Layer-wise allocation (ECoFLaP's estimator per tensor)",
+                       ["equal", "owl", "ecoflap"])
     return "\n".join(lines) + "\n"
+
+
+def _settings(by_level: dict, title: str, cols: list[str]) -> list[str]:
+    """A section: a row per level, a column per setting, VQA mean ± std ("-" where absent)."""
+    lines = ["", f"## {title}", "", "| setting | " + " | ".join(cols) + " |",
+             "| --- |" + " --- |" * len(cols)]
+    for level, by in by_level.items():
+        cells = [fmt(by[c]["vqa"]) if c in by else "-" for c in cols]
+        lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    return lines
 
 
 RECOVERY = ["lora-remask", "sparselora", "lora"]
