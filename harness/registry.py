@@ -20,6 +20,9 @@ What an entry's object is, by kind:
   `check(levels)`, which refuses a spec whose sparsity it cannot spread;
 - recovery: `inject(adapter, spec, masks)`, the model with trainable adapters
   (recovery/lora.py); no target: nothing is trained (`none`); options under `recover.NAME`;
+  `shares`: (another method, "module:attr") when this one trains exactly as that one and
+  differs only in its merge: that method's stage is trained (or read) once for both, and
+  `attr(pruned, merged, masks)` turns its merged weights into this one's (lora-remask);
 - executors: `start(dispatch, tag) -> Workers` (sweep/pool.py); no target: cells run here;
   no options block: `takes` lists the `Dispatch` options (flags) it accepts;
 - figures: `draw(df, metric) -> Figure | None` (report/figures.py); `help` is its caption.
@@ -73,6 +76,7 @@ class Entry:
     stack: bool = False  # methods: Linears reading one input are pruned in one call
     seeded: bool = False  # methods: draws random numbers from `prune.seed`
     takes: tuple[str, ...] = ()  # executors: the `Dispatch` options it accepts
+    shares: tuple[str, str] | None = None  # recovery: (method trained alike, "module:attr")
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,6 +89,8 @@ class Entry:
                              "for pruning methods")
         if self.kind != "executors" and self.takes:
             raise ValueError(f"{WHAT[self.kind]} {self.name!r}: takes is for executors")
+        if self.kind != "recovery" and self.shares:
+            raise ValueError(f"{WHAT[self.kind]} {self.name!r}: shares is for recovery methods")
 
     def load(self) -> Any:
         """The entry's object (its module is imported now)."""
@@ -144,7 +150,8 @@ BUILTIN: tuple[Entry, ...] = (
     Entry("recovery", "sparselora", "harness.recovery.sparse_lora:inject",
           "LoRA whose update the pruning mask keeps sparse"),
     Entry("recovery", "lora-remask", "harness.recovery.lora_remask:inject",
-          "LoRA, the pruning mask applied again after the merge"),
+          "LoRA, the pruning mask applied again after the merge",
+          shares=("lora", "harness.recovery.lora_remask:from_lora")),
 
     Entry("executors", "local", None, "here one at a time"),
     Entry("executors", "pool", "harness.sweep.pool:start",

@@ -7,6 +7,10 @@ longer sparse. Masking the merge keeps the sparsity, at the price of the part of
 that fell on pruned weights, which training never learned to do without. Beside SparseLoRA,
 whose update is masked while it trains, it asks how much recovery the masking during training
 is worth at equal final sparsity (docs/REPRODUCTION.md, finding 4).
+
+Its forward is LoRA's, so from the same recovery seed it trains exactly the adapters plain
+LoRA trains; only the merge differs. Its registry entry says so (`shares`): a sweep trains
+LoRA's stage once and `from_lora` masks that merge, bit for bit what this merge would give.
 ```yaml
 recover: {method: lora-remask, steps: 100}
 ```
@@ -36,8 +40,10 @@ class RemaskLoraLinear(lora_layer.Linear):
         self.register_buffer("sparse_mask", weight.detach() != 0, persistent=False)
 
     def get_delta_weight(self, adapter: str) -> torch.Tensor:
+        # +0 where pruned (not ΔW·0, whose sign is ΔW's): merged, a pruned weight is then +0
+        # whatever sign its zero had, as `from_lora` gives it
         delta = super().get_delta_weight(adapter)
-        return delta * self.sparse_mask.to(delta.dtype)
+        return torch.where(self.sparse_mask, delta, delta.new_zeros(()))
 
     def __repr__(self) -> str:
         return "remask" + super().__repr__()
@@ -56,3 +62,17 @@ def inject(adapter: Adapter, spec: RecoverySpec,
             if isinstance(layer, RemaskLoraLinear) and path in masks:
                 layer.sparse_mask = masks[path].to(layer.sparse_mask.device, torch.bool)
     return model
+
+
+def from_lora(pruned: dict[str, torch.Tensor], merged: dict[str, torch.Tensor],
+              masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """lora-remask's merged weights from plain LoRA's (`merged`, the same training), given
+    the pruned weights of the same Linears and the pruning masks (a Linear without one: its
+    own zeros, as `inject`). Bit for bit the merge above: where the mask keeps, both merges
+    are W + ΔW; where it prunes, W is a zero and the masked ΔW +0, so the sum is +0."""
+    out = {}
+    for path, m in merged.items():
+        w = pruned[path]
+        keep = masks[path].to(w.device, torch.bool) if path in masks else w != 0
+        out[path] = torch.where(keep, m, m.new_zeros(()))
+    return out

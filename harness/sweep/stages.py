@@ -4,7 +4,8 @@
   (SparseGPT), the weights themselves; the sparsity report. Loading applies them to the
   dense model, so a cached prune stage costs one model load.
 - recover: the weights of every Linear that carried an adapter (what the merge changed);
-  the training report.
+  the training report. A method that trains exactly as another (registry `shares`:
+  lora-remask as lora) derives its weights from that method's stage, trained once for both.
 - evaluate: metrics and per-sample predictions.
 
 A stage is read only when the cache vouches for it (`cache.open`: every file as written);
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness import registry
 from harness.errors import UserError
 from harness.evaluation.run import evaluate
 from harness.models import offload
@@ -150,18 +152,23 @@ def recovered(cell: CellSpec, force: bool = False,
               notify: Notify = lambda s: None) -> RecoveredModel:
     """The pruned model recovered (as pruned when the cell's recovery is none), with its
     masks and the two stages' reports."""
+    if cell.recover.method == "none":
+        notify("prune")
+        pm = pruned(cell, force)
+        return RecoveredModel(pm.adapter, pm.masks, pm.report, {"method": "none", "seconds": 0.0})
+    key = recover_key(cell)
+    stored = None if force else _read("recover", key, lambda root: (
+        load_file(str(root / "weights")), json.loads((root / "report.json").read_text())))
+    shares = registry.get("recovery", cell.recover.method).shares
+    if stored is None and shares is not None:
+        return _shared(cell, key, shares, force, notify)
     notify("prune")
     pm = pruned(cell, force)
     adapter, masks, p_report = pm.adapter, pm.masks, pm.report
-    if cell.recover.method == "none":
-        return RecoveredModel(adapter, masks, p_report, {"method": "none", "seconds": 0.0})
     notify("recover")
     from harness.recovery import lora  # PEFT imports transformers: only when training
     from harness.recovery import stage as recovery_stage
 
-    key = recover_key(cell)
-    stored = None if force else _read("recover", key, lambda root: (
-        load_file(str(root / "weights")), json.loads((root / "report.json").read_text())))
     if stored is None:
         adapted = lora.lora_targets(adapter, cell.recover)  # the merge changes these only
         t0 = time.perf_counter()
@@ -179,6 +186,42 @@ def recovered(cell: CellSpec, force: bool = False,
         for p, w in changed.items():
             lins[p].weight.copy_(w)
     return RecoveredModel(adapter, masks, p_report, r_report)
+
+
+def _shared(cell: CellSpec, key: str, shares: tuple[str, str], force: bool,
+            notify: Notify) -> RecoveredModel:
+    """The recover stage of a method that trains exactly as another (its registry entry's
+    `shares`: lora-remask as lora): that method's stage, trained or read (one training
+    serves both), its merged weights turned into this method's, stored under `key`."""
+    from harness.recovery import lora
+    from harness.recovery import stage as recovery_stage
+
+    method, derive = shares
+    trained_as = cell.model_copy(update={"recover": type(cell.recover).model_validate(
+        {**cell.recover.model_dump(), "method": method})})
+    other = recovered(trained_as, force, notify)
+    t0 = time.perf_counter()
+    adapted = lora.lora_targets(other.adapter, cell.recover)
+    lins = other.adapter.all_linears()
+    merged = {p: lins[p].weight.detach() for p in adapted}
+    report = other.recover
+    del other, lins  # one model in memory at a time (and these weights)
+    # the prune stage the other method's recovery just used (no teacher: its dense weights
+    # are not read)
+    pm = pruned(cell.model_copy(update={"recover": type(cell.recover)()}))
+    lins = pm.adapter.all_linears()
+    changed = registry.resolve(derive)({p: lins[p].weight.detach() for p in adapted}, merged,
+                                       pm.masks)
+    with torch.no_grad():
+        for p, w in changed.items():
+            lins[p].weight.copy_(w)
+    r_report = {**report, "method": cell.recover.method, "trained_as": method,
+                **recovery_stage.sparsity_report(pm.adapter, pm.masks),
+                "seconds": time.perf_counter() - t0}
+    with cache.writing("recover", key) as tmp:
+        save_file({p: w.contiguous() for p, w in changed.items()}, str(tmp / "weights"))
+        (tmp / "report.json").write_text(json.dumps(r_report, indent=1, default=str))
+    return RecoveredModel(pm.adapter, pm.masks, pm.report, r_report)
 
 
 def evaluated(cell: CellSpec, force: bool = False, notify: Notify = lambda s: None,
