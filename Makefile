@@ -36,8 +36,8 @@ report: $(STAMP)
 # The paper study on shapes-llava (docs/REPRODUCTION.md): seven grids with three seeds (the
 # four findings, SparseGPT's mask probe, recovery against steps, allocations, the split
 # question at an equal parameter-weighted budget), one search, and the reference report
-# reports/paper/ (committed). Resumes like any sweep; under 90 minutes on 2 cores (see
-# docs/REPRODUCTION.md for the measured runs). The probe, the paired comparisons and the
+# reports/paper/ (committed). Resumes like any sweep; docs/REPRODUCTION.md has the measured
+# runs and their times. The probe, the paired comparisons and the
 # summary are the study's own code (studies/paper/, run from the checkout).
 PAPER_GRIDS = modality_ratio modality_choice methods sparsegpt_probe recovery equal_budget \
   allocation
