@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -87,10 +87,7 @@ def pruned(cell: CellSpec, force: bool = False) -> PrunedModel:
         report["seconds"]["stage"] = time.perf_counter() - t0  # model load + calibration + prune
         rewritten = {p: lins[p].weight.detach().contiguous() for p, m in masks.items()
                      if not torch.equal(lins[p].weight, dense[p] * m)}
-        with cache.writing("prune", key) as tmp:
-            persist.save_masks(masks, tmp / "masks")
-            save_file(rewritten, str(tmp / "weights"))
-            (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        _store("prune", key, rewritten, report, masks)
         return PrunedModel(adapter, masks, dense, report)
     masks, rewritten, report = stored
     d = cell.recover.distill  # only a distillation teacher reads the dense weights
@@ -131,6 +128,17 @@ def _prune_offloaded(cell: CellSpec) -> None:
         report["seconds"]["stage"] = time.perf_counter() - t0
         persist.save_masks(masks, tmp / "masks")
         save_file(rewritten, str(tmp / "weights"))
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
+
+
+def _store(stage: str, key: str, weights: dict[str, torch.Tensor], report: dict[str, Any],
+           masks: Mapping[str, torch.Tensor] | None = None) -> None:
+    """A computed stage written whole (sealed only once every file is there): the weights it
+    changed, its report, and a prune stage's masks."""
+    with cache.writing(stage, key) as tmp:
+        if masks is not None:
+            persist.save_masks(masks, tmp / "masks")
+        save_file(weights, str(tmp / "weights"))
         (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
 
 
@@ -176,9 +184,7 @@ def recovered(cell: CellSpec, force: bool = False,
         r_report["seconds"] = time.perf_counter() - t0
         lins = adapter.all_linears()  # the merged model's
         changed = {p: lins[p].weight.detach().contiguous() for p in adapted}
-        with cache.writing("recover", key) as tmp:
-            save_file(changed, str(tmp / "weights"))
-            (tmp / "report.json").write_text(json.dumps(r_report, indent=1, default=str))
+        _store("recover", key, changed, r_report)
         return RecoveredModel(adapter, masks, p_report, r_report)
     changed, r_report = stored
     lins = adapter.all_linears()
@@ -218,9 +224,7 @@ def _shared(cell: CellSpec, key: str, shares: tuple[str, str], force: bool,
     r_report = {**report, "method": cell.recover.method, "trained_as": method,
                 **recovery_stage.sparsity_report(pm.adapter, pm.masks),
                 "seconds": time.perf_counter() - t0}
-    with cache.writing("recover", key) as tmp:
-        save_file({p: w.contiguous() for p, w in changed.items()}, str(tmp / "weights"))
-        (tmp / "report.json").write_text(json.dumps(r_report, indent=1, default=str))
+    _store("recover", key, {p: w.contiguous() for p, w in changed.items()}, r_report)
     return RecoveredModel(pm.adapter, pm.masks, pm.report, r_report)
 
 
